@@ -1,0 +1,1 @@
+"""The command line: the server, CA tooling and a client of devprov's APIs."""

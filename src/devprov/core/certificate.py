@@ -1,0 +1,216 @@
+"""X.509 certificate parsing and the facts devprov keeps about a certificate.
+
+Certificates reach devprov in every encoding the Azure tools produce (dps-api.md 1.3): PEM text,
+base64 of PEM text (the current ARM SDK base64-encodes a ``bytes`` field), base64 of DER (the Azure
+CLI for ``.cer`` files) and raw DER. :func:`parse_certificates` accepts all of them and raises
+:class:`MalformedCertificateError` with a message that says what it found instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from devprov.core.error import (
+    CertificateExpiredError,
+    CertificateNotYetValidError,
+    InvalidCertificateNameError,
+    MalformedCertificateError,
+    NotACaCertificateError,
+    TooManyCertificatesError,
+)
+
+# DPS rejects messages over 96 KB (dps-api.md 5.1); an encoded certificate is at most that.
+MAX_ENCODED_CERTIFICATE_BYTES = 96 * 1024
+
+# An upload to the certificate registry names one CA certificate (DPS's CertificateBodyDescription
+# carries "the certificate", singular); a bundle would leave it unclear which one is trusted.
+MAX_CERTIFICATES_PER_UPLOAD = 1
+
+# Clocks of an operator's workstation and of the server drift; a certificate made a moment ago
+# by `openssl` carries notBefore = now on the operator's clock. Five minutes is the tolerance
+# Kerberos and most TLS stacks use.
+CLOCK_SKEW = timedelta(minutes=5)
+
+# Certificate names in the DPS registry: "alphanumerics and -._, no whitespace"
+# (iot-dps-https-x509-support.md) and at most 256 characters (ARM spec maxLength).
+MAX_CERTIFICATE_NAME_LENGTH = 256
+_CERTIFICATE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What devprov records and shows about one certificate."""
+
+    subject: str
+    issuer: str
+    common_name: str | None
+    thumbprint: str  # SHA-1 of the DER, 40 upper-case hex characters, as DPS shows it
+    sha256_thumbprint: str
+    serial_number: str  # upper-case hex
+    not_before: datetime
+    not_after: datetime
+    version: int
+    is_ca: bool
+    path_length: int | None
+    self_signed: bool
+
+
+def parse_certificates(data: bytes | str) -> list[x509.Certificate]:
+    """Parse one or more certificates from PEM, base64(PEM), base64(DER) or DER."""
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_ENCODED_CERTIFICATE_BYTES:
+        raise MalformedCertificateError(
+            f"certificate data is {len(raw)} bytes; the limit is {MAX_ENCODED_CERTIFICATE_BYTES}"
+        )
+    stripped = raw.strip()
+    if not stripped:
+        raise MalformedCertificateError("no certificate data was supplied")
+    if b"-----BEGIN" in stripped:
+        return _parse_pem(stripped)
+    if _BASE64_TEXT.fullmatch(stripped):
+        try:
+            decoded = base64.b64decode(b"".join(stripped.split()), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if decoded.strip().startswith(b"-----BEGIN"):
+            return _parse_pem(decoded.strip())
+        if decoded[:1] == b"\x30":
+            return [_parse_der(decoded)]
+        raise MalformedCertificateError(
+            "the data is neither PEM text nor base64 of a PEM or DER certificate"
+        )
+    if stripped[:1] == b"\x30":
+        return [_parse_der(raw)]
+    raise MalformedCertificateError(
+        "the data is neither PEM text nor base64 of a PEM or DER certificate"
+    )
+
+
+def parse_single_certificate(data: bytes | str) -> x509.Certificate:
+    """Parse exactly one certificate; a bundle or a key is refused with a precise error."""
+    certificates = parse_certificates(data)
+    if len(certificates) > MAX_CERTIFICATES_PER_UPLOAD:
+        raise TooManyCertificatesError(
+            f"the data holds {len(certificates)} certificates; upload exactly one "
+            "(the CA certificate itself, without its chain)"
+        )
+    return certificates[0]
+
+
+def _parse_pem(data: bytes) -> list[x509.Certificate]:
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks:
+        raise MalformedCertificateError("the PEM data has no complete BEGIN/END block")
+    labels = [label.decode("ascii") for label, _ in blocks]
+    if "CERTIFICATE" not in labels:
+        if any("PRIVATE KEY" in label for label in labels):
+            raise MalformedCertificateError(
+                "the data is a private key, not a certificate; never send a private key"
+            )
+        found = ", ".join(sorted(set(labels)))
+        raise MalformedCertificateError(f"the PEM data holds {found}, not a CERTIFICATE")
+    if any("PRIVATE KEY" in label for label in labels):
+        raise MalformedCertificateError(
+            "the PEM data contains a private key besides the certificate; send the certificate only"
+        )
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise MalformedCertificateError(f"the PEM certificate does not parse: {exc}") from exc
+
+
+def _parse_der(data: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise MalformedCertificateError(f"the DER certificate does not parse: {exc}") from exc
+
+
+def describe_certificate(certificate: x509.Certificate) -> CertificateFacts:
+    """Extract the facts devprov shows and stores."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca, path_length = constraints.ca, constraints.path_length
+    except x509.ExtensionNotFound:
+        is_ca, path_length = False, None
+    except ValueError as exc:  # a malformed or duplicated extension
+        raise MalformedCertificateError(
+            f"the certificate's extensions do not parse: {exc}"
+        ) from exc
+    return CertificateFacts(
+        subject=format_name(certificate.subject),
+        issuer=format_name(certificate.issuer),
+        common_name=common_name(certificate),
+        thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303
+        sha256_thumbprint=certificate.fingerprint(hashes.SHA256()).hex().upper(),
+        serial_number=format(certificate.serial_number, "X"),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        version=certificate.version.value + 1,
+        is_ca=is_ca,
+        path_length=path_length,
+        self_signed=certificate.issuer == certificate.subject,
+    )
+
+
+def format_name(name: x509.Name) -> str:
+    """Render a distinguished name as DPS shows it: most specific RDN first, ``CN=...``."""
+    return ", ".join(rdn.rfc4514_string() for rdn in reversed(name.rdns))
+
+
+def common_name(certificate: x509.Certificate) -> str | None:
+    """The subject's last common name, or None where there is none."""
+    attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attributes:
+        return None
+    value = attributes[-1].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def to_pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def to_der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def validate_ca_certificate(certificate: x509.Certificate, *, now: datetime) -> CertificateFacts:
+    """Check that an uploaded certificate can act as a CA now (RFC 5280 4.2.1.9)."""
+    facts = describe_certificate(certificate)
+    if not facts.is_ca:
+        raise NotACaCertificateError(
+            f"'{facts.subject}' is not a CA certificate (basicConstraints CA:TRUE is required, "
+            "RFC 5280 4.2.1.9); upload the root or intermediate that signs your devices"
+        )
+    if now > facts.not_after:
+        raise CertificateExpiredError(f"'{facts.subject}' expired at {facts.not_after.isoformat()}")
+    if now + CLOCK_SKEW < facts.not_before:
+        raise CertificateNotYetValidError(
+            f"'{facts.subject}' is not valid before {facts.not_before.isoformat()}"
+        )
+    return facts
+
+
+def validate_certificate_name(name: str) -> str:
+    """DPS registry names: 1-256 of alphanumerics and ``-._``."""
+    if not name or len(name) > MAX_CERTIFICATE_NAME_LENGTH:
+        raise InvalidCertificateNameError(
+            f"a certificate name has 1 to {MAX_CERTIFICATE_NAME_LENGTH} characters"
+        )
+    if not _CERTIFICATE_NAME.fullmatch(name):
+        raise InvalidCertificateNameError(
+            f"certificate name {name!r} may contain only letters, digits, '-', '.' and '_'"
+        )
+    return name
