@@ -1,0 +1,134 @@
+"""Local administration: provisioning services and the audit log, read from the data directory."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from typing import Any
+
+from devprov.cli.common import add_data_dir, container
+from devprov.cli.output import add_json_flag, emit
+from devprov.core.possession import DEFAULT_CODE_LIFETIME
+from devprov.service.model import DEFAULT_MAX_CERTIFICATES, ProvisioningService
+
+
+def register(subparsers: Any) -> None:
+    service = subparsers.add_parser("service", help="provisioning services of this data directory")
+    actions = service.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    create = actions.add_parser(
+        "create", help="create a provisioning service with its own ID scope"
+    )
+    create.add_argument("name")
+    create.add_argument(
+        "--max-certificates",
+        type=int,
+        default=DEFAULT_MAX_CERTIFICATES,
+        help=f"CA certificates it may hold (default {DEFAULT_MAX_CERTIFICATES}, as DPS)",
+    )
+    create.add_argument(
+        "--code-lifetime",
+        type=int,
+        default=int(DEFAULT_CODE_LIFETIME.total_seconds()),
+        help="seconds a verification code stays usable (default 3600)",
+    )
+    listing = actions.add_parser("list", help="list provisioning services")
+    show = actions.add_parser("show", help="show one provisioning service with its keys")
+    show.add_argument("name")
+    for parser in (create, listing, show):
+        add_data_dir(parser)
+        add_json_flag(parser)
+    create.set_defaults(func=_create)
+    listing.set_defaults(func=_list)
+    show.set_defaults(func=_show)
+
+    audit = subparsers.add_parser("audit", help="print the audit log")
+    add_data_dir(audit)
+    add_json_flag(audit)
+    audit.add_argument("--service", help="only this provisioning service")
+    audit.add_argument("--certificate", help="only this certificate")
+    audit.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
+    audit.set_defaults(func=_audit)
+
+
+def _service_json(service: ProvisioningService) -> dict[str, Any]:
+    return {
+        "name": service.name,
+        "idScope": service.id_scope,
+        "created": service.created_at.isoformat(),
+        "maxCertificates": service.max_certificates,
+        "verificationCodeLifetimeSeconds": int(service.code_lifetime.total_seconds()),
+    }
+
+
+def _create(args: argparse.Namespace) -> int:
+    c = container(args)
+    service = c.directory.create(
+        args.name,
+        max_certificates=args.max_certificates,
+        code_lifetime=timedelta(seconds=args.code_lifetime),
+    )
+    return _print_service(args, c.directory.policies(service.name), service)
+
+
+def _show(args: argparse.Namespace) -> int:
+    c = container(args)
+    service = c.directory.get(args.name)
+    return _print_service(args, c.directory.policies(service.name), service)
+
+
+def _print_service(
+    args: argparse.Namespace, policies: list[Any], service: ProvisioningService
+) -> int:
+    data = _service_json(service)
+    data["policies"] = [
+        {
+            "name": p.name,
+            "primaryKey": p.primary_key,
+            "secondaryKey": p.secondary_key,
+            "rights": sorted(p.rights),
+        }
+        for p in policies
+    ]
+    lines = [f"{service.name}: ID scope {service.id_scope}"]
+    lines += [f"  policy {p.name}: primary key {p.primary_key}" for p in policies]
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    services = container(args).directory.all()
+    emit(
+        args,
+        [_service_json(s) for s in services],
+        "\n".join(f"{s.name}\t{s.id_scope}" for s in services) or "no provisioning services",
+    )
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    c = container(args)
+    events = c.audit.events(service=args.service, certificate=args.certificate, limit=args.limit)
+    rows = [
+        {
+            "at": e.at.isoformat(),
+            "service": e.service,
+            "certificate": e.certificate,
+            "action": e.action,
+            "outcome": e.outcome.value,
+            "actor": e.actor,
+            "reason": e.reason,
+            "errorCode": e.error_code,
+            "apiVersion": e.api_version,
+        }
+        for e in events
+    ]
+    human = "\n".join(
+        f"{r['at']}  {r['service']}/{r['certificate'] or '-'}  {r['action']}  {r['outcome']}  "
+        f"by {r['actor']}"
+        + (f"  [{r['errorCode']}] " if r["errorCode"] else "  ")
+        + (r["reason"] or "")
+        for r in rows
+    )
+    emit(args, rows, human or "no audit events")
+    return 0

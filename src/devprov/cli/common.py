@@ -1,0 +1,79 @@
+"""Options shared by commands: the data directory and the server a client command talks to."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from devprov.bootstrap import (
+    DATA_DIR_ENV,
+    DEFAULT_PORT,
+    DEFAULT_SERVICE,
+    Container,
+    DataDir,
+    open_container,
+    resolve_data_dir,
+)
+from devprov.core.error import NotFoundError
+
+
+class DataDirMissingError(NotFoundError):
+    code = "DataDirectoryNotFound"
+    number = 404150
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        help=f"the data directory (default: ${DATA_DIR_ENV} or ./devprov-data)",
+    )
+
+
+def data_dir(args: argparse.Namespace) -> DataDir:
+    return DataDir(resolve_data_dir(args.data_dir))
+
+
+def container(args: argparse.Namespace) -> Container:
+    try:
+        return open_container(data_dir(args).root)
+    except FileNotFoundError as exc:
+        raise DataDirMissingError(str(exc)) from exc
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    add_data_dir(parser)
+    parser.add_argument(
+        "--url", help="the server's URL (default: where the data directory's server listens)"
+    )
+    parser.add_argument("--token", help="the admin bearer token (default: the data directory's)")
+    parser.add_argument(
+        "--ca-file", help="the CA file to trust (default: the data directory's server CA)"
+    )
+    parser.add_argument(
+        "--service", default=DEFAULT_SERVICE, help="provisioning service (default: default)"
+    )
+
+
+@dataclass(frozen=True)
+class ServerTarget:
+    url: str
+    token: str
+    ca_file: Path | None
+    service: str
+
+
+def server_target(args: argparse.Namespace) -> ServerTarget:
+    data = data_dir(args)
+    endpoint = data.endpoint() or {}
+    url = args.url or str(endpoint.get("url") or f"https://localhost:{DEFAULT_PORT}")
+    token = args.token or data.admin_token()
+    if not token:
+        raise DataDirMissingError(
+            f"no admin token: pass --token or point --data-dir at the server's data directory "
+            f"({data.root} has none)"
+        )
+    ca_file = (
+        Path(args.ca_file) if args.ca_file else (data.ca_file if data.ca_file.exists() else None)
+    )
+    return ServerTarget(url=url.rstrip("/"), token=token, ca_file=ca_file, service=args.service)

@@ -1,0 +1,143 @@
+"""``devprov serve`` and ``devprov info``: run the server, and print how to reach it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
+from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.output import add_json_flag, emit
+from devprov.http.app import build_app
+from devprov.http.server import HttpsServer
+from devprov.http.tls import build_server_context
+from devprov.service.model import OWNER_POLICY
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="start the server (creates the data directory)")
+    add_data_dir(serve)
+    serve.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"HTTPS port (default {DEFAULT_PORT})"
+    )
+    serve.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        help="extra host name or IP for the server certificate",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(func=_serve)
+
+    info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
+    add_data_dir(info)
+    add_json_flag(info)
+    info.set_defaults(func=_info)
+
+
+def describe(c: Container, url: str) -> dict[str, Any]:
+    """The facts a user or a script needs to reach this installation."""
+    host_port = url.removeprefix("https://")
+    services = []
+    for service in c.directory.all():
+        owner = next(p for p in c.directory.policies(service.name) if p.name == OWNER_POLICY)
+        services.append(
+            {
+                "name": service.name,
+                "idScope": service.id_scope,
+                "policy": owner.name,
+                "primaryKey": owner.primary_key,
+                "secondaryKey": owner.secondary_key,
+                "connectionString": (
+                    f"HostName={host_port};SharedAccessKeyName={owner.name};"
+                    f"SharedAccessKey={owner.primary_key}"
+                ),
+                "managementUrl": (
+                    f"{url}/subscriptions/local/resourceGroups/devprov/providers/Microsoft.Devices"
+                    f"/provisioningServices/{service.name}"
+                ),
+                "maxCertificates": service.max_certificates,
+                "verificationCodeLifetimeSeconds": int(service.code_lifetime.total_seconds()),
+            }
+        )
+    return {
+        "dataDir": str(c.data.root.resolve()),
+        "url": url,
+        "serverCaFile": str(c.data.ca_file.resolve()),
+        "adminToken": c.data.admin_token(),
+        "adminTokenFile": str(c.data.admin_token_file.resolve()),
+        "database": c.data.database_url(),
+        "services": services,
+    }
+
+
+def render(facts: dict[str, Any]) -> str:
+    lines = [
+        f"URL:             {facts['url']}",
+        f"data directory:  {facts['dataDir']}",
+        f"server CA:       {facts['serverCaFile']}   (clients must trust this file)",
+        f"admin token:     {facts['adminToken']}",
+        "                 (management API: 'Authorization: Bearer <admin token>')",
+    ]
+    for service in facts["services"]:
+        lines += [
+            "",
+            f"provisioning service '{service['name']}'",
+            f"  ID scope:          {service['idScope']}",
+            f"  management URL:    {service['managementUrl']}",
+            f"  policy:            {service['policy']}",
+            f"  primary key:       {service['primaryKey']}",
+            f"  secondary key:     {service['secondaryKey']}",
+            f"  connection string: {service['connectionString']}",
+        ]
+    return "\n".join(lines)
+
+
+def _info(args: argparse.Namespace) -> int:
+    c = container(args)
+    endpoint = data_dir(args).endpoint() or {}
+    url = str(endpoint.get("url") or f"https://localhost:{DEFAULT_PORT}")
+    facts = describe(c, url)
+    emit(args, facts, render(facts))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    root = data_dir(args).root
+    extra_hosts = [*args.san]
+    if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
+        extra_hosts.append(args.host)
+    c = open_container(root, initialize=True, hosts=extra_hosts)
+    return asyncio.run(_run(c, args.host, args.port))
+
+
+async def _run(c: Container, host: str, port: int) -> int:
+    context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
+    server = HttpsServer(build_app(c), context)
+    bound = await server.start(host, port)
+    url = c.data.write_endpoint(host, bound)
+    print(render(describe(c, url)), flush=True)
+    print(f"\ndevprov is listening on {url} ({host}:{bound}); press Ctrl+C to stop", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.close()
+    c.engine.dispose()
+    print("devprov stopped", flush=True)
+    return 0
+
+
+__all__ = ["describe", "public_host", "register", "render"]

@@ -1,0 +1,44 @@
+"""Entity tags and If-Match, as RFC 7232 defines them and as Azure's clients send them.
+
+The current ARM SDK wraps the etag in double quotes (``If-Match: "AAAAAAA00001="``); the 1.x SDK
+and the Azure CLI send it bare (real-clients.md 2.2). Both must match. ``*`` matches any
+existing record (RFC 7232 3.1). If-Match uses the strong comparison, so weak tags never match.
+"""
+
+from __future__ import annotations
+
+import base64
+
+ETAG_BYTES = 8  # DPS's etags are base64 of 8 bytes, e.g. "AAAAAAExpNs=" (dps-api.md 1.2)
+
+
+def build_etag(nonce: bytes) -> str:
+    if len(nonce) != ETAG_BYTES:
+        raise ValueError(f"an etag needs {ETAG_BYTES} bytes")
+    return base64.b64encode(nonce).decode("ascii")
+
+
+def _entity_tags(header: str) -> list[str]:
+    tags: list[str] = []
+    for raw in header.split(","):
+        tag = raw.strip()
+        if not tag:
+            continue
+        if tag.startswith("W/"):
+            tags.append("W/")  # a weak tag never matches under strong comparison
+            continue
+        if len(tag) >= 2 and tag[0] == '"' and tag[-1] == '"':
+            tag = tag[1:-1]
+        tags.append(tag)
+    return tags
+
+
+def is_etag_match(if_match: str, current: str) -> bool:
+    """True when the If-Match header value admits a record whose etag is ``current``."""
+    tags = _entity_tags(if_match)
+    return "*" in tags or current in tags
+
+
+def format_etag(etag: str) -> str:
+    """The header form of an etag: quoted, as RFC 7232 2.3 writes it."""
+    return f'"{etag}"'

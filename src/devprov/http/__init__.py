@@ -1,0 +1,1 @@
+"""HTTP adapters: the HTTPS server, the management, service and device APIs."""

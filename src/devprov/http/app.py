@@ -1,0 +1,36 @@
+"""The ASGI application: every API devprov serves over HTTPS, on one Starlette app."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from devprov.bootstrap import Container
+from devprov.core.error import RouteNotFoundError
+from devprov.http import management
+from devprov.http.error import arm_error_response, new_tracking_id
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return arm_error_response(
+        RouteNotFoundError(f"no resource at {request.method} {request.url.path}"), new_tracking_id()
+    )
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {
+            "code": 405000,
+            "httpStatusCode": "MethodNotAllowed",
+            "message": f"{request.method} is not allowed here",
+        },
+        status_code=405,
+    )
+
+
+def build_app(container: Container) -> Starlette:
+    return Starlette(
+        routes=[*management.routes(container)],
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
+    )

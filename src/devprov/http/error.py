@@ -1,0 +1,77 @@
+"""The one mapping of devprov's error tree onto HTTP, and the two error bodies it speaks.
+
+The management API is ARM's, so its errors take ARM's ``ErrorDetails`` shape (dps-api.md 1.8:
+``code``, ``httpStatusCode``, ``message``, ``details``), plus the OData ``error`` object that
+azure-core reads to build an exception message. The service and device APIs are DPS's, whose
+errors carry ``errorCode``, ``trackingId``, ``message`` and ``timestampUtc`` (dps-api.md 2.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from http import HTTPStatus
+
+from starlette.responses import JSONResponse
+
+from devprov.core.error import DevprovError, ErrorKind
+
+log = logging.getLogger("devprov.http")
+
+STATUS: dict[ErrorKind, HTTPStatus] = {
+    ErrorKind.INVALID_INPUT: HTTPStatus.BAD_REQUEST,
+    ErrorKind.AUTHENTICATION_FAILED: HTTPStatus.UNAUTHORIZED,
+    ErrorKind.NOT_PERMITTED: HTTPStatus.FORBIDDEN,
+    ErrorKind.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    ErrorKind.CONFLICT: HTTPStatus.CONFLICT,
+    ErrorKind.PRECONDITION_FAILED: HTTPStatus.PRECONDITION_FAILED,
+    ErrorKind.TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorKind.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorKind.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR,
+}
+
+
+def new_tracking_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _headers(error: DevprovError, status: HTTPStatus, tracking_id: str) -> dict[str, str]:
+    headers = {"x-ms-error-code": str(error.number), "x-ms-request-id": tracking_id}
+    if status is HTTPStatus.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = 'Bearer realm="devprov"'
+    return headers
+
+
+def arm_error_response(error: DevprovError, tracking_id: str) -> JSONResponse:
+    status = STATUS[error.kind]
+    message = error.message
+    if status is HTTPStatus.PRECONDITION_FAILED:
+        # Azure's own wording ends with the error code (Azure/azure-cli #13098).
+        message = f"{message}. errorcode: {error.code}."
+    body = {
+        "code": error.number,
+        "httpStatusCode": status.phrase.replace(" ", ""),
+        "message": message,
+        "details": f"{error.code}; trackingId {tracking_id}",
+        "error": {"code": error.code, "message": message},
+    }
+    return JSONResponse(body, status_code=status, headers=_headers(error, status, tracking_id))
+
+
+def dps_error_response(
+    error: DevprovError, tracking_id: str, *, message: str | None = None
+) -> JSONResponse:
+    """DPS's error body. ``message`` replaces the precise one where the caller is a device."""
+    status = STATUS[error.kind]
+    body = {
+        "errorCode": error.number,
+        "trackingId": tracking_id,
+        "message": message or error.message,
+        "timestampUtc": _timestamp(),
+    }
+    return JSONResponse(body, status_code=status, headers=_headers(error, status, tracking_id))

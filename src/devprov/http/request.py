@@ -1,0 +1,67 @@
+"""Reading requests: bounded JSON bodies, bearer tokens, api-version, case-insensitive routes."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from devprov.core.error import BodyTooLargeError, MalformedRequestError, MissingCredentialsError
+
+# DPS's maximum message size (dps-api.md 5.1). The HTTPS server refuses larger bodies before
+# the app sees them; this guard covers other servers and chunked bodies.
+MAX_BODY_BYTES = 96 * 1024
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLargeError(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLargeError(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, *, required: bool = True) -> Any:
+    body = await read_body(request)
+    if not body.strip():
+        if required:
+            raise MalformedRequestError("the request needs a JSON body")
+        return None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise MissingCredentialsError("the request has no Authorization header")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise MissingCredentialsError("the Authorization header must be 'Bearer <admin token>'")
+    return token.strip()
+
+
+def api_version(request: Request) -> str | None:
+    """Recorded, never required: every client pins a different one (real-clients.md 2.1)."""
+    for key, value in request.query_params.multi_items():
+        if key.lower() == "api-version":
+            return value
+    return None
+
+
+def case_insensitive(routes: list[Route]) -> list[Route]:
+    """ARM and DPS paths match case-insensitively (dps-api.md 2.1)."""
+    for route in routes:
+        route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)
+    return routes

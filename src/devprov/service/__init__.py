@@ -1,0 +1,1 @@
+"""Use cases: load from stores, call the core, persist the outcome."""

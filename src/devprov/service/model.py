@@ -1,0 +1,93 @@
+"""The records the use cases load and store: provisioning services, registry certificates,
+shared access policies and audit events. Frozen values; stores return new ones."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+
+from devprov.core.certificate import CertificateFacts, describe_certificate
+from devprov.core.possession import DEFAULT_CODE_LIFETIME, VerificationCodes
+
+# DPS allows 25 CA certificates per instance (dps-api.md 1.9); devprov makes it a per-service
+# setting with that default.
+DEFAULT_MAX_CERTIFICATES = 25
+
+# DPS's rights (dps-api.md 1.1 and 2.2); the default policy holds all of them.
+ALL_RIGHTS = frozenset(
+    {
+        "ServiceConfig",
+        "EnrollmentRead",
+        "EnrollmentWrite",
+        "DeviceConnect",
+        "RegistrationStatusRead",
+        "RegistrationStatusWrite",
+    }
+)
+OWNER_POLICY = "provisioningserviceowner"
+
+
+class VerificationMethod(enum.Enum):
+    SELF_ATTESTED = "selfAttested"
+    PROOF_OF_POSSESSION = "proofOfPossession"
+
+
+@dataclass(frozen=True)
+class ProvisioningService:
+    name: str
+    id_scope: str
+    created_at: datetime
+    max_certificates: int = DEFAULT_MAX_CERTIFICATES
+    code_lifetime: timedelta = DEFAULT_CODE_LIFETIME
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    service: str
+    name: str
+    primary_key: str
+    secondary_key: str
+    rights: frozenset[str] = ALL_RIGHTS
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    service: str
+    name: str
+    der: bytes
+    is_verified: bool
+    verification_method: VerificationMethod | None
+    verified_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    etag: str
+    codes: VerificationCodes = field(default_factory=VerificationCodes)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+    @property
+    def facts(self) -> CertificateFacts:
+        return describe_certificate(self.certificate)
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    at: datetime
+    service: str
+    action: str
+    outcome: Outcome
+    actor: str
+    certificate: str | None = None
+    reason: str | None = None
+    error_code: str | None = None
+    api_version: str | None = None

@@ -1,0 +1,103 @@
+"""Provisioning services: create them with an ID scope and an owner policy, list and read them.
+
+A data directory can hold several provisioning services, each with its own certificates, keys
+and ID scope, as separate DPS instances would have.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import timedelta
+
+from devprov.core.error import InvalidInputError, InvalidNameError, ServiceNotFoundError
+from devprov.core.possession import DEFAULT_CODE_LIFETIME
+from devprov.service.model import (
+    ALL_RIGHTS,
+    DEFAULT_MAX_CERTIFICATES,
+    OWNER_POLICY,
+    AccessPolicy,
+    ProvisioningService,
+)
+from devprov.service.port import Clock, RandomBytes, UnitOfWorkFactory
+
+# DPS instance names: 3-64 characters, alphanumerics and hyphens (ARM naming rules for
+# Microsoft.Devices/provisioningServices).
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{1,62}[A-Za-z0-9]")
+
+# Shared access keys are 32 random bytes, base64, as DPS generates them.
+ACCESS_KEY_BYTES = 32
+
+# ID scopes look like "0ne00111111": the prefix "0ne" and 8 hex digits (dps-api.md 3.1).
+ID_SCOPE_PREFIX = "0ne"
+ID_SCOPE_RANDOM_BYTES = 4
+
+
+def validate_service_name(name: str) -> str:
+    if not _SERVICE_NAME.fullmatch(name):
+        raise InvalidNameError(
+            f"provisioning service name {name!r} must have 3 to 64 letters, digits or hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def build_access_key(random_bytes: RandomBytes) -> str:
+    return base64.b64encode(random_bytes(ACCESS_KEY_BYTES)).decode("ascii")
+
+
+class ServiceDirectory:
+    """Creates and reads provisioning services."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, random_bytes: RandomBytes) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._random = random_bytes
+
+    def create(
+        self,
+        name: str,
+        *,
+        max_certificates: int = DEFAULT_MAX_CERTIFICATES,
+        code_lifetime: timedelta = DEFAULT_CODE_LIFETIME,
+    ) -> ProvisioningService:
+        validate_service_name(name)
+        if max_certificates < 1:
+            raise InvalidInputError("the certificate limit must be at least 1")
+        if code_lifetime <= timedelta(0):
+            raise InvalidInputError("the verification code lifetime must be positive")
+        service = ProvisioningService(
+            name=name,
+            id_scope=ID_SCOPE_PREFIX + self._random(ID_SCOPE_RANDOM_BYTES).hex().upper(),
+            created_at=self._clock(),
+            max_certificates=max_certificates,
+            code_lifetime=code_lifetime,
+        )
+        owner = AccessPolicy(
+            service=name,
+            name=OWNER_POLICY,
+            primary_key=build_access_key(self._random),
+            secondary_key=build_access_key(self._random),
+            rights=ALL_RIGHTS,
+        )
+        with self._uow() as uow:
+            uow.services.add(service, [owner])
+            uow.commit()
+        return service
+
+    def get(self, name: str) -> ProvisioningService:
+        with self._uow() as uow:
+            service = uow.services.get(name)
+        if service is None:
+            raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
+        return service
+
+    def all(self) -> list[ProvisioningService]:
+        with self._uow() as uow:
+            return uow.services.all()
+
+    def policies(self, name: str) -> list[AccessPolicy]:
+        with self._uow() as uow:
+            if uow.services.get(name) is None:
+                raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
+            return uow.services.policies(name)

@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 storage: tables, repositories and Alembic migrations (SQLite and PostgreSQL)."""

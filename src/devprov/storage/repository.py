@@ -1,0 +1,326 @@
+"""SQL implementations of the service ports, on one SQLAlchemy connection per unit of work.
+
+Queries live here and nowhere else. Driver exceptions are translated where they enter:
+unique violations become ``AlreadyExistsError``, lost compare-and-swap updates become
+``EtagMismatchError``, and operational failures (a locked or unreachable database) become
+``StorageUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from devprov.core.error import AlreadyExistsError, EtagMismatchError, StorageUnavailableError
+from devprov.core.possession import VerificationCodes
+from devprov.service.model import (
+    AccessPolicy,
+    AuditEvent,
+    CertificateRecord,
+    Outcome,
+    ProvisioningService,
+    VerificationMethod,
+)
+from devprov.storage.table import access_policies, audit_events, certificates, services, settings
+
+
+def _certificate_values(record: CertificateRecord) -> dict[str, Any]:
+    return {
+        "service": record.service,
+        "name": record.name,
+        "name_key": record.name.lower(),
+        "der": record.der,
+        "is_verified": record.is_verified,
+        "verification_method": record.verification_method.value
+        if record.verification_method
+        else None,
+        "verified_at": record.verified_at,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "etag": record.etag,
+        "code": record.codes.current,
+        "code_issued_at": record.codes.issued_at,
+        "superseded_codes": json.dumps(list(record.codes.superseded)),
+        "used_codes": json.dumps(list(record.codes.used)),
+    }
+
+
+def _certificate_record(row: RowMapping) -> CertificateRecord:
+    method = row["verification_method"]
+    return CertificateRecord(
+        service=row["service"],
+        name=row["name"],
+        der=bytes(row["der"]),
+        is_verified=bool(row["is_verified"]),
+        verification_method=VerificationMethod(method) if method else None,
+        verified_at=row["verified_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        etag=row["etag"],
+        codes=VerificationCodes(
+            current=row["code"],
+            issued_at=row["code_issued_at"],
+            superseded=tuple(json.loads(row["superseded_codes"])),
+            used=tuple(json.loads(row["used_codes"])),
+        ),
+    )
+
+
+class SqlCertificateStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, service: str, name: str) -> CertificateRecord | None:
+        row = (
+            self._c.execute(
+                select(certificates).where(
+                    certificates.c.service == service, certificates.c.name_key == name.lower()
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _certificate_record(row) if row else None
+
+    def in_service(self, service: str) -> list[CertificateRecord]:
+        rows = self._c.execute(
+            select(certificates)
+            .where(certificates.c.service == service)
+            .order_by(certificates.c.name_key)
+        ).mappings()
+        return [_certificate_record(row) for row in rows]
+
+    def count(self, service: str) -> int:
+        total = self._c.execute(
+            select(func.count()).select_from(certificates).where(certificates.c.service == service)
+        ).scalar_one()
+        return int(total)
+
+    def add(self, record: CertificateRecord) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(certificates).values(**_certificate_values(record)))
+        except IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"certificate '{record.name}' already exists in service '{record.service}'"
+            ) from exc
+
+    def replace(self, record: CertificateRecord, *, expected_etag: str) -> None:
+        values = _certificate_values(record)
+        del values["created_at"]
+        result = self._c.execute(
+            update(certificates)
+            .where(
+                certificates.c.service == record.service,
+                certificates.c.name_key == record.name.lower(),
+                certificates.c.etag == expected_etag,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise EtagMismatchError(
+                f"Invalid ETag supplied: certificate '{record.name}' changed meanwhile"
+            )
+
+    def remove(self, service: str, name: str, *, expected_etag: str) -> None:
+        result = self._c.execute(
+            delete(certificates).where(
+                certificates.c.service == service,
+                certificates.c.name_key == name.lower(),
+                certificates.c.etag == expected_etag,
+            )
+        )
+        if result.rowcount != 1:
+            raise EtagMismatchError(
+                f"Invalid ETag supplied: certificate '{name}' changed concurrently; read it again"
+            )
+
+
+def _service(row: RowMapping) -> ProvisioningService:
+    return ProvisioningService(
+        name=row["name"],
+        id_scope=row["id_scope"],
+        created_at=row["created_at"],
+        max_certificates=row["max_certificates"],
+        code_lifetime=timedelta(seconds=row["code_lifetime_seconds"]),
+    )
+
+
+class SqlServiceStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, name: str) -> ProvisioningService | None:
+        row = self._c.execute(select(services).where(services.c.name == name)).mappings().first()
+        return _service(row) if row else None
+
+    def get_by_scope(self, id_scope: str) -> ProvisioningService | None:
+        row = (
+            self._c.execute(
+                select(services).where(func.lower(services.c.id_scope) == id_scope.lower())
+            )
+            .mappings()
+            .first()
+        )
+        return _service(row) if row else None
+
+    def all(self) -> list[ProvisioningService]:
+        rows = self._c.execute(select(services).order_by(services.c.name)).mappings()
+        return [_service(row) for row in rows]
+
+    def add(self, service: ProvisioningService, policies: list[AccessPolicy]) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(services).values(
+                        name=service.name,
+                        id_scope=service.id_scope,
+                        created_at=service.created_at,
+                        max_certificates=service.max_certificates,
+                        code_lifetime_seconds=int(service.code_lifetime.total_seconds()),
+                    )
+                )
+                for policy in policies:
+                    self._c.execute(
+                        insert(access_policies).values(
+                            service=policy.service,
+                            name=policy.name,
+                            primary_key=policy.primary_key,
+                            secondary_key=policy.secondary_key,
+                            rights=",".join(sorted(policy.rights)),
+                        )
+                    )
+        except IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"provisioning service '{service.name}' already exists"
+            ) from exc
+
+    def policies(self, service: str) -> list[AccessPolicy]:
+        rows = self._c.execute(
+            select(access_policies)
+            .where(access_policies.c.service == service)
+            .order_by(access_policies.c.name)
+        ).mappings()
+        return [
+            AccessPolicy(
+                service=row["service"],
+                name=row["name"],
+                primary_key=row["primary_key"],
+                secondary_key=row["secondary_key"],
+                rights=frozenset(filter(None, row["rights"].split(","))),
+            )
+            for row in rows
+        ]
+
+
+class SqlAuditLog:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def record(self, event: AuditEvent) -> None:
+        self._c.execute(
+            insert(audit_events).values(
+                at=event.at,
+                service=event.service,
+                certificate=event.certificate,
+                action=event.action,
+                outcome=event.outcome.value,
+                actor=event.actor,
+                reason=event.reason,
+                error_code=event.error_code,
+                api_version=event.api_version,
+            )
+        )
+
+    def query(
+        self, *, service: str | None = None, certificate: str | None = None, limit: int = 100
+    ) -> list[AuditEvent]:
+        query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if service is not None:
+            query = query.where(audit_events.c.service == service)
+        if certificate is not None:
+            query = query.where(func.lower(audit_events.c.certificate) == certificate.lower())
+        rows = list(self._c.execute(query).mappings())
+        rows.reverse()
+        return [
+            AuditEvent(
+                at=row["at"],
+                service=row["service"],
+                certificate=row["certificate"],
+                action=row["action"],
+                outcome=Outcome(row["outcome"]),
+                actor=row["actor"],
+                reason=row["reason"],
+                error_code=row["error_code"],
+                api_version=row["api_version"],
+            )
+            for row in rows
+        ]
+
+
+class SqlSettingStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, key: str) -> str | None:
+        value = self._c.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def put(self, key: str, value: str) -> None:
+        updated = self._c.execute(update(settings).where(settings.c.key == key).values(value=value))
+        if updated.rowcount == 0:
+            self._c.execute(insert(settings).values(key=key, value=value))
+
+
+class SqlUnitOfWork:
+    """One connection and one transaction; committed explicitly, rolled back otherwise."""
+
+    certificates: SqlCertificateStore
+    services: SqlServiceStore
+    audit: SqlAuditLog
+    settings: SqlSettingStore
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> Self:
+        try:
+            self._connection = self._engine.connect()
+            self._transaction = self._connection.begin()
+        except OperationalError as exc:
+            raise StorageUnavailableError(f"the database cannot be opened: {exc.orig}") from exc
+        self.certificates = SqlCertificateStore(self._connection)
+        self.services = SqlServiceStore(self._connection)
+        self.audit = SqlAuditLog(self._connection)
+        self.settings = SqlSettingStore(self._connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+        finally:
+            self._connection.close()
+        if isinstance(exc, OperationalError):
+            raise StorageUnavailableError(f"the database is unavailable: {exc.orig}") from exc
+
+    def commit(self) -> None:
+        try:
+            self._transaction.commit()
+        except OperationalError as exc:
+            raise StorageUnavailableError(f"the database refused the commit: {exc.orig}") from exc
+        self._transaction = self._connection.begin()
+
+    def rollback(self) -> None:
+        self._transaction.rollback()
+        self._transaction = self._connection.begin()
