@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -97,10 +98,8 @@ def test_single_rejects_a_bundle_but_parse_keeps_it(ca: f.Ca) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.binary(max_size=512), st.text(max_size=512)))
 def test_parse_raises_only_our_input_errors(data: bytes | str) -> None:
-    try:
+    with contextlib.suppress(InvalidInputError):
         c.parse_certificates(data)
-    except InvalidInputError:
-        pass
 
 
 @settings(max_examples=100, deadline=None)

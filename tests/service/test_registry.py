@@ -3,6 +3,7 @@ unchanged after each refusal, and the audit trail of both."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -113,7 +114,7 @@ def test_reuploading_the_same_certificate_keeps_verification(registry, root) -> 
 
 def test_certificate_limit(uow, clock, directory, root) -> None:
     directory.create("small", max_certificates=2)
-    registry = CertificateRegistry(uow, clock, __import__("secrets").token_bytes)
+    registry = CertificateRegistry(uow, clock, secrets.token_bytes)
     for i in range(2):
         registry.upload(
             "small", f"c{i}", f.root(f"R{i}").pem, is_verified=False, if_match=None, actor=ACTOR
@@ -191,7 +192,7 @@ def test_refused_proof_changes_nothing_and_is_audited(registry, root, uow) -> No
 
 def test_expired_code_via_service_lifetime(uow, clock, directory, root) -> None:
     directory.create("quick", code_lifetime=timedelta(seconds=30))
-    registry = CertificateRegistry(uow, clock, __import__("secrets").token_bytes)
+    registry = CertificateRegistry(uow, clock, secrets.token_bytes)
     record = registry.upload(
         "quick", "root", root.pem, is_verified=False, if_match=None, actor=ACTOR
     )

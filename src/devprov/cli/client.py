@@ -7,6 +7,7 @@ applies to remote errors too.
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -51,7 +52,9 @@ class ManagementClient:
             f"{target.url}/subscriptions/local/resourceGroups/devprov/providers/Microsoft.Devices"
             f"/provisioningServices/{target.service}/certificates"
         )
-        verify: str | bool = str(target.ca_file) if target.ca_file else True
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(target.ca_file)) if target.ca_file else True
+        )
         self._http = httpx.Client(
             verify=verify,
             timeout=TIMEOUT_SECONDS,

@@ -1,0 +1,222 @@
+"""Server-side TLS for the HTTPS server: the pyOpenSSL context and one connection's TLS.
+
+Devices authenticate with X.509 client certificates that may be self-signed or issued through
+intermediates the server has never seen, and the set of trusted certificates changes while the
+server runs (enrollments and CA uploads). Python's ``ssl`` cannot serve that: it has no verify
+callback, and with ``CERT_OPTIONAL`` an unknown self-signed client certificate aborts the
+handshake. pyOpenSSL can, and measured on the development machine it also costs about half the
+server CPU per mutual-TLS handshake of ``ssl`` with asyncio.
+
+So TLS only *collects* the client's certificates: the context requests one, accepts whatever is
+presented (or nothing), and :class:`TlsSession` hands the presented chain, leaf first, to the
+HTTP layer. The application validates it later, against the trust store of the moment, with
+``cryptography.x509.verification`` (see ``devprov.core``); a failed validation is then an
+authentication error the device can read, instead of a handshake alert it cannot.
+
+:class:`TlsSession` runs one connection over memory BIOs so that the asyncio protocol in
+``devprov.http.server`` owns the socket and no thread is spent per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from OpenSSL.crypto import X509
+
+logger = logging.getLogger(__name__)
+
+# TLS 1.2 suites: forward secret AEAD only (Mozilla "intermediate"), ECDSA and RSA server keys.
+# TLS 1.2 stays because the Azure IoT Python device SDK negotiates nothing newer; TLS 1.3 keeps
+# OpenSSL's default suites.
+TLS12_CIPHERS = b":".join(
+    (
+        b"ECDHE-ECDSA-AES128-GCM-SHA256",
+        b"ECDHE-RSA-AES128-GCM-SHA256",
+        b"ECDHE-ECDSA-AES256-GCM-SHA384",
+        b"ECDHE-RSA-AES256-GCM-SHA384",
+        b"ECDHE-ECDSA-CHACHA20-POLY1305",
+        b"ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+ALPN_HTTP11 = b"http/1.1"
+
+# OpenSSL refuses to resume a session on a context that requests client certificates unless
+# the context names itself (SSL_R_SESSION_ID_CONTEXT_UNINITIALIZED fails the handshake).
+SESSION_ID_CONTEXT = b"devprov"
+
+# Resumed sessions skip the certificate exchange, so the chain must come from the session.
+# OpenSSL keeps the peer's intermediates only in the server's in-memory session cache: a session
+# restored from a ticket has the leaf but get_peer_cert_chain() returns None (measured with
+# OpenSSL 4.0.3, TLS 1.2 and 1.3). Tickets are therefore off and resumption is stateful, in
+# OpenSSL's cache (default size 20480 sessions; pyOpenSSL cannot change it). Resuming stays safe
+# while trust changes, since the application validates the chain on every request.
+SESSION_TIMEOUT_SECONDS = 300
+
+# Bytes moved per BIO call; a TLS record is at most 16 KiB plus overhead, so one call usually
+# drains everything the socket delivered.
+BIO_CHUNK = 65536
+
+
+class TlsError(Exception):
+    """The peer broke TLS (bad handshake, bad record, plaintext on a TLS port)."""
+
+
+def build_server_context(
+    certificate_chain_file: Path,
+    private_key_file: Path,
+    *,
+    request_client_certificate: bool = True,
+) -> SSL.Context:
+    """A TLS 1.2/1.3 server context that requests, but does not verify, client certificates.
+
+    ``certificate_chain_file`` holds the server certificate followed by its intermediates (PEM).
+    With ``request_client_certificate`` the server sends a CertificateRequest and accepts any
+    chain or none (no VERIFY_FAIL_IF_NO_PEER_CERT): validation is the application's job, see
+    the module docstring. Raises ``OpenSSL.SSL.Error`` if the files are unreadable or the key
+    does not match the certificate.
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_cipher_list(TLS12_CIPHERS)
+    # Renegotiation could swap the client certificate after the chain was handed to the app,
+    # and client-initiated renegotiation is a cheap way to burn server CPU. No tickets: see
+    # SESSION_TIMEOUT_SECONDS.
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
+    context.use_certificate_chain_file(str(certificate_chain_file))
+    context.use_privatekey_file(str(private_key_file))
+    context.check_privatekey()
+    context.set_alpn_select_callback(_select_alpn)
+    context.set_timeout(SESSION_TIMEOUT_SECONDS)
+    if request_client_certificate:
+        context.set_verify(SSL.VERIFY_PEER, _accept_any_certificate)
+        context.set_session_id(SESSION_ID_CONTEXT)
+    return context
+
+
+def _accept_any_certificate(
+    connection: SSL.Connection, certificate: X509, error: int, depth: int, ok: int
+) -> bool:
+    # Accept-all on purpose: an unknown issuer or a self-signed leaf is normal for a device
+    # here, and trust is decided by the application after the handshake (module docstring).
+    return True
+
+
+def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    # Only HTTP/1.1 is spoken; a client offering just h2 gets no ALPN answer and may go on.
+    # (Any: pyOpenSSL's sentinel type for "no overlap" is private.)
+    return ALPN_HTTP11 if ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+class TlsSession:
+    """The server side of one TLS connection over memory BIOs.
+
+    Feed it what the socket delivered (:meth:`receive`), drive :meth:`handshake` until it returns
+    True, then :meth:`read` plaintext and :meth:`write` replies. After every call, send
+    :meth:`outgoing` to the socket. Every OpenSSL failure surfaces as :class:`TlsError`.
+    """
+
+    __slots__ = ("_connection", "_extension", "handshake_complete")
+
+    def __init__(self, context: SSL.Context) -> None:
+        self._connection = SSL.Connection(context, None)
+        self._connection.set_accept_state()
+        self.handshake_complete = False
+        self._extension: dict[str, Any] | None = None
+
+    def receive(self, data: bytes) -> None:
+        """Queue bytes read from the socket."""
+        self._connection.bio_write(data)
+
+    def handshake(self) -> bool:
+        """Advance the handshake; True once it is complete. Raises :class:`TlsError`."""
+        try:
+            self._connection.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.Error as exc:
+            raise TlsError(f"TLS handshake failed: {exc}") from exc
+        self.handshake_complete = True
+        return True
+
+    def read(self) -> tuple[bytes, bool]:
+        """All plaintext decryptable now, and whether the peer sent close_notify."""
+        chunks: list[bytes] = []
+        closed = False
+        recv = self._connection.recv
+        while True:
+            try:
+                chunks.append(recv(BIO_CHUNK))
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                closed = True
+                break
+            except SSL.Error as exc:
+                raise TlsError(f"TLS record rejected: {exc}") from exc
+        if len(chunks) == 1:
+            return chunks[0], closed
+        return b"".join(chunks), closed
+
+    def write(self, data: bytes) -> None:
+        """Encrypt ``data``; a memory BIO never blocks, so it is written whole."""
+        try:
+            self._connection.sendall(data)
+        except SSL.Error as exc:
+            raise TlsError(f"TLS write failed: {exc}") from exc
+
+    def outgoing(self) -> bytes:
+        """Everything OpenSSL has queued for the socket (records, alerts), or b""."""
+        chunks: list[bytes] = []
+        bio_read = self._connection.bio_read
+        while True:
+            try:
+                chunks.append(bio_read(BIO_CHUNK))
+            except SSL.WantReadError:
+                break
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Queue close_notify (RFC 8446 6.1); a clean shutdown also keeps the session cached."""
+        try:
+            self._connection.shutdown()
+        except SSL.Error:
+            logger.debug("TLS shutdown failed", exc_info=True)
+
+    def extension(self) -> dict[str, Any]:
+        """The ASGI ``tls`` scope extension for this connection, computed once per connection.
+
+        Follows the ASGI TLS extension, except that ``cipher_suite`` is OpenSSL's name, and adds
+        ``devprov.client_chain_der``: the presented chain as DER, leaf first.
+        """
+        if self._extension is None:
+            chain = self.peer_chain()
+            self._extension = {
+                "server_cert": None,
+                "client_cert_chain": [c.public_bytes(Encoding.PEM).decode("ascii") for c in chain],
+                "client_cert_name": chain[0].subject.rfc4514_string() if chain else None,
+                "client_cert_error": None,
+                "tls_version": self._connection.get_protocol_version(),
+                "cipher_suite": self._connection.get_cipher_name(),
+                "devprov.client_chain_der": [c.public_bytes(Encoding.DER) for c in chain],
+            }
+        return self._extension
+
+    def peer_chain(self) -> list[x509.Certificate]:
+        """The client's certificates as presented, leaf first; empty if it sent none."""
+        leaf = self._connection.get_peer_certificate(as_cryptography=True)
+        if leaf is None:
+            return []
+        # On the server OpenSSL's list leaves the leaf out (OpenSSL 4.0.3 measured; its docs say
+        # the same), while client-side lists start with it: drop a leading copy either way.
+        rest = self._connection.get_peer_cert_chain(as_cryptography=True) or []
+        if rest and rest[0] == leaf:
+            rest = rest[1:]
+        return [leaf, *rest]

@@ -1,0 +1,95 @@
+"""Start a real ``devprov serve`` process on a free port, for end-to-end and interop tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START_TIMEOUT_SECONDS = 60
+_LISTENING = re.compile(r"devprov is listening on (https://\S+) ")
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def cli_args(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir)]
+
+
+@contextmanager
+def running_server(data_dir: Path, *extra: str) -> Iterator[ServerProcess]:
+    command = [
+        sys.executable,
+        "-m",
+        "devprov.cli.main",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        "0",
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            match = _LISTENING.search(line)
+            if match and not found:
+                found.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not ready.wait(0.1):
+            if time.monotonic() > deadline:
+                raise TimeoutError("devprov serve did not start:\n" + "".join(output))
+        if not found:
+            raise RuntimeError("devprov serve exited early:\n" + "".join(output))
+        yield ServerProcess(found[0], data_dir, process, output)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        reader.join(timeout=5)
+        process.stdout.close()
