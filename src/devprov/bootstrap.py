@@ -31,9 +31,15 @@ from sqlalchemy import Engine
 
 from devprov.core.error import AlreadyExistsError
 from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
+from devprov.http.webhook import HttpAllocationWebhook
+from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
+from devprov.service.device import DeviceRegistration
+from devprov.service.enrollment import EnrollmentService
+from devprov.service.hub import HubDirectory
 from devprov.service.port import UnitOfWork
 from devprov.service.provisioning import ServiceDirectory
+from devprov.service.registration import RegistrationStates
 from devprov.service.registry import CertificateRegistry
 from devprov.storage.database import create_database_engine, migrate, sqlite_url
 from devprov.storage.repository import SqlUnitOfWork
@@ -201,6 +207,12 @@ class Container:
     directory: ServiceDirectory
     audit: AuditTrail
     admin_token_sha256: str
+    enrollments: EnrollmentService
+    registration_states: RegistrationStates
+    devices: DeviceRegistration
+    hubs: HubDirectory
+    access: ServiceAccess
+    server_names: frozenset[str]
 
     def is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(hash_token(token), self.admin_token_sha256)
@@ -241,4 +253,29 @@ def open_container(
         # Another process initialising the same directory may have created it first.
         with contextlib.suppress(AlreadyExistsError):
             directory.create(DEFAULT_SERVICE)
-    return Container(data, engine, registry, directory, AuditTrail(uow), token_hash)
+    return Container(
+        data=data,
+        engine=engine,
+        registry=registry,
+        directory=directory,
+        audit=AuditTrail(uow),
+        admin_token_sha256=token_hash,
+        enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
+        registration_states=RegistrationStates(uow, utc_now),
+        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, HttpAllocationWebhook()),
+        hubs=HubDirectory(uow, utc_now),
+        access=ServiceAccess(uow, utc_now),
+        server_names=frozenset(_server_names(data)),
+    )
+
+
+def _server_names(data: DataDir) -> list[str]:
+    """The DNS names and IP addresses in the server certificate's SAN."""
+    try:
+        certificate = x509.load_pem_x509_certificates(data.server_cert_file.read_bytes())[0]
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (FileNotFoundError, ValueError, x509.ExtensionNotFound):
+        return ["localhost", "127.0.0.1"]
+    names: list[str] = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return names

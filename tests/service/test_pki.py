@@ -24,6 +24,7 @@ from devprov.core.error import (
     AlreadyExistsError,
     CertificateExpiredError,
     InvalidInputError,
+    InvalidRegistrationIdError,
     NotACaCertificateError,
     NotFoundError,
 )
@@ -228,13 +229,14 @@ def test_missing_password_file_is_not_found(tmp_path: Path) -> None:
         pytest.param("has space", False, id="fail/space"),
         pytest.param("ünï", False, id="fail/non-ascii"),
         pytest.param("a/b", False, id="fail/slash"),
+        pytest.param("-starts", False, id="fail/starts-with-dash"),
     ],
 )
 def test_registration_id_follows_dps_rules(value: str, accepted: bool) -> None:
     if accepted:
         assert pki.validate_registration_id(value) == value
     else:
-        with pytest.raises(pki.InvalidRegistrationIdError):
+        with pytest.raises(InvalidRegistrationIdError):
             pki.validate_registration_id(value)
 
 
@@ -242,10 +244,11 @@ def test_registration_id_follows_dps_rules(value: str, accepted: bool) -> None:
 def test_registration_id_validation_raises_only_its_input_error(value: str) -> None:
     try:
         pki.validate_registration_id(value)
-    except pki.InvalidRegistrationIdError:
+    except InvalidRegistrationIdError:
         return
     assert 1 <= len(value) <= 64
     assert value.isascii()
+    assert value[0].isalnum()
     assert value[-1].isalnum() or value[-1] == "-"
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
 
-from devprov.core.error import AlreadyExistsError, EtagMismatchError
+from devprov.core.error import AlreadyExistsError, EtagMismatchError, NotFoundError
 from devprov.core.possession import VerificationCodes
 from devprov.service.model import (
     AccessPolicy,
@@ -18,7 +23,8 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
-from devprov.storage.database import create_database_engine, migrate, sqlite_url
+from devprov.storage.database import MIGRATIONS, create_database_engine, migrate, sqlite_url
+from devprov.storage.repository import SqlUnitOfWork
 from devprov.storage.table import metadata
 from tests import factory as f
 
@@ -53,9 +59,23 @@ def with_service(uow):
 
 def test_migrations_match_the_table_metadata(engine) -> None:
     inspector = inspect(engine)
+    assert set(inspector.get_table_names()) == set(metadata.tables) | {"alembic_version"}
     for table in metadata.sorted_tables:
         migrated = {c["name"] for c in inspector.get_columns(table.name)}
         assert migrated == {c.name for c in table.columns}, table.name
+        foreign_keys = {
+            (tuple(fk["constrained_columns"]), fk["referred_table"], fk["options"].get("ondelete"))
+            for fk in inspector.get_foreign_keys(table.name)
+        }
+        assert foreign_keys == {
+            (tuple(c.name for c in fk.columns), fk.referred_table.name, fk.ondelete)
+            for fk in table.foreign_key_constraints
+        }, table.name
+    # Types, nullability, keys, unique constraints and indexes, as Alembic's autogenerate sees
+    # them: an empty difference means table.py describes what the migrations build.
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
 
 
 def test_migrate_twice_is_a_no_op(engine) -> None:
@@ -192,8 +212,6 @@ def test_settings_put_and_overwrite(uow) -> None:
 
 def test_two_engines_on_one_file_see_each_other(tmp_path) -> None:
     """Two servers on one SQLite file: WAL and busy timeouts keep both consistent."""
-    from devprov.storage.repository import SqlUnitOfWork
-
     url = sqlite_url(tmp_path / "shared.db")
     first, second = create_database_engine(url), create_database_engine(url)
     migrate(first)
@@ -213,3 +231,163 @@ def test_two_engines_on_one_file_see_each_other(tmp_path) -> None:
     finally:
         first.dispose()
         second.dispose()
+
+
+def sha256(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest().upper()
+
+
+def test_certificates_store_their_sha256(with_service, engine) -> None:
+    first, second = record("first"), replace(record("second"), der=f.root("Other").der)
+    with with_service() as u:
+        u.certificates.add(first)
+        u.certificates.add(second)
+        u.certificates.replace(replace(second, der=first.der), expected_etag=second.etag)
+        u.commit()
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT name, sha256 FROM certificates ORDER BY name"))
+        assert [tuple(row) for row in rows] == [
+            ("first", sha256(first.der)),
+            ("second", sha256(first.der)),
+        ]
+
+
+def test_verified_lists_only_verified_certificates(with_service) -> None:
+    with with_service() as u:
+        u.certificates.add(record("b-unverified"))
+        u.certificates.add(replace(record("C-verified"), is_verified=True))
+        u.certificates.add(replace(record("a-verified"), is_verified=True))
+        u.commit()
+    with with_service() as u:
+        assert [r.name for r in u.certificates.verified("svc")] == ["a-verified", "C-verified"]
+        assert u.certificates.verified("other") == []
+
+
+def test_audit_log_keeps_and_filters_registration_ids(with_service) -> None:
+    with with_service() as u:
+        for i, registration_id in enumerate(["Device-1", None, "device-1", "device-2"]):
+            u.audit.record(
+                AuditEvent(
+                    at=f.NOW + timedelta(seconds=i),
+                    service="svc",
+                    action="enrollment.createOrUpdate",
+                    outcome=Outcome.SUCCEEDED,
+                    actor="admin",
+                    reason=str(i),
+                    registration_id=registration_id,
+                )
+            )
+        u.commit()
+    with with_service() as u:
+        assert [e.reason for e in u.audit.query(registration_id="DEVICE-1")] == ["0", "2"]
+        assert [e.registration_id for e in u.audit.query(service="svc")] == [
+            "Device-1",
+            None,
+            "device-1",
+            "device-2",
+        ]
+        assert u.audit.query(service="other", registration_id="device-1") == []
+
+
+def test_policies_add_replace_remove(with_service) -> None:
+    reader = AccessPolicy("svc", "reader", "p1", "s1", frozenset({"EnrollmentRead"}))
+    with with_service() as u:
+        u.services.add_policy(reader)
+        with pytest.raises(AlreadyExistsError, match="'owner'"):
+            u.services.add_policy(replace(reader, name="owner"))
+        u.commit()
+    writer = replace(
+        reader, primary_key="p2", secondary_key="s2", rights=frozenset({"EnrollmentWrite"})
+    )
+    with with_service() as u:
+        u.services.replace_policy(writer)
+        with pytest.raises(NotFoundError):
+            u.services.replace_policy(replace(writer, name="absent"))
+        u.commit()
+    with with_service() as u:
+        assert u.services.policies("svc")[1] == writer
+        assert u.services.remove_policy("svc", "reader") is True
+        assert u.services.remove_policy("svc", "reader") is False
+        assert u.services.remove_policy("other", "owner") is False
+        u.commit()
+    with with_service() as u:
+        assert [p.name for p in u.services.policies("svc")] == ["owner"]
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+
+def run_alembic(engine: Engine, action: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+
+@pytest.fixture
+def fresh_engine(tmp_path):
+    engine = create_database_engine(sqlite_url(tmp_path / "fresh.db"))
+    yield engine
+    engine.dispose()
+
+
+def insert_certificate_under_0001(engine: Engine, name: str, der: bytes) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO certificates (service, name, name_key, der, is_verified, created_at,"
+                " updated_at, etag, superseded_codes, used_codes) VALUES ('svc', :name, :key,"
+                " :der, 1, '2026-11-27 12:00:00.000000', '2026-11-27 12:00:00.000000', 'e',"
+                " '[]', '[]')"
+            ),
+            {"name": name, "key": name.lower(), "der": der},
+        )
+
+
+def test_0002_backfills_the_sha256_of_existing_certificates(fresh_engine) -> None:
+    run_alembic(fresh_engine, "upgrade", "0001")
+    with fresh_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO services VALUES ('svc', '0ne00000001', '2026-11-27 12:00:00', 25, 3600)"
+            )
+        )
+    one, two = f.root("One").der, f.root("Two").der
+    insert_certificate_under_0001(fresh_engine, "One", one)
+    insert_certificate_under_0001(fresh_engine, "Two", two)
+    assert "sha256" not in {c["name"] for c in inspect(fresh_engine).get_columns("certificates")}
+
+    migrate(fresh_engine)
+
+    with fresh_engine.connect() as connection:
+        rows = connection.execute(text("SELECT name, sha256 FROM certificates ORDER BY name"))
+        assert [tuple(row) for row in rows] == [("One", sha256(one)), ("Two", sha256(two))]
+    with SqlUnitOfWork(fresh_engine) as u:
+        loaded = u.certificates.get("svc", "one")
+        assert loaded is not None and loaded.der == one
+
+
+def test_0002_downgrades_to_0001_and_upgrades_again(fresh_engine) -> None:
+    migrate(fresh_engine)
+    stored = record()
+    with SqlUnitOfWork(fresh_engine) as u:
+        u.services.add(service(), [])
+        u.certificates.add(stored)
+        u.commit()
+
+    run_alembic(fresh_engine, "downgrade", "0001")
+    inspector = inspect(fresh_engine)
+    assert "enrollments" not in inspector.get_table_names()
+    assert "sha256" not in {c["name"] for c in inspector.get_columns("certificates")}
+    assert "registration_id" not in {c["name"] for c in inspector.get_columns("audit_events")}
+
+    migrate(fresh_engine)
+    with SqlUnitOfWork(fresh_engine) as u:
+        assert u.certificates.get("svc", "root") == stored
+    with fresh_engine.connect() as connection:
+        thumbprint = connection.execute(text("SELECT sha256 FROM certificates")).scalar_one()
+        assert thumbprint == sha256(stored.der)
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+        assert context.get_current_revision() == "0002"

@@ -259,3 +259,82 @@ class BodyTooLargeError(TooLargeError):
 class StorageUnavailableError(UnavailableError):
     code = "StorageUnavailable"
     number = 503001
+
+
+# --- device attestation ----------------------------------------------------------------------
+
+
+class InvalidDeviceCertificateError(AuthenticationError):
+    """A device's X.509 chain does not validate under devprov's device profile (core.chain).
+
+    DPS answers every such failure, a missing intermediate included, with 401002 "Invalid
+    certificate" (dps-api.md 4 rule 7 and 5.3); the message names the precise rule for the log.
+    """
+
+    code = "InvalidCertificate"
+    number = 401002
+
+
+# --- SAS tokens, registration ids, allocation ---------------------------------------------------
+
+
+class MalformedSasTokenError(AuthenticationError):
+    """Not a ``SharedAccessSignature sr=..&sig=..&se=..[&skn=..]`` token (core.sas)."""
+
+    code = "MalformedSasToken"
+    number = 401004
+
+
+class SasTokenExpiredError(AuthenticationError):
+    code = "SasTokenExpired"
+    number = 401005
+
+
+class InvalidSasSignatureError(AuthenticationError):
+    code = "InvalidSasSignature"
+    number = 401006
+
+
+class MissingRightError(NotPermittedError):
+    """A shared access policy lacks the right an operation needs (dps-api.md 2.2)."""
+
+    code = "MissingRight"
+    number = 403001
+
+
+class InvalidSymmetricKeyError(InvalidInputError):
+    code = "InvalidSymmetricKey"
+    number = 400301
+
+
+class InvalidRegistrationIdError(InvalidInputError):
+    # Moved here from service.pki with its code and number, which `devprov ca` already reports.
+    code = "InvalidRegistrationId"
+    number = 400155
+
+
+class InvalidEnrollmentGroupIdError(InvalidInputError):
+    code = "InvalidEnrollmentGroupId"
+    number = 400302
+
+
+class InvalidHubError(InvalidInputError):
+    """An allocation was asked of hubs that are not linked, or of several under ``static``."""
+
+    code = "InvalidHubAllocation"
+    number = 400303
+
+
+class CustomAllocationError(InvalidInputError):
+    """A custom allocation webhook answered with something DPS would not accept (core.allocation)."""
+
+    code = "CustomAllocationFailed"
+    number = 400304
+
+
+class NoHubError(InvalidInputError):
+    # DPS reports "hub not specified" as registrationState.errorCode 400208, which the C SDK maps
+    # to PROV_DEVICE_RESULT_HUB_NOT_SPECIFIED (dps-api.md 5.3); a device must see that number.
+    # It collides with VerificationCertificateExpiredError above (same number, other API).
+    code = "IotHubNotSpecified"
+    number = 400208

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from devprov.bootstrap import Container
 from devprov.core.error import RouteNotFoundError
-from devprov.http import management
+from devprov.http import device_api, management, service_api
 from devprov.http.error import arm_error_response, new_tracking_id
 
 
@@ -31,6 +31,10 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 
 def build_app(container: Container) -> Starlette:
     return Starlette(
-        routes=[*management.routes(container)],
+        routes=[
+            *management.routes(container),
+            *service_api.routes(container),
+            *device_api.routes(container),
+        ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )

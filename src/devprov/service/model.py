@@ -91,3 +91,31 @@ class AuditEvent:
     reason: str | None = None
     error_code: str | None = None
     api_version: str | None = None
+    registration_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HubRecord:
+    """An IoT hub linked to a provisioning service, which allocation may assign devices to."""
+
+    service: str
+    host_name: str  # lower-case host name, e.g. myhub.azure-devices.net
+    weight: int
+    apply_allocation_policy: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One register call: what a device polls with its operationId."""
+
+    id: str
+    service: str
+    registration_id: str
+    created_at: datetime
+    status: str  # assigning, assigned, failed, disabled
+    enrollment_kind: str | None = None
+    enrollment_id: str | None = None
+    leaf_sha256: str | None = None  # the certificate that registered (X.509)
+    error_code: int | None = None
+    error_message: str | None = None

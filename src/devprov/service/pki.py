@@ -64,8 +64,12 @@ from devprov.core.issuance import (
     build_verification_certificate,
 )
 from devprov.core.possession import VERIFICATION_CODE_BYTES
+from devprov.core.registration_id import (
+    validate_registration_id as core_validate_registration_id,
+)
 
 # --- errors (numbers 400150-400161 and 404165 are this module's) ------------------------------
+# 400155, InvalidRegistrationId, moved to core.error together with the registration id rule.
 
 
 class KeyPasswordRequiredError(InvalidInputError):
@@ -91,11 +95,6 @@ class MalformedKeyError(InvalidInputError):
 class InvalidPasswordFileError(InvalidInputError):
     code = "InvalidPasswordFile"
     number = 400154
-
-
-class InvalidRegistrationIdError(InvalidInputError):
-    code = "InvalidRegistrationId"
-    number = 400155
 
 
 class InvalidCommonNameError(InvalidInputError):
@@ -190,23 +189,11 @@ def new_serial() -> int:
 # RFC 5280 Appendix A.1: ub-common-name INTEGER ::= 64.
 MAX_COMMON_NAME_LENGTH = 64
 
-# dps-api.md 4.1: alphanumerics and "-._:", the last one alphanumeric or "-", case-insensitive,
-# at most 64 characters for X.509 because the registration id is the CN. ASCII classes only.
-_REGISTRATION_ID = re.compile(r"[A-Za-z0-9._:-]*[A-Za-z0-9-]")
-
 
 def validate_registration_id(value: str) -> str:
-    if not 1 <= len(value) <= MAX_COMMON_NAME_LENGTH:
-        raise InvalidRegistrationIdError(
-            f"registration id {value!r} has {len(value)} characters; an X.509 device's id is "
-            f"its CN, 1 to {MAX_COMMON_NAME_LENGTH} characters"
-        )
-    if not _REGISTRATION_ID.fullmatch(value):
-        raise InvalidRegistrationIdError(
-            f"registration id {value!r} may contain only letters, digits, '-', '.', '_' and ':', "
-            "and must end with a letter, a digit or '-' (DPS's registration id rules)"
-        )
-    return value
+    """A device made here is an X.509 device: its registration id is its CN, so DPS's rules apply
+    with the 64-character limit (core.registration_id). Raises InvalidRegistrationIdError."""
+    return core_validate_registration_id(value, x509=True)
 
 
 def validate_common_name(value: str, what: str = "common name") -> str:

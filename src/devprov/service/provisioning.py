@@ -10,7 +10,12 @@ import base64
 import re
 from datetime import timedelta
 
-from devprov.core.error import InvalidInputError, InvalidNameError, ServiceNotFoundError
+from devprov.core.error import (
+    InvalidInputError,
+    InvalidNameError,
+    NotFoundError,
+    ServiceNotFoundError,
+)
 from devprov.core.possession import DEFAULT_CODE_LIFETIME
 from devprov.service.model import (
     ALL_RIGHTS,
@@ -40,6 +45,32 @@ def validate_service_name(name: str) -> str:
             "starting and ending with a letter or digit"
         )
     return name
+
+
+_POLICY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class PolicyNotFoundError(NotFoundError):
+    code = "SharedAccessPolicyNotFound"
+    number = 404430
+
+
+def validate_policy(name: str, rights: frozenset[str]) -> None:
+    if not _POLICY_NAME.fullmatch(name):
+        raise InvalidNameError(f"policy name {name!r} must have 1 to 64 letters, digits or -._")
+    unknown = sorted(rights - ALL_RIGHTS)
+    if not rights or unknown:
+        raise InvalidInputError(
+            f"rights must be some of {', '.join(sorted(ALL_RIGHTS))}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+
+
+def _policy(policies: list[AccessPolicy], service: str, name: str) -> AccessPolicy:
+    for policy in policies:
+        if policy.name == name:
+            return policy
+    raise PolicyNotFoundError(f"service '{service}' has no shared access policy '{name}'")
 
 
 def build_access_key(random_bytes: RandomBytes) -> str:
@@ -95,6 +126,50 @@ class ServiceDirectory:
     def all(self) -> list[ProvisioningService]:
         with self._uow() as uow:
             return uow.services.all()
+
+    def add_policy(self, service: str, name: str, rights: frozenset[str]) -> AccessPolicy:
+        """A new shared access policy with fresh keys and the given rights."""
+        validate_policy(name, rights)
+        policy = AccessPolicy(
+            service=service,
+            name=name,
+            primary_key=build_access_key(self._random),
+            secondary_key=build_access_key(self._random),
+            rights=rights,
+        )
+        with self._uow() as uow:
+            if uow.services.get(service) is None:
+                raise ServiceNotFoundError(f"provisioning service '{service}' does not exist")
+            uow.services.add_policy(policy)
+            uow.commit()
+        return policy
+
+    def rotate_key(self, service: str, name: str, which: str) -> AccessPolicy:
+        """Replace the primary or secondary key ('both' replaces both)."""
+        if which not in ("primary", "secondary", "both"):
+            raise InvalidInputError("rotate the 'primary', 'secondary' or 'both' keys")
+        with self._uow() as uow:
+            policy = _policy(uow.services.policies(service), service, name)
+            rotated = AccessPolicy(
+                service=service,
+                name=policy.name,
+                primary_key=build_access_key(self._random)
+                if which != "secondary"
+                else policy.primary_key,
+                secondary_key=build_access_key(self._random)
+                if which != "primary"
+                else policy.secondary_key,
+                rights=policy.rights,
+            )
+            uow.services.replace_policy(rotated)
+            uow.commit()
+        return rotated
+
+    def remove_policy(self, service: str, name: str) -> None:
+        with self._uow() as uow:
+            _policy(uow.services.policies(service), service, name)
+            uow.services.remove_policy(service, name)
+            uow.commit()
 
     def policies(self, name: str) -> list[AccessPolicy]:
         with self._uow() as uow:

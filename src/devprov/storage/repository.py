@@ -1,6 +1,8 @@
 """SQL implementations of the service ports, on one SQLAlchemy connection per unit of work.
 
-Queries live here and nowhere else. Driver exceptions are translated where they enter:
+Queries live here and in the two modules beside it (``enrollment_repository``,
+``registration_repository``), nowhere else; this one holds the registry's stores and the unit of
+work that wires all of them to one connection. Driver exceptions are translated where they enter:
 unique violations become ``AlreadyExistsError``, lost compare-and-swap updates become
 ``EtagMismatchError``, and operational failures (a locked or unreachable database) become
 ``StorageUnavailableError``.
@@ -8,6 +10,7 @@ unique violations become ``AlreadyExistsError``, lost compare-and-swap updates b
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from types import TracebackType
@@ -16,7 +19,12 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from devprov.core.error import AlreadyExistsError, EtagMismatchError, StorageUnavailableError
+from devprov.core.error import (
+    AlreadyExistsError,
+    EtagMismatchError,
+    NotFoundError,
+    StorageUnavailableError,
+)
 from devprov.core.possession import VerificationCodes
 from devprov.service.model import (
     AccessPolicy,
@@ -25,6 +33,12 @@ from devprov.service.model import (
     Outcome,
     ProvisioningService,
     VerificationMethod,
+)
+from devprov.storage.enrollment_repository import SqlEnrollmentStore
+from devprov.storage.registration_repository import (
+    SqlHubStore,
+    SqlOperationStore,
+    SqlRegistrationStore,
 )
 from devprov.storage.table import access_policies, audit_events, certificates, services, settings
 
@@ -35,6 +49,7 @@ def _certificate_values(record: CertificateRecord) -> dict[str, Any]:
         "name": record.name,
         "name_key": record.name.lower(),
         "der": record.der,
+        "sha256": hashlib.sha256(record.der).hexdigest().upper(),
         "is_verified": record.is_verified,
         "verification_method": record.verification_method.value
         if record.verification_method
@@ -91,6 +106,14 @@ class SqlCertificateStore:
         rows = self._c.execute(
             select(certificates)
             .where(certificates.c.service == service)
+            .order_by(certificates.c.name_key)
+        ).mappings()
+        return [_certificate_record(row) for row in rows]
+
+    def verified(self, service: str) -> list[CertificateRecord]:
+        rows = self._c.execute(
+            select(certificates)
+            .where(certificates.c.service == service, certificates.c.is_verified.is_(True))
             .order_by(certificates.c.name_key)
         ).mappings()
         return [_certificate_record(row) for row in rows]
@@ -186,15 +209,7 @@ class SqlServiceStore:
                     )
                 )
                 for policy in policies:
-                    self._c.execute(
-                        insert(access_policies).values(
-                            service=policy.service,
-                            name=policy.name,
-                            primary_key=policy.primary_key,
-                            secondary_key=policy.secondary_key,
-                            rights=",".join(sorted(policy.rights)),
-                        )
-                    )
+                    self._c.execute(insert(access_policies).values(**_policy_values(policy)))
         except IntegrityError as exc:
             raise AlreadyExistsError(
                 f"provisioning service '{service.name}' already exists"
@@ -217,6 +232,52 @@ class SqlServiceStore:
             for row in rows
         ]
 
+    def add_policy(self, policy: AccessPolicy) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(access_policies).values(**_policy_values(policy)))
+        except IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"access policy '{policy.name}' already exists in service '{policy.service}'"
+            ) from exc
+
+    def replace_policy(self, policy: AccessPolicy) -> None:
+        values = _policy_values(policy)
+        result = self._c.execute(
+            update(access_policies)
+            .where(
+                access_policies.c.service == policy.service,
+                access_policies.c.name == policy.name,
+            )
+            .values(
+                primary_key=values["primary_key"],
+                secondary_key=values["secondary_key"],
+                rights=values["rights"],
+            )
+        )
+        if result.rowcount != 1:
+            raise NotFoundError(
+                f"access policy '{policy.name}' does not exist in service '{policy.service}'"
+            )
+
+    def remove_policy(self, service: str, name: str) -> bool:
+        result = self._c.execute(
+            delete(access_policies).where(
+                access_policies.c.service == service, access_policies.c.name == name
+            )
+        )
+        return result.rowcount == 1
+
+
+def _policy_values(policy: AccessPolicy) -> dict[str, Any]:
+    return {
+        "service": policy.service,
+        "name": policy.name,
+        "primary_key": policy.primary_key,
+        "secondary_key": policy.secondary_key,
+        "rights": ",".join(sorted(policy.rights)),
+    }
+
 
 class SqlAuditLog:
     def __init__(self, connection: Connection) -> None:
@@ -234,17 +295,27 @@ class SqlAuditLog:
                 reason=event.reason,
                 error_code=event.error_code,
                 api_version=event.api_version,
+                registration_id=event.registration_id,
             )
         )
 
     def query(
-        self, *, service: str | None = None, certificate: str | None = None, limit: int = 100
+        self,
+        *,
+        service: str | None = None,
+        certificate: str | None = None,
+        registration_id: str | None = None,
+        limit: int = 100,
     ) -> list[AuditEvent]:
         query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
         if service is not None:
             query = query.where(audit_events.c.service == service)
         if certificate is not None:
             query = query.where(func.lower(audit_events.c.certificate) == certificate.lower())
+        if registration_id is not None:
+            query = query.where(
+                func.lower(audit_events.c.registration_id) == registration_id.lower()
+            )
         rows = list(self._c.execute(query).mappings())
         rows.reverse()
         return [
@@ -258,6 +329,7 @@ class SqlAuditLog:
                 reason=row["reason"],
                 error_code=row["error_code"],
                 api_version=row["api_version"],
+                registration_id=row["registration_id"],
             )
             for row in rows
         ]
@@ -284,6 +356,10 @@ class SqlUnitOfWork:
     services: SqlServiceStore
     audit: SqlAuditLog
     settings: SqlSettingStore
+    enrollments: SqlEnrollmentStore
+    registrations: SqlRegistrationStore
+    operations: SqlOperationStore
+    hubs: SqlHubStore
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -298,6 +374,10 @@ class SqlUnitOfWork:
         self.services = SqlServiceStore(self._connection)
         self.audit = SqlAuditLog(self._connection)
         self.settings = SqlSettingStore(self._connection)
+        self.enrollments = SqlEnrollmentStore(self._connection)
+        self.registrations = SqlRegistrationStore(self._connection)
+        self.operations = SqlOperationStore(self._connection)
+        self.hubs = SqlHubStore(self._connection)
         return self
 
     def __exit__(

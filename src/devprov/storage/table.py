@@ -87,7 +87,10 @@ certificates = Table(
     Column("code_issued_at", UtcDateTime()),
     Column("superseded_codes", Text, nullable=False),
     Column("used_codes", Text, nullable=False),
+    # Upper-case hex SHA-256 of der (0002): how caReferences of enrollment groups are matched.
+    Column("sha256", String(64)),
     UniqueConstraint("service", "name_key", name="uq_certificates_service_name"),
+    Index("ix_certificates_service_sha256", "service", "sha256"),
 )
 
 audit_events = Table(
@@ -103,6 +106,7 @@ audit_events = Table(
     Column("reason", Text),
     Column("error_code", String(64)),
     Column("api_version", String(64)),
+    Column("registration_id", String(128)),
     Index("ix_audit_events_service_at", "service", "at"),
 )
 
@@ -111,4 +115,108 @@ settings = Table(
     metadata,
     Column("key", String(128), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# --- 0002: enrollments, registrations, operations, linked hubs --------------------------------
+
+# Individual enrollments and enrollment groups. The columns are what queries filter and order
+# by; ``document`` is JSON of the rest of the value (storage.enrollment_repository). The primary
+# key is both the case-insensitive uniqueness of ids and the index pages are read in.
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column(
+        "service", String(64), ForeignKey("services.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("kind", String(16), primary_key=True),
+    Column("id_key", String(128), primary_key=True),
+    Column("id", String(128), nullable=False),
+    Column("attestation_type", String(16), nullable=False),
+    Column("provisioning_status", String(16), nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("document", Text, nullable=False),
+    Index("ix_enrollments_service_kind_attestation", "service", "kind", "attestation_type"),
+)
+
+# The certificates an enrollment group attests with, one row per slot: the SHA-256 of an inline
+# signing certificate, or the name of the registry certificate a caReference points at. Kept in
+# step with ``enrollments`` by the repository, so a device's chain finds its group by index.
+enrollment_certificates = Table(
+    "enrollment_certificates",
+    metadata,
+    Column(
+        "service", String(64), ForeignKey("services.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("group_key", String(128), primary_key=True),
+    Column("slot", String(16), primary_key=True),
+    Column("sha256", String(64)),
+    Column("ca_name_key", String(256)),
+    Index("ix_enrollment_certificates_service_sha256", "service", "sha256"),
+    Index("ix_enrollment_certificates_service_ca_name", "service", "ca_name_key"),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column(
+        "service", String(64), ForeignKey("services.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("registration_key", String(128), primary_key=True),
+    Column("registration_id", String(128), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("enrollment_kind", String(16), nullable=False),
+    Column("enrollment_id", String(128), nullable=False),
+    # Lower-case enrollment_id: groups are matched ignoring case, and by this index.
+    Column("enrollment_key", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("substatus", String(64)),
+    Column("device_id", String(128)),
+    Column("assigned_hub", String(256)),
+    Column("initial_hub", String(256)),
+    Column("error_code", Integer),
+    Column("error_message", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("payload", Text),
+    Column("certificate", Text),
+    Column("signing_certificate", Text),
+    Column("leaf_sha256", String(64)),
+    Index(
+        "ix_registrations_service_enrollment",
+        "service",
+        "enrollment_kind",
+        "enrollment_key",
+        "registration_key",
+    ),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("service", String(64), ForeignKey("services.name", ondelete="CASCADE"), nullable=False),
+    Column("registration_id", String(128), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("enrollment_kind", String(16)),
+    Column("enrollment_id", String(128)),
+    Column("leaf_sha256", String(64)),
+    Column("error_code", Integer),
+    Column("error_message", Text),
+    Index("ix_operations_service_registration", "service", "registration_id"),
+)
+
+linked_hubs = Table(
+    "linked_hubs",
+    metadata,
+    Column(
+        "service", String(64), ForeignKey("services.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("host_name", String(256), primary_key=True),
+    Column("weight", Integer, nullable=False),
+    Column("apply_allocation_policy", Boolean, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )

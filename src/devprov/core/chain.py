@@ -1,0 +1,363 @@
+"""Device certificate chain validation: devprov's one device profile over cryptography's verifier.
+
+A device registering over mutual TLS presents its certificate and the intermediates it chooses to
+send; the enrollment supplies the trust anchors (an enrollment group's CA certificate, or an
+individual enrollment's own self-signed device certificate). :func:`validate_device_chain` decides
+whether the chain validates up to one of those anchors at the time ``at``.
+
+Path building, signatures, validity, pathLen, name constraints and the extension checks are
+cryptography's ``x509.verification`` (RFC 5280 section 6 with the CA/B Forum Baseline
+Requirements profile); this module only writes out which extension rules apply to CA and to
+device certificates. Rules marked "devprov" differ from cryptography's WebPKI defaults; each says
+why. The rules, with their sections:
+
+Path (cryptography, not configurable)
+  * P1  A chain is built from the leaf through the presented intermediates to a certificate that
+        is in the anchor set (RFC 5280 6.1; 6.1.1(d): the anchor is trusted as given, its own
+        signature is not checked). A leaf that is itself an anchor is a chain of one.
+  * P2  Each certificate is signed by the next one's key (6.1.3(a)(1)) with an algorithm on the
+        CA/B 7.1.3.2 list: RSA PKCS#1 v1.5 or PSS with SHA-256/384/512, ECDSA with
+        SHA-256/384/512; issuer keys are RSA of at least 2048 bits or P-256/384/521 (CA/B 6.1.5,
+        7.1.3.1). The list cannot be changed from Python: Ed25519 and SHA-1 chains are refused.
+  * P3  Every certificate, the anchor included, is valid at ``at`` (6.1.3(a)(2)); checking the
+        anchor is stricter than RFC 5280, which trusts anchor information as given.
+  * P4  Issuer and subject names chain (6.1.3(a)(4)); the issuer name is not empty (4.1.2.4).
+  * P5  At most ``max_chain_depth`` intermediates lie between leaf and anchor.
+  * P6  pathLenConstraint is honoured (6.1.4(l), (m)). Deviation (cryptography's): self-issued
+        intermediates count towards it and towards P5, as in Go and rustls-webpki.
+  * P7  Name constraints apply to DNS, IP and e-mail subjectAltNames (6.1.3(b), (c)).
+        cryptography does not implement directoryName constraints; see DN below.
+  * P8  Certificates are X.509 v3 (CA/B 7.1.1; RFC 5280 also allows v1 and v2), serial numbers
+        are positive and at most 20 octets (4.1.2.2), signatureAlgorithm equals the TBS
+        signature field (4.1.1.2), no extension occurs twice and no unknown extension is
+        critical (4.2).
+
+CA certificates (every issuer, the anchor included)
+  * C1  basicConstraints present, critical, cA TRUE (4.2.1.9; 6.1.4(k)).
+  * C2  devprov: keyUsage, when present, asserts keyCertSign (4.2.1.3; 6.1.4(n)). An absent
+        keyUsage is accepted as RFC 5280 6.1.4(n) does; CA/B 7.1.2.10.7 requires it, but
+        OpenSSL's default ``v3_ca`` section omits it and many private device PKIs were made
+        with it.
+  * C3  devprov: extendedKeyUsage, when present, contains ``required_eku`` or
+        anyExtendedKeyUsage (EKU chaining, as cryptography does for its fixed EKUs; RFC 5280
+        4.2.1.12 leaves CA EKUs to the application).
+  * C4  authorityKeyIdentifier, when present, is non-critical with a keyIdentifier (4.2.1.1;
+        CA/B 7.1.2.11.1); subjectKeyIdentifier is optional and non-critical (4.2.1.2);
+        nameConstraints, when present, are not empty (4.2.1.10); authorityInfoAccess parses and
+        is non-critical (4.2.2.1).
+
+Device (leaf) certificates
+  * E1  basicConstraints, when present, has cA FALSE (4.2.1.9): a CA certificate is not a
+        device identity. DPS devices present client certificates (certGen ``usr_cert``); the
+        C SDK's ``create_edge_device_certificate`` makes an IoT Edge *device CA*, which signs
+        Edge's module certificates and is not what Edge registers with (IoT Edge's certGen
+        makes a separate ``create_edge_device_identity_certificate`` for that).
+  * E2  devprov: keyUsage, when present, asserts digitalSignature, since the device signs the
+        TLS CertificateVerify (RFC 8446 4.4.3, RFC 5246 7.4.8), and does not assert keyCertSign
+        (4.2.1.3). cryptography checks only the second.
+  * E3  devprov: extendedKeyUsage, when present, is non-critical and contains ``required_eku``
+        (4.2.1.12; CA/B 7.1.2.7.10). anyExtendedKeyUsage alone is refused, which RFC 5280
+        4.2.1.12 permits and CA/B 7.1.2.7.10 requires. An absent EKU is accepted.
+  * E4  devprov: subjectAltName is optional. Deviation from CA/B 7.1.2.7.12 (not from RFC 5280,
+        4.2.1.6): device certificates name the device by subject CN (dps-api.md 4 rule 1) and
+        certGen.sh device certificates carry no SAN. Without a SAN the subject must not be empty
+        (4.1.2.6); with one, it is critical exactly when the subject is empty (4.2.1.6).
+  * E5  devprov: authorityKeyIdentifier is optional (non-critical when present). RFC 5280
+        4.2.1.1 asks CAs to include it but path validation (6.1) does not use it; self-signed
+        device certificates usually lack it.
+  * E6  nameConstraints must not appear (4.2.1.10: CA certificates only); subjectKeyIdentifier
+        and authorityInfoAccess as for CAs.
+  * E7  devprov: the device key is RSA of at least 2048 bits and a multiple of 8, or ECDSA on
+        P-256, P-384 or P-521 (CA/B 6.1.5, 7.1.3.1): the key set cryptography already demands of
+        every issuer (P2), which it does not check for the leaf. The device proves possession of
+        this key in the handshake, so a weak one makes the identity forgeable.
+
+Not enforced
+  * DN  directoryName name constraints (4.2.1.10 applied to the subject DN) and certificate
+        policies (6.1.3(d)-(f)): cryptography implements neither.
+  * Revocation (6.1.3(a)(3)): devprov does not fetch CRLs or OCSP; disabling an enrollment or
+        deleting a registration is how a device is cut off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    ClientVerifier,
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from devprov.core.error import InvalidDeviceCertificateError
+
+# Intermediates allowed between the device certificate and its anchor (P5). DPS documents no
+# limit (dps-api.md 4 rule 6 and 8). certGen.sh chains have one intermediate and DPS's own example
+# two (dps-api.md 4 rule 5); five leaves room for a root, a policy CA and per-plant or per-line
+# issuing CAs, while bounding the signature checks an unauthenticated device can make us run.
+DEFAULT_MAX_CHAIN_DEPTH = 5
+
+# cryptography keeps the depth in a u8.
+_MAX_SUPPORTED_DEPTH = 255
+
+# E7: CA/B 6.1.5. RSA moduli of at least 2048 bits, evenly divisible by 8; NIST P-256/384/521.
+MIN_RSA_KEY_BITS = 2048
+_DEVICE_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+# A device chooses its subject and extensions, and cryptography's reasons quote them; log
+# messages keep at most this much of either.
+_MAX_SUBJECT_IN_MESSAGE = 200
+_MAX_REASON_IN_MESSAGE = 1000
+
+
+@dataclass(frozen=True)
+class ValidatedChain:
+    """A chain that validated: leaf first, the trust anchor last, as the verifier built it."""
+
+    chain: tuple[x509.Certificate, ...]
+    anchor: x509.Certificate
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.chain[0]
+
+
+def _eku_names(usage: x509.ExtendedKeyUsage) -> str:
+    return ", ".join(getattr(oid, "_name", oid.dotted_string) for oid in usage) or "none"
+
+
+def _oid_name(oid: x509.ObjectIdentifier) -> str:
+    return str(getattr(oid, "_name", oid.dotted_string))
+
+
+def _ca_key_usage_rule(
+    _policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
+    # C2: RFC 5280 6.1.4(n) checks keyCertSign only when keyUsage is present.
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("CA keyUsage does not assert keyCertSign (RFC 5280 4.2.1.3, 6.1.4(n))")
+
+
+def _ca_eku_rule(
+    required: x509.ObjectIdentifier,
+) -> Callable[[Policy, x509.Certificate, x509.ExtendedKeyUsage | None], None]:
+    def check(
+        _policy: Policy, _cert: x509.Certificate, usage: x509.ExtendedKeyUsage | None
+    ) -> None:
+        # C3: a CA restricted to other purposes cannot vouch for a device's `required` purpose.
+        if (
+            usage is not None
+            and required not in usage
+            and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usage
+        ):
+            raise ValueError(
+                f"CA extendedKeyUsage ({_eku_names(usage)}) has neither {_oid_name(required)} "
+                "nor anyExtendedKeyUsage"
+            )
+
+    return check
+
+
+def _ee_eku_rule(
+    required: x509.ObjectIdentifier,
+) -> Callable[[Policy, x509.Certificate, x509.ExtendedKeyUsage | None], None]:
+    def check(
+        _policy: Policy, _cert: x509.Certificate, usage: x509.ExtendedKeyUsage | None
+    ) -> None:
+        # E3: RFC 5280 4.2.1.12, "the certificate MUST only be used for one of the purposes
+        # indicated"; anyExtendedKeyUsage alone does not name the purpose (CA/B 7.1.2.7.10).
+        if usage is not None and required not in usage:
+            raise ValueError(
+                f"device extendedKeyUsage ({_eku_names(usage)}) does not include "
+                f"{_oid_name(required)} (RFC 5280 4.2.1.12)"
+            )
+
+    return check
+
+
+def _ee_key_usage_rule(
+    _policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
+    # E2: a device authenticates by signing; it never signs certificates.
+    if usage is None:
+        return
+    if usage.key_cert_sign:
+        raise ValueError("device keyUsage asserts keyCertSign (RFC 5280 4.2.1.3)")
+    if not usage.digital_signature:
+        raise ValueError(
+            "device keyUsage lacks digitalSignature, which TLS client authentication needs "
+            "(RFC 5280 4.2.1.3, RFC 8446 4.4.3)"
+        )
+
+
+def _ee_san_rule(
+    _policy: Policy, cert: x509.Certificate, names: x509.SubjectAlternativeName | None
+) -> None:
+    # E4: the SAN is optional for devices; RFC 5280's rules that tie it to the subject remain.
+    subject_empty = len(cert.subject) == 0
+    if names is None:
+        if subject_empty:
+            raise ValueError("empty subject and no subjectAltName (RFC 5280 4.1.2.6)")
+        return
+    critical = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    if subject_empty and not critical:
+        raise ValueError("subjectAltName must be critical when the subject is empty (4.2.1.6)")
+    if not subject_empty and critical:
+        raise ValueError(
+            "subjectAltName must not be critical when the subject is present "
+            "(RFC 5280 4.2.1.6, CA/B 7.1.2.7.12)"
+        )
+
+
+def _build_extension_policies(
+    required_eku: x509.ObjectIdentifier,
+) -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    """The device profile's CA and EE extension policies (rules C1-C4 and E1-E6)."""
+    ca_policy = (
+        ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage_rule)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, _ca_eku_rule(required_eku))
+    )
+    ee_policy = (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ee_key_usage_rule)
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, _ee_san_rule)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, _ee_eku_rule(required_eku))
+    )
+    return ca_policy, ee_policy
+
+
+class DeviceChainValidator:
+    """The device profile bound to a fixed anchor set; build once, validate many times.
+
+    cryptography's PolicyBuilder takes the validation time, so the verifier itself is built per
+    call (a few microseconds); the store and the extension policies, which do not depend on the
+    time, are built here once.
+    """
+
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        *,
+        max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH,
+        required_eku: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
+    ) -> None:
+        if not 0 <= max_chain_depth <= _MAX_SUPPORTED_DEPTH:
+            raise ValueError(f"max_chain_depth must be 0 to {_MAX_SUPPORTED_DEPTH}")
+        self._anchors = tuple(anchors)
+        self._store = Store(list(self._anchors)) if self._anchors else None
+        self._max_chain_depth = max_chain_depth
+        self._ca_policy, self._ee_policy = _build_extension_policies(required_eku)
+
+    def build_verifier(self, *, at: datetime) -> ClientVerifier:
+        """The cryptography verifier for this profile at ``at``."""
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("the validation time must be an aware datetime")
+        if self._store is None:
+            raise InvalidDeviceCertificateError(
+                "no trust anchor is configured for this device's enrollment"
+            )
+        return (
+            PolicyBuilder()
+            .store(self._store)
+            .time(at)
+            .max_chain_depth(self._max_chain_depth)
+            .extension_policies(ca_policy=self._ca_policy, ee_policy=self._ee_policy)
+            .build_client_verifier()
+        )
+
+    def validate(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        *,
+        at: datetime,
+    ) -> ValidatedChain:
+        """Validate ``leaf`` with ``intermediates`` up to an anchor; raise on any failure."""
+        verifier = self.build_verifier(at=at)
+        _check_device_key(leaf)
+        try:
+            chain = tuple(verifier.verify(leaf, list(intermediates)).chain)
+        except (VerificationError, ValueError) as exc:
+            raise InvalidDeviceCertificateError(_describe_failure(leaf, at, exc)) from exc
+        return ValidatedChain(chain=chain, anchor=chain[-1])
+
+
+def validate_device_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    *,
+    at: datetime,
+    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH,
+    required_eku: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
+) -> ValidatedChain:
+    """Validate a device's chain under the device profile; raise InvalidDeviceCertificateError.
+
+    ``anchors`` are trusted as given (an enrollment group's CA certificate, or an individual
+    enrollment's self-signed device certificate). A naive ``at`` or an out-of-range
+    ``max_chain_depth`` is a programming error and raises ValueError.
+    """
+    validator = DeviceChainValidator(
+        anchors, max_chain_depth=max_chain_depth, required_eku=required_eku
+    )
+    return validator.validate(leaf, intermediates, at=at)
+
+
+def _check_device_key(leaf: x509.Certificate) -> None:
+    """E7: the device's own key meets the strength cryptography demands of issuers."""
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidDeviceCertificateError(
+            f"{_name_device(leaf)}: its public key cannot be used: {exc}"
+        ) from exc
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size >= MIN_RSA_KEY_BITS and key.key_size % 8 == 0:
+            return
+        problem = f"an RSA-{key.key_size} key"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, _DEVICE_CURVES):
+            return
+        problem = f"an EC key on {key.curve.name}"
+    else:
+        problem = f"a {type(key).__name__.removeprefix('_')} key"
+    raise InvalidDeviceCertificateError(
+        f"{_name_device(leaf)} has {problem}; devices need RSA of at least {MIN_RSA_KEY_BITS} "
+        "bits (a multiple of 8) or ECDSA on P-256, P-384 or P-521 (CA/B 6.1.5)"
+    )
+
+
+def _name_device(leaf: x509.Certificate) -> str:
+    try:
+        subject = leaf.subject.rfc4514_string() or "(empty subject)"
+    except ValueError:
+        subject = "(unparsable subject)"
+    if len(subject) > _MAX_SUBJECT_IN_MESSAGE:
+        subject = subject[:_MAX_SUBJECT_IN_MESSAGE] + "..."
+    return f"device certificate '{subject}'"
+
+
+def _describe_failure(leaf: x509.Certificate, at: datetime, exc: Exception) -> str:
+    """The log message: which device, the leaf's own validity when that is the cause, and
+    cryptography's reason verbatim."""
+    prefix = _name_device(leaf)
+    if at > leaf.not_valid_after_utc:
+        prefix += f" expired at {leaf.not_valid_after_utc.isoformat()}"
+    elif at < leaf.not_valid_before_utc:
+        prefix += f" is not valid before {leaf.not_valid_before_utc.isoformat()}"
+    reason = str(exc)
+    if len(reason) > _MAX_REASON_IN_MESSAGE:
+        reason = reason[:_MAX_REASON_IN_MESSAGE] + "..."
+    return f"{prefix}: the chain does not validate: {reason}"

@@ -1,0 +1,142 @@
+"""Device registration states and the decision of what a registration does to them.
+
+DPS keeps one registration state per device (dps-api.md 2.5 DeviceRegistrationState). A device
+that registers again is re-evaluated: when the enrollment and the hub it would get are unchanged,
+it keeps its assignment; otherwise the enrollment's reprovisionPolicy decides whether it moves and
+which substatus DPS reports (dps-api.md 3.3).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from devprov.core.enrollment import Enrollment, EnrollmentKind
+
+
+class RegistrationStatus(enum.Enum):
+    UNASSIGNED = "unassigned"
+    ASSIGNING = "assigning"
+    ASSIGNED = "assigned"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+class Substatus(enum.Enum):
+    INITIAL_ASSIGNMENT = "initialAssignment"
+    DEVICE_DATA_MIGRATED = "deviceDataMigrated"
+    DEVICE_DATA_RESET = "deviceDataReset"
+    REPROVISIONED_TO_INITIAL_ASSIGNMENT = "reprovisionedToInitialAssignment"
+
+
+class AttestationMethod(enum.Enum):
+    X509 = "x509"
+    SYMMETRIC_KEY = "symmetricKey"
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    """X509CertificateInfo as DPS returns it (dps-api.md 2.5)."""
+
+    subject_name: str
+    sha1_thumbprint: str
+    sha256_thumbprint: str
+    issuer_name: str
+    not_before: datetime
+    not_after: datetime
+    serial_number: str
+    version: int
+
+
+@dataclass(frozen=True)
+class RegistrationState:
+    service: str
+    registration_id: str
+    method: AttestationMethod
+    enrollment_kind: EnrollmentKind
+    enrollment_id: str
+    status: RegistrationStatus
+    created_at: datetime
+    updated_at: datetime
+    etag: str
+    device_id: str | None = None
+    assigned_hub: str | None = None
+    initial_hub: str | None = None
+    substatus: Substatus | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    payload: Mapping[str, Any] | None = None
+    certificate: CertificateSummary | None = None  # the device's leaf (X.509)
+    signing_certificate: CertificateSummary | None = None  # the group's certificate (X.509)
+    leaf_sha256: str | None = None  # to recognise the device on later polls
+
+    @property
+    def key(self) -> str:
+        return self.registration_id.lower()
+
+
+def device_id_for(enrollment: Enrollment, registration_id: str) -> str:
+    """Groups: the registration id (the CN for X.509). Individual: deviceId, else the id."""
+    if enrollment.kind is EnrollmentKind.INDIVIDUAL and enrollment.device_id:
+        return enrollment.device_id
+    return registration_id
+
+
+def decide_assignment(
+    existing: RegistrationState | None,
+    fresh: RegistrationState,
+    enrollment: Enrollment,
+    *,
+    hub: str,
+    now: datetime,
+    etag: str,
+) -> RegistrationState:
+    """The state after a successful attestation and allocation.
+
+    ``fresh`` carries the facts of this registration (method, enrollment, certificates, payload);
+    ``existing`` the stored state, if any. Rules (DPS's reprovisioning docs, how-to-reprovision):
+    - first assignment, or a device that was never assigned: ``initialAssignment``;
+    - the same enrollment and the same hub: the current assignment is returned unchanged;
+    - another hub and ``updateHubAssignment`` false: the device stays where it is;
+    - another hub and ``updateHubAssignment`` true: it moves; the substatus is
+      ``reprovisionedToInitialAssignment`` when it returns to its first hub, else
+      ``deviceDataMigrated`` or ``deviceDataReset`` by ``migrateDeviceData``.
+    """
+    base = replace(
+        fresh,
+        status=RegistrationStatus.ASSIGNED,
+        device_id=device_id_for(enrollment, fresh.registration_id),
+        updated_at=now,
+        etag=etag,
+        error_code=None,
+        error_message=None,
+    )
+    if existing is None or existing.assigned_hub is None:
+        return replace(
+            base,
+            created_at=existing.created_at if existing else now,
+            assigned_hub=hub,
+            initial_hub=(existing.initial_hub if existing else None) or hub,
+            substatus=Substatus.INITIAL_ASSIGNMENT,
+        )
+    kept = replace(
+        base,
+        created_at=existing.created_at,
+        initial_hub=existing.initial_hub or existing.assigned_hub,
+    )
+    if existing.assigned_hub == hub:
+        return replace(
+            kept, assigned_hub=hub, substatus=existing.substatus or Substatus.INITIAL_ASSIGNMENT
+        )
+    if not enrollment.reprovision.update_hub_assignment:
+        return replace(kept, assigned_hub=existing.assigned_hub, substatus=existing.substatus)
+    if hub == kept.initial_hub:
+        substatus = Substatus.REPROVISIONED_TO_INITIAL_ASSIGNMENT
+    elif enrollment.reprovision.migrate_device_data:
+        substatus = Substatus.DEVICE_DATA_MIGRATED
+    else:
+        substatus = Substatus.DEVICE_DATA_RESET
+    return replace(kept, assigned_hub=hub, substatus=substatus)

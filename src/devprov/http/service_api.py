@@ -1,0 +1,243 @@
+"""The DPS service API: enrollments, enrollment groups and registration states (dps-api.md 2).
+
+Paths as DPS has them, matched case-insensitively; any api-version; DPS's shared access
+signatures with per-policy rights; DPS's error body on every failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from devprov.bootstrap import Container
+from devprov.core import document
+from devprov.core.enrollment import EnrollmentKind
+from devprov.core.error import DevprovError, MalformedRequestError
+from devprov.core.sas import Right
+from devprov.http.error import dps_error_response, new_tracking_id
+from devprov.http.request import api_version, case_insensitive, read_json
+from devprov.service.access import Caller
+
+log = logging.getLogger("devprov.http.service")
+
+Handler = Callable[[Request, Container, Caller], Awaitable[Response]]
+
+ITEM_TYPES = {
+    EnrollmentKind.INDIVIDUAL: "Enrollment",
+    EnrollmentKind.GROUP: "EnrollmentGroup",
+}
+
+
+def _kind(request: Request) -> EnrollmentKind:
+    segment = request.url.path.strip("/").split("/", 1)[0].lower()
+    return EnrollmentKind.INDIVIDUAL if segment == "enrollments" else EnrollmentKind.GROUP
+
+
+def _max_items(request: Request) -> int | None:
+    value = request.headers.get("x-ms-max-item-count")
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise MalformedRequestError("x-ms-max-item-count must be a number") from exc
+
+
+def _page(
+    items: list[dict[str, Any]], continuation: str | None, item_type: str, max_items: int | None
+) -> Response:
+    headers = {"x-ms-item-type": item_type}
+    if continuation:
+        headers["x-ms-continuation"] = continuation
+    if max_items is not None:
+        headers["x-ms-max-item-count"] = str(max_items)
+    return JSONResponse(items, headers=headers)
+
+
+async def get_enrollment(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.ENROLLMENT_READ)
+    kind, id = _kind(request), request.path_params["id"]
+    record = await run_in_threadpool(c.enrollments.get, caller.service, kind, id)
+    state = None
+    if kind is EnrollmentKind.INDIVIDUAL:
+        state = await run_in_threadpool(c.registration_states.find, caller.service, id)
+    return JSONResponse(document.enrollment(record, state=state))
+
+
+async def put_enrollment(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.ENROLLMENT_WRITE)
+    body = await read_json(request)
+    record = await run_in_threadpool(
+        c.enrollments.create_or_update,
+        caller.service,
+        _kind(request),
+        request.path_params["id"],
+        body,
+        if_match=request.headers.get("if-match"),
+        actor=caller.actor,
+    )
+    return JSONResponse(document.enrollment(record))
+
+
+async def delete_enrollment(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.ENROLLMENT_WRITE)
+    await run_in_threadpool(
+        c.enrollments.delete,
+        caller.service,
+        _kind(request),
+        request.path_params["id"],
+        if_match=request.headers.get("if-match"),
+        actor=caller.actor,
+    )
+    return Response(status_code=204)
+
+
+async def attestation_mechanism(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.ENROLLMENT_READ)
+    kind = _kind(request)
+    value = await run_in_threadpool(
+        c.enrollments.attestation_mechanism, caller.service, kind, request.path_params["id"]
+    )
+    return JSONResponse(document.attestation(value, kind, with_keys=True))
+
+
+async def query_enrollments(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.ENROLLMENT_READ)
+    kind = _kind(request)
+    body = await read_json(request, required=False)
+    max_items = _max_items(request)
+    page = await run_in_threadpool(
+        c.enrollments.query,
+        caller.service,
+        kind,
+        body if body is not None else "*",
+        continuation=request.headers.get("x-ms-continuation"),
+        max_items=max_items,
+    )
+    return _page(
+        [document.enrollment(e) for e in page.items], page.continuation, ITEM_TYPES[kind], max_items
+    )
+
+
+async def bulk(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.ENROLLMENT_WRITE)
+    kind = _kind(request)
+    body = await read_json(request)
+    result = await run_in_threadpool(
+        c.enrollments.bulk, caller.service, kind, body, actor=caller.actor
+    )
+    id_field = "registrationId" if kind is EnrollmentKind.INDIVIDUAL else "enrollmentGroupId"
+    return JSONResponse(
+        {
+            "isSuccessful": result.is_successful,
+            "errors": [
+                {id_field: e.id, "errorCode": e.error_code, "errorStatus": e.error_status}
+                for e in result.errors
+            ],
+        }
+    )
+
+
+async def get_registration(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.REGISTRATION_STATUS_READ)
+    state = await run_in_threadpool(
+        c.registration_states.get, caller.service, request.path_params["id"]
+    )
+    return JSONResponse(document.registration_state(state))
+
+
+async def delete_registration(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.REGISTRATION_STATUS_WRITE)
+    await run_in_threadpool(
+        c.registration_states.delete,
+        caller.service,
+        request.path_params["id"],
+        if_match=request.headers.get("if-match"),
+        actor=caller.actor,
+    )
+    return Response(status_code=204)
+
+
+async def query_registrations(request: Request, c: Container, caller: Caller) -> Response:
+    caller.require(Right.REGISTRATION_STATUS_READ)
+    max_items = _max_items(request)
+    page = await run_in_threadpool(
+        c.registration_states.query,
+        caller.service,
+        request.path_params["id"],
+        continuation=request.headers.get("x-ms-continuation"),
+        max_items=max_items,
+    )
+    return _page(
+        [document.registration_state(s) for s in page.items],
+        page.continuation,
+        "DeviceRegistration",
+        max_items,
+    )
+
+
+def host_names(request: Request, c: Container) -> set[str]:
+    """The names a service token's ``sr`` may carry: the Host header and the certificate's names."""
+    names = {name.lower() for name in c.server_names}
+    host = request.headers.get("host", "").lower()
+    if host:
+        names.add(host)
+    port = request.url.port
+    if port:
+        names |= {f"{name}:{port}" for name in list(names) if ":" not in name}
+    return names
+
+
+def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        tracking_id = new_tracking_id()
+        try:
+            caller = await run_in_threadpool(
+                container.access.authenticate,
+                request.headers.get("authorization"),
+                host_names(request, container),
+            )
+            response = await handler(request, container, caller)
+        except DevprovError as exc:
+            log.info(
+                "%s %s -> %s %s (api-version %s, tracking %s)",
+                request.method,
+                request.url.path,
+                exc.code,
+                exc.message,
+                api_version(request),
+                tracking_id,
+            )
+            return dps_error_response(exc, tracking_id)
+        response.headers["x-ms-request-id"] = tracking_id
+        return response
+
+    return endpoint
+
+
+def routes(container: Container) -> list[Route]:
+    table: list[tuple[str, Handler, str]] = []
+    for collection in ("/enrollments", "/enrollmentGroups"):
+        table += [
+            (collection + "/query", query_enrollments, "POST"),
+            (collection, bulk, "POST"),
+            (collection + "/", bulk, "POST"),
+            (collection + "/{id}", get_enrollment, "GET"),
+            (collection + "/{id}", put_enrollment, "PUT"),
+            (collection + "/{id}", delete_enrollment, "DELETE"),
+            (collection + "/{id}/attestationmechanism", attestation_mechanism, "POST"),
+        ]
+    table += [
+        ("/registrations/{id}", get_registration, "GET"),
+        ("/registrations/{id}", delete_registration, "DELETE"),
+        ("/registrations/{id}/query", query_registrations, "POST"),
+    ]
+    return case_insensitive(
+        [Route(path, _endpoint(h, container), methods=[m]) for path, h, m in table]
+    )

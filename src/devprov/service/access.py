@@ -1,0 +1,76 @@
+"""Who is calling the service API: DPS shared access signatures checked against the policies.
+
+DPS addresses an instance by host name; one devprov server hosts several provisioning services
+on one host and port, so the service is the one whose policy key signed the token (a policy name
+such as ``provisioningserviceowner`` exists in every service, its keys do not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from devprov.core.error import DevprovError, InvalidCredentialsError, MissingCredentialsError
+from devprov.core.sas import (
+    Right,
+    parse_sas_token,
+    require_right,
+    resource_matches_service,
+    verify_sas_token,
+)
+from devprov.service.model import AccessPolicy
+from devprov.service.port import Clock, UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class Caller:
+    service: str
+    policy: AccessPolicy
+
+    @property
+    def actor(self) -> str:
+        return f"policy:{self.policy.name}"
+
+    def require(self, right: Right) -> None:
+        require_right(self.policy.rights, right, self.policy.name)
+
+
+class ServiceAccess:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def authenticate(self, authorization: str | None, host_names: Collection[str]) -> Caller:
+        if not authorization:
+            raise MissingCredentialsError("the request has no Authorization header")
+        token = parse_sas_token(authorization)
+        if not resource_matches_service(token.resource, host_names):
+            raise InvalidCredentialsError(
+                f"the token's resource '{token.resource}' does not name this server "
+                f"({', '.join(sorted(host_names))})"
+            )
+        if not token.key_name:
+            raise InvalidCredentialsError(
+                "a service token needs 'skn', the shared access policy name"
+            )
+        now = self._clock()
+        with self._uow() as uow:
+            candidates = [
+                policy
+                for service in uow.services.all()
+                for policy in uow.services.policies(service.name)
+                if policy.name == token.key_name
+            ]
+        last: DevprovError | None = None
+        for policy in candidates:
+            try:
+                verify_sas_token(token, (policy.primary_key, policy.secondary_key), now=now)
+            except DevprovError as exc:
+                last = exc
+                continue
+            return Caller(policy.service, policy)
+        if last is not None:
+            raise last
+        raise InvalidCredentialsError(
+            f"no provisioning service has a shared access policy '{token.key_name}'"
+        )

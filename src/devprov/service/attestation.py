@@ -1,0 +1,239 @@
+"""Device attestation: which enrollment governs a registering device, and is it who it says?
+
+X.509 (dps-api.md 4): the registration id must be the leaf's CN; an individual enrollment for the
+device wins; otherwise the group of the nearest certificate of the validated chain, walking up to
+the root, and the first match decides. Chains validate only up to *verified* certificates of the
+registry (uploaded with isVerified or proven by proof-of-possession), so a group's certificate is
+accepted only when it is verified itself or rolls up, within the presented chain, to a verified
+one. A self-signed device certificate of an individual enrollment is its own anchor.
+
+Symmetric key (dps-api.md 3.4): the SAS token is checked against the individual enrollment's
+keys, or else against the keys derived from each symmetric-key group's keys; the first group
+whose derived key verifies the signature governs the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from devprov.core.certificate import common_name, describe_certificate
+from devprov.core.chain import validate_device_chain
+from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
+from devprov.core.error import AuthenticationError, DevprovError
+from devprov.core.registration import AttestationMethod, CertificateSummary
+from devprov.core.registration_id import validate_registration_id
+from devprov.core.sas import (
+    derive_device_key,
+    parse_sas_token,
+    resource_matches_device,
+    verify_sas_token,
+)
+from devprov.service.port import UnitOfWork
+
+
+class DeviceAttestationError(AuthenticationError):
+    """The device could not be attested. The message is for logs and the audit trail only."""
+
+    code = "DeviceAttestationFailed"
+    number = 401002  # DPS answers failed X.509 attestation with 401002 (dps-api.md 4.7)
+
+
+class DeviceSasError(AuthenticationError):
+    code = "DeviceUnauthorized"
+    number = 401000  # DPS's "Unauthorized" (dps-api.md 5.3)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the transport saw: the TLS client chain (leaf first) and the Authorization header."""
+
+    chain_der: tuple[bytes, ...] = ()
+    authorization: str | None = None
+
+
+@dataclass(frozen=True)
+class Attested:
+    enrollment: Enrollment
+    method: AttestationMethod
+    certificate: CertificateSummary | None = None
+    signing_certificate: CertificateSummary | None = None
+    leaf_sha256: str | None = None
+
+
+def summarize(certificate: x509.Certificate) -> CertificateSummary:
+    facts = describe_certificate(certificate)
+    return CertificateSummary(
+        subject_name=facts.subject,
+        sha1_thumbprint=facts.thumbprint,
+        sha256_thumbprint=facts.sha256_thumbprint,
+        issuer_name=facts.issuer,
+        not_before=facts.not_before,
+        not_after=facts.not_after,
+        serial_number=facts.serial_number,
+        version=facts.version,
+    )
+
+
+def sha256_hex(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest().upper()
+
+
+def attest(
+    uow: UnitOfWork,
+    service: str,
+    id_scope: str,
+    registration_id: str,
+    credentials: Credentials,
+    *,
+    now: datetime,
+) -> Attested:
+    """Find the governing enrollment and check the device's credentials against it."""
+    if credentials.authorization:
+        return _attest_symmetric(
+            uow, service, id_scope, registration_id, credentials.authorization, now=now
+        )
+    if credentials.chain_der:
+        return _attest_x509(uow, service, registration_id, credentials.chain_der, now=now)
+    raise DeviceSasError("the device sent neither a client certificate nor a SAS token")
+
+
+def _parse_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
+    try:
+        return [x509.load_der_x509_certificate(der) for der in chain_der]
+    except ValueError as exc:
+        raise DeviceAttestationError(
+            f"the presented certificate chain does not parse: {exc}"
+        ) from exc
+
+
+def _attest_x509(
+    uow: UnitOfWork,
+    service: str,
+    registration_id: str,
+    chain_der: Sequence[bytes],
+    *,
+    now: datetime,
+) -> Attested:
+    chain = _parse_chain(chain_der)
+    leaf = chain[0]
+    cn = common_name(leaf)
+    if cn is None or cn.lower() != registration_id.lower():
+        raise DeviceAttestationError(
+            f"registration id '{registration_id}' is not the certificate's CN ({cn!r}); DPS requires them equal"
+        )
+    try:
+        validate_registration_id(registration_id, x509=True)
+    except DevprovError as exc:
+        raise DeviceAttestationError(exc.message) from exc
+    leaf_sha = sha256_hex(chain_der[0])
+    individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
+    if individual is not None:
+        return _attest_individual_x509(uow, individual, chain, chain_der, leaf_sha, now=now)
+    anchors = [record.certificate for record in uow.certificates.verified(service)]
+    if not anchors:
+        raise DeviceAttestationError(
+            f"service '{service}' has no verified CA certificate and no enrollment for the device"
+        )
+    try:
+        validated = validate_device_chain(leaf, chain[1:], anchors, at=now)
+    except DevprovError as exc:
+        raise DeviceAttestationError(
+            f"the chain does not validate to a verified certificate: {exc.message}"
+        ) from exc
+    path = list(validated.chain[1:])
+    shas = [sha256_hex(c.public_bytes(Encoding.DER)) for c in path]
+    groups: dict[str, list[Enrollment]] = {}
+    for sha, group in uow.enrollments.groups_by_certificate(service, shas):
+        groups.setdefault(sha, []).append(group)
+    for certificate, sha in zip(path, shas, strict=True):
+        if sha in groups:
+            group = sorted(groups[sha], key=lambda g: g.key)[0]  # the same CA in two groups: by id
+            return Attested(
+                group, AttestationMethod.X509, summarize(leaf), summarize(certificate), leaf_sha
+            )
+    raise DeviceAttestationError(
+        "no enrollment group trusts a certificate of the validated chain "
+        f"({' <- '.join(describe_certificate(c).subject for c in validated.chain)})"
+    )
+
+
+def _attest_individual_x509(
+    uow: UnitOfWork,
+    enrollment: Enrollment,
+    chain: list[x509.Certificate],
+    chain_der: Sequence[bytes],
+    leaf_sha: str,
+    *,
+    now: datetime,
+) -> Attested:
+    if enrollment.attestation.type is not AttestationType.X509:
+        raise DeviceAttestationError(
+            f"individual enrollment '{enrollment.id}' uses {enrollment.attestation.type.value} attestation, "
+            "but the device presented a certificate"
+        )
+    enrolled = [c.der for c in enrollment.attestation.certificates]
+    if chain_der[0] not in enrolled:
+        raise DeviceAttestationError(
+            f"the device's certificate (SHA-256 {leaf_sha}) is not one of individual enrollment "
+            f"'{enrollment.id}''s client certificates"
+        )
+    leaf = chain[0]
+    if leaf.issuer == leaf.subject:
+        anchors = [leaf]
+    else:
+        anchors = [record.certificate for record in uow.certificates.verified(enrollment.service)]
+    try:
+        validate_device_chain(leaf, chain[1:], anchors, at=now)
+    except DevprovError as exc:
+        raise DeviceAttestationError(
+            f"individual enrollment '{enrollment.id}': the certificate does not validate: {exc.message}"
+        ) from exc
+    return Attested(enrollment, AttestationMethod.X509, summarize(leaf), None, leaf_sha)
+
+
+def _attest_symmetric(
+    uow: UnitOfWork,
+    service: str,
+    id_scope: str,
+    registration_id: str,
+    header: str,
+    *,
+    now: datetime,
+) -> Attested:
+    try:
+        validate_registration_id(registration_id)
+        token = parse_sas_token(header)
+    except DevprovError as exc:
+        raise DeviceSasError(exc.message) from exc
+    if not resource_matches_device(token.resource, id_scope, registration_id):
+        raise DeviceSasError(
+            f"the token's resource '{token.resource}' is not '{id_scope}/registrations/{registration_id}'"
+        )
+    individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
+    if individual is not None:
+        if individual.attestation.type is not AttestationType.SYMMETRIC_KEY:
+            raise DeviceSasError(
+                f"individual enrollment '{individual.id}' uses {individual.attestation.type.value} attestation"
+            )
+        try:
+            verify_sas_token(token, individual.attestation.keys, now=now)
+        except DevprovError as exc:
+            raise DeviceSasError(f"individual enrollment '{individual.id}': {exc.message}") from exc
+        return Attested(individual, AttestationMethod.SYMMETRIC_KEY)
+    last: DevprovError | None = None
+    for group in uow.enrollments.symmetric_key_groups(service):
+        keys = [derive_device_key(key, registration_id) for key in group.attestation.keys]
+        try:
+            verify_sas_token(token, keys, now=now)
+        except DevprovError as exc:
+            last = exc
+            continue
+        return Attested(group, AttestationMethod.SYMMETRIC_KEY)
+    reason = last.message if last else "the service has no symmetric-key enrollment group"
+    raise DeviceSasError(f"no enrollment's key verifies the token of '{registration_id}': {reason}")

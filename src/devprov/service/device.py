@@ -1,0 +1,330 @@
+"""The device side of provisioning: register, poll an operation, look up a registration.
+
+A register call attests the device, allocates an IoT hub, stores the registration state and an
+operation, and answers with the operation (DPS's 202 + operationId flow, dps-api.md 3.2). devprov
+decides synchronously, so the first poll already sees the outcome; the custom-allocation webhook
+is the one slow step, bounded by its timeout, and runs outside any database transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from devprov.core import document
+from devprov.core.allocation import (
+    AllocationPolicy,
+    LinkedHub,
+    build_custom_allocation_request,
+    choose_hub,
+    parse_custom_allocation_response,
+)
+from devprov.core.enrollment import AllocationPolicyName, Enrollment, EnrollmentKind
+from devprov.core.error import DevprovError, NotFoundError, ServiceNotFoundError
+from devprov.core.etag import ETAG_BYTES, build_etag
+from devprov.core.registration import (
+    RegistrationState,
+    RegistrationStatus,
+    decide_assignment,
+    device_id_for,
+)
+from devprov.service.attestation import Attested, Credentials, attest
+from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
+from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("devprov.registration")
+
+
+class AllocationWebhook(Protocol):
+    """Calls a custom allocation webhook; raises a devprov error on failure or timeout."""
+
+    def call(self, url: str, body: Mapping[str, Any]) -> object: ...
+
+
+class RegistrationNotFoundError(NotFoundError):
+    code = "DeviceRegistrationNotFound"
+    number = 404203
+
+
+class OperationNotFoundError(NotFoundError):
+    code = "OperationNotFound"
+    number = 404204
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome:
+    """An operation and the registration state it produced (None when attestation failed)."""
+
+    operation: Operation
+    state: RegistrationState | None
+
+
+class DeviceRegistration:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        webhook: AllocationWebhook,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._random = random_bytes
+        self._webhook = webhook
+
+    # --- register -------------------------------------------------------------------------
+
+    def register(
+        self,
+        id_scope: str,
+        registration_id: str,
+        credentials: Credentials,
+        payload: Mapping[str, Any] | None,
+        *,
+        force: bool = False,
+    ) -> RegistrationOutcome:
+        now = self._clock()
+        with self._uow() as uow:
+            service = _service(uow, id_scope)
+            try:
+                attested = attest(
+                    uow, service.name, service.id_scope, registration_id, credentials, now=now
+                )
+            except DevprovError as exc:
+                self._audit(uow, service.name, registration_id, "register", exc)
+                raise
+            existing = uow.registrations.get(service.name, registration_id)
+            hubs = [
+                LinkedHub(h.host_name, h.weight, h.apply_allocation_policy)
+                for h in uow.hubs.all(service.name)
+            ]
+        fresh = self._fresh(service, registration_id, attested, existing)
+        if not attested.enrollment.enabled:
+            return self._finish(
+                service, fresh, existing, attested, status=RegistrationStatus.DISABLED
+            )
+        try:
+            hub, twin_payload = self._allocate(
+                fresh.registration_id, attested, existing, hubs, payload
+            )
+        except DevprovError as exc:
+            failed = replace(fresh, error_code=exc.number, error_message=exc.message)
+            return self._finish(
+                service, failed, existing, attested, status=RegistrationStatus.FAILED
+            )
+        now = self._clock()
+        decided = decide_assignment(
+            None if force else existing,
+            replace(fresh, payload=twin_payload),
+            attested.enrollment,
+            hub=hub,
+            now=now,
+            etag=self._etag(),
+        )
+        if force and existing is not None:
+            decided = replace(decided, created_at=existing.created_at)
+        return self._finish(
+            service, decided, existing, attested, status=RegistrationStatus.ASSIGNED
+        )
+
+    def _fresh(
+        self,
+        service: ProvisioningService,
+        registration_id: str,
+        attested: Attested,
+        existing: RegistrationState | None,
+    ) -> RegistrationState:
+        now = self._clock()
+        return RegistrationState(
+            service=service.name,
+            registration_id=existing.registration_id if existing else registration_id,
+            method=attested.method,
+            enrollment_kind=attested.enrollment.kind,
+            enrollment_id=attested.enrollment.id,
+            status=RegistrationStatus.ASSIGNING,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+            etag=self._etag(),
+            device_id=device_id_for(attested.enrollment, registration_id),
+            assigned_hub=existing.assigned_hub if existing else None,
+            initial_hub=existing.initial_hub if existing else None,
+            substatus=existing.substatus if existing else None,
+            certificate=attested.certificate,
+            signing_certificate=attested.signing_certificate,
+            leaf_sha256=attested.leaf_sha256,
+        )
+
+    def _allocate(
+        self,
+        registration_id: str,
+        attested: Attested,
+        existing: RegistrationState | None,
+        hubs: list[LinkedHub],
+        payload: Mapping[str, Any] | None,
+    ) -> tuple[str, Mapping[str, Any] | None]:
+        enrollment = attested.enrollment
+        policy = enrollment.allocation_policy or AllocationPolicyName.HASHED
+        if policy is AllocationPolicyName.CUSTOM and enrollment.custom_allocation is not None:
+            x509_context = None
+            if attested.certificate is not None:
+                x509_context = {"certificateInfo": document.certificate_info(attested.certificate)}
+                if attested.signing_certificate is not None:
+                    x509_context["signingCertificateInfo"] = document.certificate_info(
+                        attested.signing_certificate
+                    )
+            request = build_custom_allocation_request(
+                enrollment=document.enrollment(enrollment),
+                enrollment_group=enrollment.kind is EnrollmentKind.GROUP,
+                registration_id=registration_id,
+                linked_hubs=[h.host_name for h in hubs],
+                current_hub=existing.assigned_hub if existing else None,
+                current_device_id=existing.device_id if existing else None,
+                payload=payload,
+                x509=x509_context,
+            )
+            url = enrollment.custom_allocation.webhook_url
+            answer = parse_custom_allocation_response(
+                self._webhook.call(url, request), [h.host_name for h in hubs]
+            )
+            return answer.iot_hub_host_name, answer.payload
+        hub = choose_hub(
+            AllocationPolicy(policy.value),
+            registration_id,
+            hubs,
+            enrollment_hubs=list(enrollment.iot_hubs) or None,
+        )
+        return hub, None
+
+    def _finish(
+        self,
+        service: ProvisioningService,
+        state: RegistrationState,
+        existing: RegistrationState | None,
+        attested: Attested,
+        *,
+        status: RegistrationStatus,
+    ) -> RegistrationOutcome:
+        now = self._clock()
+        if status is not RegistrationStatus.ASSIGNED:
+            state = replace(state, status=status, updated_at=now, etag=self._etag())
+        operation = Operation(
+            id=f"5.{self._random(8).hex()}.{uuid.UUID(bytes=self._random(16), version=4)}",
+            service=service.name,
+            registration_id=state.registration_id,
+            created_at=now,
+            status=state.status.value,
+            enrollment_kind=attested.enrollment.kind.value,
+            enrollment_id=attested.enrollment.id,
+            leaf_sha256=attested.leaf_sha256,
+            error_code=state.error_code,
+            error_message=state.error_message,
+        )
+        with self._uow() as uow:
+            if state is not existing:
+                uow.registrations.put(state, expected_etag=existing.etag if existing else None)
+            uow.operations.add(operation)
+            uow.audit.record(
+                AuditEvent(
+                    at=now,
+                    service=service.name,
+                    action="register",
+                    outcome=Outcome.SUCCEEDED
+                    if status is RegistrationStatus.ASSIGNED
+                    else Outcome.FAILED,
+                    actor=f"device:{state.registration_id}",
+                    reason=_reason(state, attested.enrollment),
+                    registration_id=state.registration_id,
+                    error_code=str(state.error_code) if state.error_code else None,
+                )
+            )
+            uow.commit()
+        return RegistrationOutcome(operation, state)
+
+    # --- poll and lookup ------------------------------------------------------------------
+
+    def operation_status(
+        self, id_scope: str, registration_id: str, operation_id: str, credentials: Credentials
+    ) -> RegistrationOutcome:
+        now = self._clock()
+        with self._uow() as uow:
+            service = _service(uow, id_scope)
+            try:
+                attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
+            except DevprovError as exc:
+                self._audit(uow, service.name, registration_id, "operationStatus", exc)
+                raise
+            operation = uow.operations.get(service.name, operation_id)
+            if operation is None or operation.registration_id.lower() != registration_id.lower():
+                raise OperationNotFoundError(
+                    f"operation '{operation_id}' of '{registration_id}' does not exist"
+                )
+            return RegistrationOutcome(
+                operation, uow.registrations.get(service.name, registration_id)
+            )
+
+    def status_lookup(
+        self, id_scope: str, registration_id: str, credentials: Credentials
+    ) -> RegistrationState:
+        now = self._clock()
+        with self._uow() as uow:
+            service = _service(uow, id_scope)
+            try:
+                attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
+            except DevprovError as exc:
+                self._audit(uow, service.name, registration_id, "statusLookup", exc)
+                raise
+            state = uow.registrations.get(service.name, registration_id)
+        if state is None:
+            raise RegistrationNotFoundError(f"'{registration_id}' has not registered")
+        return state
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _etag(self) -> str:
+        return build_etag(self._random(ETAG_BYTES))
+
+    def _audit(
+        self, uow: UnitOfWork, service: str, registration_id: str, action: str, error: DevprovError
+    ) -> None:
+        log.info(
+            "device %s of service %s: %s refused: %s (%s)",
+            registration_id,
+            service,
+            action,
+            error.message,
+            error.code,
+        )
+        uow.rollback()
+        uow.audit.record(
+            AuditEvent(
+                at=self._clock(),
+                service=service,
+                action=action,
+                outcome=Outcome.FAILED,
+                actor=f"device:{registration_id}",
+                reason=error.message,
+                error_code=error.code,
+                registration_id=registration_id,
+            )
+        )
+        uow.commit()
+
+
+def _reason(state: RegistrationState, enrollment: Enrollment) -> str:
+    label = "enrollment" if enrollment.kind.value == "individual" else "enrollment group"
+    if state.status is RegistrationStatus.ASSIGNED:
+        substatus = state.substatus.value if state.substatus else "-"
+        return f"{label} '{enrollment.id}': assigned to {state.assigned_hub} ({substatus})"
+    if state.status is RegistrationStatus.DISABLED:
+        return f"{label} '{enrollment.id}' is disabled"
+    return f"{label} '{enrollment.id}': {state.error_message}"
+
+
+def _service(uow: UnitOfWork, id_scope: str) -> ProvisioningService:
+    service = uow.services.get_by_scope(id_scope)
+    if service is None:
+        raise ServiceNotFoundError(f"no provisioning service has ID scope '{id_scope}'")
+    return service

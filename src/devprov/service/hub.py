@@ -1,0 +1,89 @@
+"""Linked IoT hubs of a provisioning service: allocation assigns devices to them."""
+
+from __future__ import annotations
+
+import re
+
+from devprov.core.enrollment import MAX_LINKED_HUBS
+from devprov.core.error import ConflictError, InvalidInputError, NotFoundError, ServiceNotFoundError
+from devprov.service.model import HubRecord
+from devprov.service.port import Clock, UnitOfWork, UnitOfWorkFactory
+
+# A host name (RFC 1123 labels); hubs are named by host, e.g. myhub.azure-devices.net.
+_HOST = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+# DPS's allocation weight is a positive integer; 1,000 bounds the arithmetic without limiting use.
+MAX_WEIGHT = 1000
+
+
+class InvalidHubError(InvalidInputError):
+    code = "InvalidHub"
+    number = 400420
+
+
+class HubNotFoundError(NotFoundError):
+    code = "LinkedHubNotFound"
+    number = 404420
+
+
+class HubLimitError(ConflictError):
+    code = "LinkedHubLimitExceeded"
+    number = 409420
+
+
+def validate_hub(host_name: str, weight: int) -> str:
+    name = host_name.strip().lower()
+    if not _HOST.fullmatch(name):
+        raise InvalidHubError(
+            f"{host_name!r} is not a host name (for example myhub.azure-devices.net)"
+        )
+    if not 0 < weight <= MAX_WEIGHT:
+        raise InvalidHubError(f"the allocation weight must be 1 to {MAX_WEIGHT}")
+    return name
+
+
+class HubDirectory:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def all(self, service: str) -> list[HubRecord]:
+        with self._uow() as uow:
+            _require_service(uow, service)
+            return uow.hubs.all(service)
+
+    def add(
+        self, service: str, host_name: str, *, weight: int = 1, apply_allocation_policy: bool = True
+    ) -> HubRecord:
+        name = validate_hub(host_name, weight)
+        with self._uow() as uow:
+            _require_service(uow, service)
+            existing = {hub.host_name: hub for hub in uow.hubs.all(service)}
+            record = HubRecord(service, name, weight, apply_allocation_policy, self._clock())
+            if name in existing:
+                record = HubRecord(
+                    service, name, weight, apply_allocation_policy, existing[name].created_at
+                )
+                uow.hubs.replace(record)
+            else:
+                if len(existing) >= MAX_LINKED_HUBS:
+                    raise HubLimitError(f"a service links at most {MAX_LINKED_HUBS} IoT hubs")
+                uow.hubs.add(record)
+            uow.commit()
+            return record
+
+    def remove(self, service: str, host_name: str) -> None:
+        with self._uow() as uow:
+            _require_service(uow, service)
+            if not uow.hubs.remove(service, host_name.strip().lower()):
+                raise HubNotFoundError(
+                    f"IoT hub '{host_name}' is not linked to service '{service}'"
+                )
+            uow.commit()
+
+
+def _require_service(uow: UnitOfWork, service: str) -> None:
+    if uow.services.get(service) is None:
+        raise ServiceNotFoundError(f"provisioning service '{service}' does not exist")

@@ -1,0 +1,323 @@
+"""The SQL stores of device registration: registration states, the operations devices poll, and
+the IoT hubs linked to a service, which registrations are assigned to.
+
+A registration state is one row of ``registrations``; its free-form payload and certificate
+summaries are JSON columns. Registration ids, and the enrollment ids states are paged by, compare
+ignoring case through lower-case key columns.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from devprov.core.enrollment import EnrollmentKind
+from devprov.core.error import AlreadyExistsError, EtagMismatchError, InternalError, NotFoundError
+from devprov.core.registration import (
+    AttestationMethod,
+    CertificateSummary,
+    RegistrationState,
+    RegistrationStatus,
+    Substatus,
+)
+from devprov.service.model import HubRecord, Operation
+from devprov.storage.enrollment_repository import json_default
+from devprov.storage.table import linked_hubs, operations, registrations
+
+# --- registration states -----------------------------------------------------------------------
+
+
+def _summary_json(summary: CertificateSummary | None) -> str | None:
+    if summary is None:
+        return None
+    return json.dumps(
+        {
+            "subjectName": summary.subject_name,
+            "sha1Thumbprint": summary.sha1_thumbprint,
+            "sha256Thumbprint": summary.sha256_thumbprint,
+            "issuerName": summary.issuer_name,
+            "notBefore": summary.not_before.isoformat(),
+            "notAfter": summary.not_after.isoformat(),
+            "serialNumber": summary.serial_number,
+            "version": summary.version,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _summary(text: str | None) -> CertificateSummary | None:
+    if text is None:
+        return None
+    doc = json.loads(text)
+    return CertificateSummary(
+        subject_name=doc["subjectName"],
+        sha1_thumbprint=doc["sha1Thumbprint"],
+        sha256_thumbprint=doc["sha256Thumbprint"],
+        issuer_name=doc["issuerName"],
+        not_before=datetime.fromisoformat(doc["notBefore"]),
+        not_after=datetime.fromisoformat(doc["notAfter"]),
+        serial_number=doc["serialNumber"],
+        version=doc["version"],
+    )
+
+
+def _registration_values(state: RegistrationState) -> dict[str, Any]:
+    return {
+        "service": state.service,
+        "registration_key": state.key,
+        "registration_id": state.registration_id,
+        "method": state.method.value,
+        "enrollment_kind": state.enrollment_kind.value,
+        "enrollment_id": state.enrollment_id,
+        "enrollment_key": state.enrollment_id.lower(),
+        "status": state.status.value,
+        "substatus": state.substatus.value if state.substatus else None,
+        "device_id": state.device_id,
+        "assigned_hub": state.assigned_hub,
+        "initial_hub": state.initial_hub,
+        "error_code": state.error_code,
+        "error_message": state.error_message,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "etag": state.etag,
+        "payload": (
+            None
+            if state.payload is None
+            else json.dumps(state.payload, separators=(",", ":"), default=json_default)
+        ),
+        "certificate": _summary_json(state.certificate),
+        "signing_certificate": _summary_json(state.signing_certificate),
+        "leaf_sha256": state.leaf_sha256,
+    }
+
+
+def _registration(row: RowMapping) -> RegistrationState:
+    substatus = row["substatus"]
+    payload = row["payload"]
+    return RegistrationState(
+        service=row["service"],
+        registration_id=row["registration_id"],
+        method=AttestationMethod(row["method"]),
+        enrollment_kind=EnrollmentKind(row["enrollment_kind"]),
+        enrollment_id=row["enrollment_id"],
+        status=RegistrationStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        etag=row["etag"],
+        device_id=row["device_id"],
+        assigned_hub=row["assigned_hub"],
+        initial_hub=row["initial_hub"],
+        substatus=Substatus(substatus) if substatus else None,
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        payload=None if payload is None else json.loads(payload),
+        certificate=_summary(row["certificate"]),
+        signing_certificate=_summary(row["signing_certificate"]),
+        leaf_sha256=row["leaf_sha256"],
+    )
+
+
+class SqlRegistrationStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, service: str, registration_id: str) -> RegistrationState | None:
+        row = (
+            self._c.execute(
+                select(registrations).where(
+                    registrations.c.service == service,
+                    registrations.c.registration_key == registration_id.lower(),
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _registration(row) if row else None
+
+    def put(self, state: RegistrationState, *, expected_etag: str | None) -> None:
+        """Without an expected etag, insert or overwrite; with one, compare-and-swap."""
+        values = _registration_values(state)
+        if expected_etag is not None:
+            if not self._overwrite(values, expected_etag=expected_etag):
+                raise EtagMismatchError(
+                    f"Invalid ETag supplied: registration '{state.registration_id}' changed "
+                    "meanwhile or no longer exists"
+                )
+            return
+        if self._overwrite(values, expected_etag=None):
+            return
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(registrations).values(**values))
+        except IntegrityError as exc:
+            # Another writer inserted it since the update found nothing (PostgreSQL; SQLite
+            # serialises writers with BEGIN IMMEDIATE): last writer wins, as without an etag.
+            if not self._overwrite(values, expected_etag=None):
+                raise InternalError(
+                    f"registration '{state.registration_id}' of service '{state.service}' "
+                    f"cannot be stored: {exc.orig}"
+                ) from exc
+
+    def _overwrite(self, values: dict[str, Any], *, expected_etag: str | None) -> bool:
+        query = update(registrations).where(
+            registrations.c.service == values["service"],
+            registrations.c.registration_key == values["registration_key"],
+        )
+        if expected_etag is not None:
+            query = query.where(registrations.c.etag == expected_etag)
+        return self._c.execute(query.values(**values)).rowcount == 1
+
+    def remove(self, service: str, registration_id: str, *, expected_etag: str) -> None:
+        result = self._c.execute(
+            delete(registrations).where(
+                registrations.c.service == service,
+                registrations.c.registration_key == registration_id.lower(),
+                registrations.c.etag == expected_etag,
+            )
+        )
+        if result.rowcount != 1:
+            raise EtagMismatchError(
+                f"Invalid ETag supplied: registration '{registration_id}' changed meanwhile or "
+                "no longer exists"
+            )
+
+    def page_for_group(
+        self, service: str, group_id: str, *, after: str | None, limit: int
+    ) -> list[RegistrationState]:
+        query = (
+            select(registrations)
+            .where(
+                registrations.c.service == service,
+                registrations.c.enrollment_kind == EnrollmentKind.GROUP.value,
+                registrations.c.enrollment_key == group_id.lower(),
+            )
+            .order_by(registrations.c.registration_key)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(registrations.c.registration_key > after.lower())
+        return [_registration(row) for row in self._c.execute(query).mappings()]
+
+
+# --- operations --------------------------------------------------------------------------------
+
+
+class SqlOperationStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, operation: Operation) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(operations).values(
+                        id=operation.id,
+                        service=operation.service,
+                        registration_id=operation.registration_id,
+                        created_at=operation.created_at,
+                        status=operation.status,
+                        enrollment_kind=operation.enrollment_kind,
+                        enrollment_id=operation.enrollment_id,
+                        leaf_sha256=operation.leaf_sha256,
+                        error_code=operation.error_code,
+                        error_message=operation.error_message,
+                    )
+                )
+        except IntegrityError as exc:
+            raise AlreadyExistsError(f"operation '{operation.id}' already exists") from exc
+
+    def get(self, service: str, operation_id: str) -> Operation | None:
+        row = (
+            self._c.execute(
+                select(operations).where(
+                    operations.c.service == service, operations.c.id == operation_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        return Operation(
+            id=row["id"],
+            service=row["service"],
+            registration_id=row["registration_id"],
+            created_at=row["created_at"],
+            status=row["status"],
+            enrollment_kind=row["enrollment_kind"],
+            enrollment_id=row["enrollment_id"],
+            leaf_sha256=row["leaf_sha256"],
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+        )
+
+
+# --- linked hubs -------------------------------------------------------------------------------
+
+
+class SqlHubStore:
+    """Host names are DNS names, so they are stored and matched lower-case."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def all(self, service: str) -> list[HubRecord]:
+        rows = self._c.execute(
+            select(linked_hubs)
+            .where(linked_hubs.c.service == service)
+            .order_by(linked_hubs.c.host_name)
+        ).mappings()
+        return [
+            HubRecord(
+                service=row["service"],
+                host_name=row["host_name"],
+                weight=row["weight"],
+                apply_allocation_policy=bool(row["apply_allocation_policy"]),
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    def add(self, hub: HubRecord) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(linked_hubs).values(
+                        service=hub.service,
+                        host_name=hub.host_name.lower(),
+                        weight=hub.weight,
+                        apply_allocation_policy=hub.apply_allocation_policy,
+                        created_at=hub.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"IoT hub '{hub.host_name}' is already linked to service '{hub.service}'"
+            ) from exc
+
+    def replace(self, hub: HubRecord) -> None:
+        """Weight and allocation flag; the link keeps its creation time."""
+        result = self._c.execute(
+            update(linked_hubs)
+            .where(
+                linked_hubs.c.service == hub.service,
+                linked_hubs.c.host_name == hub.host_name.lower(),
+            )
+            .values(weight=hub.weight, apply_allocation_policy=hub.apply_allocation_policy)
+        )
+        if result.rowcount != 1:
+            raise NotFoundError(
+                f"IoT hub '{hub.host_name}' is not linked to service '{hub.service}'"
+            )
+
+    def remove(self, service: str, host_name: str) -> bool:
+        result = self._c.execute(
+            delete(linked_hubs).where(
+                linked_hubs.c.service == service, linked_hubs.c.host_name == host_name.lower()
+            )
+        )
+        return result.rowcount == 1
