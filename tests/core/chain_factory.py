@@ -239,6 +239,26 @@ def certgen_device(parent: Ca, common_name: str, key: rsa.RSAPrivateKey) -> Ca:
     )
 
 
+def quickstart_self_signed(common_name: str, key: rsa.RSAPrivateKey) -> Ca:
+    """DPS quickstart's individual-enrollment certificate: ``openssl req -x509 -extensions
+    usr_cert -addext extendedKeyUsage=clientAuth`` with OpenSSL's default config (CA:FALSE not
+    critical, nsComment, SKI, AKI, no keyUsage, no SAN)."""
+    comment = b"OpenSSL Generated Certificate"
+    return leaf(
+        None,
+        common_name,
+        key=key,
+        basic_constraints_critical=False,
+        usage=None,
+        eku=(CLIENT_AUTH,),
+        extra=(
+            Extra(
+                x509.UnrecognizedExtension(NS_COMMENT, b"\x16" + bytes([len(comment)]) + comment)
+            ),
+        ),
+    )
+
+
 def certgen_edge_device_ca(parent: Ca, device_name: str, key: rsa.RSAPrivateKey) -> Ca:
     """C SDK ``create_edge_device_certificate``: ``CN=<name>.ca`` with ``v3_intermediate_ca``."""
     return ca(f"{device_name}.ca", parent, key=key)

@@ -12,6 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -188,6 +190,12 @@ def required_eku_server_client_leaf(p: Pki) -> Case:
 
 def self_signed_leaf_is_anchor(_: Pki) -> Case:
     leaf = _self_signed()
+    return Case(leaf, (), (leaf,), chain=(leaf,))
+
+
+def quickstart_self_signed_is_anchor(_: Pki) -> Case:
+    # Microsoft's DPS X.509 quickstart (individual enrollment), with RSA-2048 instead of 4096.
+    leaf = cf.quickstart_self_signed("my-x509-device", f.rsa_key()).certificate
     return Case(leaf, (), (leaf,), chain=(leaf,))
 
 
@@ -465,13 +473,14 @@ CASES = [
     ok(direct_child, "direct-child-of-anchor"),
     fail(wrong_anchor, "wrong-anchor", "candidates exhausted"),
     ok(leaf_intermediate_root, "leaf-intermediate-root"),
-    fail(missing_intermediate, "missing-intermediate", "candidates exhausted"),
+    fail(missing_intermediate, "missing-intermediate", "neither an anchor nor among the 0"),
     ok(intermediate_anchor_leaf_only, "intermediate-as-anchor"),
     ok(intermediate_anchor_leaf_and_intermediate, "intermediate-as-anchor-intermediate-sent"),
     fail(intermediate_anchor_other_branch, "intermediate-anchor-other-branch", "exhausted"),
     ok(full_chain_sent, "full-chain-sent"),
     fail(full_chain_sent_untrusted_root, "full-chain-sent-untrusted-root", "exhausted"),
     ok(self_signed_leaf_is_anchor, "self-signed-leaf-is-anchor"),
+    ok(quickstart_self_signed_is_anchor, "dps-quickstart-self-signed-is-anchor"),
     fail(self_signed_leaf_not_enrolled, "self-signed-leaf-not-enrolled", "cA must be asserted"),
     fail(self_signed_leaf_expired, "self-signed-leaf-expired", "expired at"),
     fail(self_signed_ca_leaf_is_anchor, "self-signed-ca-leaf-is-anchor", "EE certificate"),
@@ -483,8 +492,8 @@ CASES = [
     ok(leaf_first_valid_second, "leaf-first-valid-second"),
     fail(not_yet_valid_leaf, "not-yet-valid-leaf", "is not valid before"),
     ok(intermediate_last_valid_hour, "intermediate-last-valid-hour"),
-    fail(expired_intermediate, "expired-intermediate", "not valid at validation time"),
-    fail(expired_root, "expired-root", "not valid at validation time"),
+    fail(expired_intermediate, "expired-intermediate", "intermediate 'CN=Short-lived'"),
+    fail(expired_root, "expired-root", "anchor 'CN=Short-lived Root'"),
     # P5: depth
     ok(chain_at_max_depth, "chain-at-max-depth"),
     fail(chain_too_deep, "chain-too-deep", "exceeds max depth"),
@@ -605,11 +614,29 @@ def test_validator_is_reusable_across_times(pki: Pki) -> None:
 
 
 def test_log_message_is_bounded(pki: Pki) -> None:
-    huge = "x" * 5000
-    leaf = cf.leaf(pki.other_root, "d", san=[x509.DNSName(huge)]).certificate
-    with pytest.raises(InvalidDeviceCertificateError) as caught:
-        c.validate_device_chain(leaf, [], [pki.root.certificate], at=f.NOW)
-    assert len(caught.value.message) < 1500
+    # A device picks its subject; cryptography's reason quotes it. Neither floods the log.
+    units = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 60) for _ in range(40)]
+    subject = x509.Name([*units, x509.NameAttribute(NameOID.COMMON_NAME, "my-device")])
+    leaf = cf.certificate(
+        subject,
+        issuer=pki.inter,
+        basic_constraints=x509.BasicConstraints(ca=False, path_length=None),
+        eku=[cf.SERVER_AUTH],
+    ).certificate
+    with pytest.raises(InvalidDeviceCertificateError, match="clientAuth") as caught:
+        c.validate_device_chain(leaf, [pki.inter.certificate], [pki.root.certificate], at=f.NOW)
+    assert len(leaf.subject.rfc4514_string()) > 2000
+    assert 1000 < len(caught.value.message) < 1500
+
+
+def test_unusable_device_key_is_a_device_error(pki: Pki) -> None:
+    # The certificate parses, its EC point is not on the curve.
+    leaf = pki.device
+    point = leaf.key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    der = leaf.certificate.public_bytes(Encoding.DER)
+    broken = x509.load_der_x509_certificate(der.replace(point, b"\x04" + b"\x11" * 64))
+    with pytest.raises(InvalidDeviceCertificateError, match="public key cannot be used"):
+        c.validate_device_chain(broken, [pki.inter.certificate], [pki.root.certificate], at=f.NOW)
 
 
 # --- arbitrary input ----------------------------------------------------------------------

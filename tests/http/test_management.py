@@ -156,10 +156,10 @@ def test_refused_proof_has_precise_arm_error_and_changes_nothing(client, root) -
     response = post(client, "root/verify", coded["etag"], {"certificate": wrong.decode()})
     assert response.status_code == 400
     body = response.json()
-    assert body["code"] == 400207 and body["httpStatusCode"] == "BadRequest"
+    assert body["code"] == 400507 and body["httpStatusCode"] == "BadRequest"
     assert body["error"]["code"] == "VerificationSignerMismatch"
     assert "CN=Not Http Root" in body["message"] and "CN=Http Root" in body["message"]
-    assert response.headers["x-ms-error-code"] == "400207"
+    assert response.headers["x-ms-error-code"] == "400507"
     assert client.get(f"{BASE}/root").json()["etag"] == coded["etag"]
 
 

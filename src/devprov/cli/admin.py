@@ -47,6 +47,7 @@ def register(subparsers: Any) -> None:
     add_json_flag(audit)
     audit.add_argument("--service", help="only this provisioning service")
     audit.add_argument("--certificate", help="only this certificate")
+    audit.add_argument("--registration", help="only this registration or enrollment id")
     audit.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
     audit.set_defaults(func=_audit)
 
@@ -108,7 +109,12 @@ def _list(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     c = container(args)
-    events = c.audit.events(service=args.service, certificate=args.certificate, limit=args.limit)
+    events = c.audit.events(
+        service=args.service,
+        certificate=args.certificate,
+        registration_id=args.registration,
+        limit=args.limit,
+    )
     rows = [
         {
             "at": e.at.isoformat(),
@@ -120,11 +126,12 @@ def _audit(args: argparse.Namespace) -> int:
             "reason": e.reason,
             "errorCode": e.error_code,
             "apiVersion": e.api_version,
+            "registrationId": e.registration_id,
         }
         for e in events
     ]
     human = "\n".join(
-        f"{r['at']}  {r['service']}/{r['certificate'] or '-'}  {r['action']}  {r['outcome']}  "
+        f"{r['at']}  {r['service']}/{r['certificate'] or r['registrationId'] or '-'}  {r['action']}  {r['outcome']}  "
         f"by {r['actor']}"
         + (f"  [{r['errorCode']}] " if r["errorCode"] else "  ")
         + (r["reason"] or "")

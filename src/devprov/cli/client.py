@@ -84,7 +84,7 @@ class ManagementClient:
         except httpx.HTTPError as exc:
             raise ServerUnreachableError(f"request to {self._target.url} failed: {exc}") from exc
         if response.status_code >= 400:
-            raise _remote_error(response)
+            raise remote_error(response)
         if not response.content:
             return None
         data = response.json()
@@ -116,13 +116,16 @@ class ManagementClient:
         return self._call("POST", f"/{name}/verify", etag=etag, body={"certificate": pem}) or {}
 
 
-def _remote_error(response: httpx.Response) -> DevprovError:
+def remote_error(response: httpx.Response) -> DevprovError:
+    """The devprov error for a failed response, from ARM's error shape or DPS's (``errorCode``)."""
     try:
         body = response.json()
     except (ValueError, json.JSONDecodeError):
         body = {}
     error = body.get("error", {}) if isinstance(body, dict) else {}
     code = error.get("code") if isinstance(error, dict) else None
+    if code is None and isinstance(body, dict):
+        code = body.get("errorCode")
     message = (body.get("message") if isinstance(body, dict) else None) or response.text
     kind = _BY_STATUS.get(response.status_code, InternalError)
     return kind(f"{code or response.status_code}: {message}")

@@ -7,76 +7,84 @@ whether the chain validates up to one of those anchors at the time ``at``.
 
 Path building, signatures, validity, pathLen, name constraints and the extension checks are
 cryptography's ``x509.verification`` (RFC 5280 section 6 with the CA/B Forum Baseline
-Requirements profile); this module only writes out which extension rules apply to CA and to
-device certificates. Rules marked "devprov" differ from cryptography's WebPKI defaults; each says
-why. The rules, with their sections:
+Requirements profile); this module writes out which extension rules apply to CA and to device
+certificates. "devprov" marks a rule that differs from cryptography's WebPKI defaults, "RFC
+deviation" one that differs from RFC 5280; each says why.
 
 Path (cryptography, not configurable)
-  * P1  A chain is built from the leaf through the presented intermediates to a certificate that
-        is in the anchor set (RFC 5280 6.1; 6.1.1(d): the anchor is trusted as given, its own
-        signature is not checked). A leaf that is itself an anchor is a chain of one.
+  * P1  A chain is built from the leaf through the presented intermediates to a certificate in
+        the anchor set (6.1; 6.1.1(d): an anchor is trusted as given, its own signature is not
+        checked). A leaf that is itself an anchor (byte for byte) is a chain of one: this is how
+        an individual enrollment's self-signed device certificate validates.
   * P2  Each certificate is signed by the next one's key (6.1.3(a)(1)) with an algorithm on the
         CA/B 7.1.3.2 list: RSA PKCS#1 v1.5 or PSS with SHA-256/384/512, ECDSA with
         SHA-256/384/512; issuer keys are RSA of at least 2048 bits or P-256/384/521 (CA/B 6.1.5,
         7.1.3.1). The list cannot be changed from Python: Ed25519 and SHA-1 chains are refused.
-  * P3  Every certificate, the anchor included, is valid at ``at`` (6.1.3(a)(2)); checking the
-        anchor is stricter than RFC 5280, which trusts anchor information as given.
+  * P3  Every certificate, the anchor included, is valid at ``at``, bounds inclusive
+        (6.1.3(a)(2), 4.1.2.5). RFC deviation: RFC 5280 does not check the anchor's validity.
   * P4  Issuer and subject names chain (6.1.3(a)(4)); the issuer name is not empty (4.1.2.4).
-  * P5  At most ``max_chain_depth`` intermediates lie between leaf and anchor.
-  * P6  pathLenConstraint is honoured (6.1.4(l), (m)). Deviation (cryptography's): self-issued
-        intermediates count towards it and towards P5, as in Go and rustls-webpki.
-  * P7  Name constraints apply to DNS, IP and e-mail subjectAltNames (6.1.3(b), (c)).
-        cryptography does not implement directoryName constraints; see DN below.
-  * P8  Certificates are X.509 v3 (CA/B 7.1.1; RFC 5280 also allows v1 and v2), serial numbers
-        are positive and at most 20 octets (4.1.2.2), signatureAlgorithm equals the TBS
-        signature field (4.1.1.2), no extension occurs twice and no unknown extension is
-        critical (4.2).
+  * P5  At most ``max_chain_depth`` intermediates lie between leaf and anchor; cryptography also
+        stops path building after 128 signature checks, whatever the depth.
+  * P6  pathLenConstraint is honoured (6.1.4(l), (m)). RFC deviation (cryptography's, as in Go
+        and rustls-webpki): self-issued intermediates count towards it and towards P5.
+  * P7  Name constraints apply to DNS, IP and e-mail subjectAltNames (6.1.3(b), (c)). RFC
+        deviation (CA/B 7.1.2.10.8): a non-critical nameConstraints extension is honoured too.
+  * P8  Certificates are X.509 v3 (CA/B 7.1.1; RFC deviation: RFC 5280 also allows v1 and v2),
+        serial numbers are at most 20 octets and not negative (4.1.2.2; RFC deviation: zero is
+        accepted, some roots still have it), signatureAlgorithm equals the TBS signature field
+        (4.1.1.2), no extension occurs twice and no unknown extension is critical (4.2).
 
 CA certificates (every issuer, the anchor included)
   * C1  basicConstraints present, critical, cA TRUE (4.2.1.9; 6.1.4(k)).
   * C2  devprov: keyUsage, when present, asserts keyCertSign (4.2.1.3; 6.1.4(n)). An absent
-        keyUsage is accepted as RFC 5280 6.1.4(n) does; CA/B 7.1.2.10.7 requires it, but
+        keyUsage is accepted, as in RFC 5280 6.1.4(n); CA/B 7.1.2.10.7 requires it, but
         OpenSSL's default ``v3_ca`` section omits it and many private device PKIs were made
-        with it.
+        that way.
   * C3  devprov: extendedKeyUsage, when present, contains ``required_eku`` or
         anyExtendedKeyUsage (EKU chaining, as cryptography does for its fixed EKUs; RFC 5280
-        4.2.1.12 leaves CA EKUs to the application).
+        4.2.1.12 leaves a CA's EKU to the application).
   * C4  authorityKeyIdentifier, when present, is non-critical with a keyIdentifier (4.2.1.1;
         CA/B 7.1.2.11.1); subjectKeyIdentifier is optional and non-critical (4.2.1.2);
         nameConstraints, when present, are not empty (4.2.1.10); authorityInfoAccess parses and
-        is non-critical (4.2.2.1).
+        is non-critical (4.2.2.1). RFC deviation (cryptography's): a CA without AKI or SKI is
+        accepted; 4.2.1.1 and 4.2.1.2 oblige the issuing CA, and 6.1 uses neither.
 
 Device (leaf) certificates
-  * E1  basicConstraints, when present, has cA FALSE (4.2.1.9): a CA certificate is not a
-        device identity. DPS devices present client certificates (certGen ``usr_cert``); the
-        C SDK's ``create_edge_device_certificate`` makes an IoT Edge *device CA*, which signs
-        Edge's module certificates and is not what Edge registers with (IoT Edge's certGen
-        makes a separate ``create_edge_device_identity_certificate`` for that).
+  * E1  basicConstraints, when present, has cA FALSE (4.2.1.9). RFC deviation: RFC 5280 lets a
+        CA certificate be a path's end entity; a CA certificate is not a device identity here.
+        DPS devices present client certificates (certGen ``usr_cert``). The C SDK's
+        ``create_edge_device_certificate`` makes an IoT Edge *device CA*, which signs Edge's
+        module server certificates and is not what Edge registers with: IoT Edge's own
+        certGen.sh has ``create_edge_device_identity_certificate`` (a ``usr_cert`` leaf) for
+        DPS and ``create_edge_device_ca_certificate`` for the CA.
   * E2  devprov: keyUsage, when present, asserts digitalSignature, since the device signs the
         TLS CertificateVerify (RFC 8446 4.4.3, RFC 5246 7.4.8), and does not assert keyCertSign
         (4.2.1.3). cryptography checks only the second.
-  * E3  devprov: extendedKeyUsage, when present, is non-critical and contains ``required_eku``
-        (4.2.1.12; CA/B 7.1.2.7.10). anyExtendedKeyUsage alone is refused, which RFC 5280
-        4.2.1.12 permits and CA/B 7.1.2.7.10 requires. An absent EKU is accepted.
-  * E4  devprov: subjectAltName is optional. Deviation from CA/B 7.1.2.7.12 (not from RFC 5280,
-        4.2.1.6): device certificates name the device by subject CN (dps-api.md 4 rule 1) and
-        certGen.sh device certificates carry no SAN. Without a SAN the subject must not be empty
-        (4.1.2.6); with one, it is critical exactly when the subject is empty (4.2.1.6).
-  * E5  devprov: authorityKeyIdentifier is optional (non-critical when present). RFC 5280
-        4.2.1.1 asks CAs to include it but path validation (6.1) does not use it; self-signed
-        device certificates usually lack it.
+  * E3  devprov: extendedKeyUsage, when present, contains ``required_eku`` (4.2.1.12); an
+        absent EKU is accepted (CA/B 7.1.2.7.6 requires one, RFC 5280 does not).
+        anyExtendedKeyUsage alone does not satisfy it (4.2.1.12 lets applications refuse it);
+        beside the required purpose it is accepted (CA/B 7.1.2.7.10 forbids that for TLS
+        servers). RFC deviation (CA/B, kept from cryptography): the EKU must be non-critical.
+  * E4  devprov: subjectAltName is optional. Deviation from CA/B 7.1.2.7.12, not from RFC 5280
+        4.2.1.6: devices are named by subject CN (dps-api.md 4 rule 1) and certGen.sh device
+        certificates carry no SAN. Without a SAN the subject must not be empty (4.1.2.6); with
+        one, it is critical exactly when the subject is empty (4.2.1.6, CA/B 7.1.2.7.12).
+  * E5  devprov: authorityKeyIdentifier is optional (non-critical when present, 4.2.1.1).
+        4.2.1.1 obliges the issuing CA but path validation (6.1) does not use it, and
+        self-signed device certificates (devprov's own among them) usually lack it.
   * E6  nameConstraints must not appear (4.2.1.10: CA certificates only); subjectKeyIdentifier
         and authorityInfoAccess as for CAs.
   * E7  devprov: the device key is RSA of at least 2048 bits and a multiple of 8, or ECDSA on
-        P-256, P-384 or P-521 (CA/B 6.1.5, 7.1.3.1): the key set cryptography already demands of
-        every issuer (P2), which it does not check for the leaf. The device proves possession of
-        this key in the handshake, so a weak one makes the identity forgeable.
+        P-256, P-384 or P-521 (CA/B 6.1.5, 7.1.3.1): the key set cryptography demands of every
+        issuer (P2) but does not check for the leaf. The device proves possession of this key in
+        the handshake, so a weak one makes the identity forgeable.
 
 Not enforced
-  * DN  directoryName name constraints (4.2.1.10 applied to the subject DN) and certificate
-        policies (6.1.3(d)-(f)): cryptography implements neither.
-  * Revocation (6.1.3(a)(3)): devprov does not fetch CRLs or OCSP; disabling an enrollment or
-        deleting a registration is how a device is cut off.
+  * N1  directoryName name constraints (4.2.1.10 on the subject DN): cryptography does not
+        implement them and refuses a chain with a critical one (fails closed). Certificate
+        policies (6.1.3(d)-(f), 4.2.1.11) are not processed.
+  * N2  Revocation (6.1.3(a)(3)): devprov does not fetch CRLs or OCSP; disabling an enrollment
+        or deleting a registration is how a device is cut off.
 """
 
 from __future__ import annotations
@@ -104,7 +112,8 @@ from devprov.core.error import InvalidDeviceCertificateError
 # Intermediates allowed between the device certificate and its anchor (P5). DPS documents no
 # limit (dps-api.md 4 rule 6 and 8). certGen.sh chains have one intermediate and DPS's own example
 # two (dps-api.md 4 rule 5); five leaves room for a root, a policy CA and per-plant or per-line
-# issuing CAs, while bounding the signature checks an unauthenticated device can make us run.
+# issuing CAs, while bounding the path an unauthenticated device can make us walk (cryptography's
+# own default is 8).
 DEFAULT_MAX_CHAIN_DEPTH = 5
 
 # cryptography keeps the depth in a u8.
@@ -290,7 +299,8 @@ class DeviceChainValidator:
         try:
             chain = tuple(verifier.verify(leaf, list(intermediates)).chain)
         except (VerificationError, ValueError) as exc:
-            raise InvalidDeviceCertificateError(_describe_failure(leaf, at, exc)) from exc
+            message = _describe_failure(leaf, intermediates, self._anchors, at, exc)
+            raise InvalidDeviceCertificateError(message) from exc
         return ValidatedChain(chain=chain, anchor=chain[-1])
 
 
@@ -340,24 +350,48 @@ def _check_device_key(leaf: x509.Certificate) -> None:
 
 
 def _name_device(leaf: x509.Certificate) -> str:
-    try:
-        subject = leaf.subject.rfc4514_string() or "(empty subject)"
-    except ValueError:
-        subject = "(unparsable subject)"
-    if len(subject) > _MAX_SUBJECT_IN_MESSAGE:
-        subject = subject[:_MAX_SUBJECT_IN_MESSAGE] + "..."
-    return f"device certificate '{subject}'"
+    return f"device certificate '{_shorten(leaf.subject.rfc4514_string()) or '(empty subject)'}'"
 
 
-def _describe_failure(leaf: x509.Certificate, at: datetime, exc: Exception) -> str:
-    """The log message: which device, the leaf's own validity when that is the cause, and
-    cryptography's reason verbatim."""
-    prefix = _name_device(leaf)
+def _describe_failure(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: datetime,
+    exc: Exception,
+) -> str:
+    """The log message: cryptography's reason verbatim, after the facts an operator looks for
+    first and cryptography does not always name (which certificate is out of date, whether the
+    leaf's issuer was sent at all: DPS's most common 401002, dps-api.md 4 rule 7)."""
+    notes: list[str] = []
     if at > leaf.not_valid_after_utc:
-        prefix += f" expired at {leaf.not_valid_after_utc.isoformat()}"
+        notes.append(f"it expired at {leaf.not_valid_after_utc.isoformat()}")
     elif at < leaf.not_valid_before_utc:
-        prefix += f" is not valid before {leaf.not_valid_before_utc.isoformat()}"
+        notes.append(f"it is not valid before {leaf.not_valid_before_utc.isoformat()}")
+    others = [
+        *(("intermediate", cert) for cert in intermediates),
+        *(("anchor", a) for a in anchors),
+    ]
+    if leaf not in anchors and not any(cert.subject == leaf.issuer for _, cert in others):
+        notes.append(
+            f"its issuer '{_shorten(leaf.issuer.rfc4514_string())}' is neither an anchor nor "
+            f"among the {len(intermediates)} certificate(s) it sent"
+        )
+    stale = [
+        f"{role} '{_shorten(cert.subject.rfc4514_string())}'"
+        for role, cert in others
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
+    ]
+    if stale:
+        notes.append(f"not valid at {at.isoformat()}: {', '.join(stale[:3])}")
     reason = str(exc)
     if len(reason) > _MAX_REASON_IN_MESSAGE:
         reason = reason[:_MAX_REASON_IN_MESSAGE] + "..."
-    return f"{prefix}: the chain does not validate: {reason}"
+    facts = f" ({'; '.join(notes)})" if notes else ""
+    return f"{_name_device(leaf)} does not validate{facts}: {reason}"
+
+
+def _shorten(text: str) -> str:
+    if len(text) > _MAX_SUBJECT_IN_MESSAGE:
+        return text[:_MAX_SUBJECT_IN_MESSAGE] + "..."
+    return text

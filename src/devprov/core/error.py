@@ -33,8 +33,8 @@ class DevprovError(Exception):
     """Root of every error devprov raises on purpose."""
 
     kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
-    code: ClassVar[str] = "InternalError"
-    number: ClassVar[int] = 500000
+    code: ClassVar[str] = "Error"
+    number: ClassVar[int] = 500999
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -148,57 +148,57 @@ class PossessionError(InvalidInputError):
     """A verification certificate was refused; the leaf says exactly why."""
 
     code = "ProofOfPossessionFailed"
-    number = 400200
+    number = 400500
 
 
 class MalformedVerificationCertificateError(PossessionError):
     code = "MalformedVerificationCertificate"
-    number = 400201
+    number = 400501
 
 
 class NoVerificationCodeError(PossessionError):
     code = "NoVerificationCode"
-    number = 400202
+    number = 400502
 
 
 class VerificationCodeMismatchError(PossessionError):
     code = "VerificationCodeMismatch"
-    number = 400203
+    number = 400503
 
 
 class VerificationCodeSupersededError(PossessionError):
     code = "VerificationCodeSuperseded"
-    number = 400204
+    number = 400504
 
 
 class VerificationCodeExpiredError(PossessionError):
     code = "VerificationCodeExpired"
-    number = 400205
+    number = 400505
 
 
 class VerificationCodeUsedError(PossessionError):
     code = "VerificationCodeAlreadyUsed"
-    number = 400206
+    number = 400506
 
 
 class VerificationSignerMismatchError(PossessionError):
     code = "VerificationSignerMismatch"
-    number = 400207
+    number = 400507
 
 
 class VerificationCertificateExpiredError(PossessionError):
     code = "VerificationCertificateExpired"
-    number = 400208
+    number = 400508
 
 
 class VerificationCertificateNotYetValidError(PossessionError):
     code = "VerificationCertificateNotYetValid"
-    number = 400209
+    number = 400509
 
 
 class AlreadyVerifiedError(PossessionError):
     code = "CertificateAlreadyVerified"
-    number = 400210
+    number = 400510
 
 
 # --- authentication / authorization --------------------------------------------------------
@@ -335,6 +335,5 @@ class CustomAllocationError(InvalidInputError):
 class NoHubError(InvalidInputError):
     # DPS reports "hub not specified" as registrationState.errorCode 400208, which the C SDK maps
     # to PROV_DEVICE_RESULT_HUB_NOT_SPECIFIED (dps-api.md 5.3); a device must see that number.
-    # It collides with VerificationCertificateExpiredError above (same number, other API).
     code = "IotHubNotSpecified"
     number = 400208

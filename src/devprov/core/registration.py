@@ -122,6 +122,12 @@ def decide_assignment(
             initial_hub=(existing.initial_hub if existing else None) or hub,
             substatus=Substatus.INITIAL_ASSIGNMENT,
         )
+    if (
+        existing.status is RegistrationStatus.ASSIGNED
+        and existing.assigned_hub == hub
+        and _same_facts(existing, fresh)
+    ):
+        return existing  # nothing changed: the current assignment, as stored
     kept = replace(
         base,
         created_at=existing.created_at,
@@ -140,3 +146,16 @@ def decide_assignment(
     else:
         substatus = Substatus.DEVICE_DATA_RESET
     return replace(kept, assigned_hub=hub, substatus=substatus)
+
+
+def _same_facts(existing: RegistrationState, fresh: RegistrationState) -> bool:
+    """The same enrollment, credentials and payload: a repeated registration changes nothing."""
+    return (
+        existing.enrollment_kind is fresh.enrollment_kind
+        and existing.enrollment_id.lower() == fresh.enrollment_id.lower()
+        and existing.method is fresh.method
+        and existing.leaf_sha256 == fresh.leaf_sha256
+        and existing.certificate == fresh.certificate
+        and existing.signing_certificate == fresh.signing_certificate
+        and existing.payload == fresh.payload
+    )

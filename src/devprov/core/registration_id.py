@@ -30,6 +30,7 @@ MAX_ENROLLMENT_GROUP_ID_LENGTH = 128  # dps-api.md 2.5: same rules as registrati
 
 # ASCII classes spelled out: str.isalnum() and \w would admit other scripts' letters and digits.
 _ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:-]*[A-Za-z0-9-])?")
+_ID_CHARACTERS = re.compile(r"[A-Za-z0-9._:-]+")
 _ALLOWED = "letters, digits, '-', '.', '_' and ':'"
 
 # Enough of a rejected value to recognise it in an error message without echoing a megabyte.
@@ -48,7 +49,7 @@ def _id_problem(value: str, limit: int) -> str | None:
         return f"has {len(value)} characters; at most {limit} are allowed"
     if _ID.fullmatch(value):
         return None
-    if not re.fullmatch(r"[A-Za-z0-9._:-]+", value):
+    if not _ID_CHARACTERS.fullmatch(value):
         return f"may contain only {_ALLOWED}"
     if not value[0].isalnum():
         return "must start with a letter or a digit"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from devprov.core.certificate import common_name, describe_certificate
 from devprov.core.chain import validate_device_chain
 from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
-from devprov.core.error import AuthenticationError, DevprovError
+from devprov.core.error import AuthenticationError, DevprovError, InvalidDeviceCertificateError
 from devprov.core.registration import AttestationMethod, CertificateSummary
 from devprov.core.registration_id import validate_registration_id
 from devprov.core.sas import (
@@ -37,16 +37,18 @@ from devprov.core.sas import (
 from devprov.service.port import UnitOfWork
 
 
-class DeviceAttestationError(AuthenticationError):
-    """The device could not be attested. The message is for logs and the audit trail only."""
+class DeviceAttestationError(InvalidDeviceCertificateError):
+    """The device could not be attested. The message is for logs and the audit trail only; the
+    number is DPS's 401002, its answer to every failed X.509 attestation (dps-api.md 4.7)."""
 
     code = "DeviceAttestationFailed"
-    number = 401002  # DPS answers failed X.509 attestation with 401002 (dps-api.md 4.7)
 
 
 class DeviceSasError(AuthenticationError):
+    """A symmetric-key device could not be attested; it inherits DPS's 401000 "Unauthorized"
+    (dps-api.md 5.3)."""
+
     code = "DeviceUnauthorized"
-    number = 401000  # DPS's "Unauthorized" (dps-api.md 5.3)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,17 @@ class AuditTrail:
         self._uow = uow
 
     def events(
-        self, *, service: str | None = None, certificate: str | None = None, limit: int = 100
+        self,
+        *,
+        service: str | None = None,
+        certificate: str | None = None,
+        registration_id: str | None = None,
+        limit: int = 100,
     ) -> list[AuditEvent]:
         with self._uow() as uow:
             return uow.audit.query(
                 service=service,
                 certificate=certificate,
+                registration_id=registration_id,
                 limit=max(1, min(limit, MAX_EVENTS_PER_READ)),
             )

@@ -18,8 +18,8 @@ _HOST = re.compile(
 MAX_WEIGHT = 1000
 
 
-class InvalidHubError(InvalidInputError):
-    code = "InvalidHub"
+class InvalidHubNameError(InvalidInputError):
+    code = "InvalidHubName"
     number = 400420
 
 
@@ -36,11 +36,11 @@ class HubLimitError(ConflictError):
 def validate_hub(host_name: str, weight: int) -> str:
     name = host_name.strip().lower()
     if not _HOST.fullmatch(name):
-        raise InvalidHubError(
+        raise InvalidHubNameError(
             f"{host_name!r} is not a host name (for example myhub.azure-devices.net)"
         )
     if not 0 < weight <= MAX_WEIGHT:
-        raise InvalidHubError(f"the allocation weight must be 1 to {MAX_WEIGHT}")
+        raise InvalidHubNameError(f"the allocation weight must be 1 to {MAX_WEIGHT}")
     return name
 
 

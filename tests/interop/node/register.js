@@ -1,0 +1,85 @@
+// Registers one device with Microsoft's Node provisioning SDK over HTTPS and prints the outcome as
+// one JSON line; driven by tests/interop/test_node_device.py.
+//
+// usage: node register.js '<json>'
+//   {"port": 8443, "ca": "ca.pem", "idScope": "0ne...", "registrationId": "my-device",
+//    "cert": "chain.pem", "key": "device.key"          (X.509: the PEM chain the device presents)
+//    | "symmetricKey": "<base64 device key>",          (symmetric key: the derived device key)
+//    "payload": {...}, "timeoutSeconds": 60}           (both optional)
+// prints {"ok": true, "result": <registrationState>} and exits 0, or
+//        {"ok": false, "name": ..., "message": ..., "statusCode": ..., "result": ..., "responseBody": ...}
+//        and exits 1.
+//
+// The SDK's HTTP transport always connects to port 443 and takes a host name only
+// (real-clients.md 4.2); the agent below moves the connection to the test server's port. That
+// agent is test-only (real-clients.md 4.4): a real device talks to 443.
+'use strict';
+
+const fs = require('fs');
+const https = require('https');
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { Http } = require('azure-iot-provisioning-device-http');
+const HttpBase = require('azure-iot-http-base').Http;
+const { X509Security } = require('azure-iot-security-x509');
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+
+const args = JSON.parse(process.argv[2] || '{}');
+
+function finish(line, code) {
+  process.stdout.write(JSON.stringify(line) + '\n', () => process.exit(code));
+}
+
+const timer = setTimeout(() => {
+  finish({ ok: false, name: 'Timeout', message: `no outcome within ${args.timeoutSeconds || 60} s` }, 2);
+}, (args.timeoutSeconds || 60) * 1000);
+timer.unref();
+
+class PortAgent extends https.Agent {
+  createConnection(options, callback) {
+    return super.createConnection(Object.assign({}, options, { port: args.port }), callback);
+  }
+}
+
+function security() {
+  if (args.symmetricKey !== undefined) {
+    return new SymmetricKeySecurityClient(args.registrationId, args.symmetricKey);
+  }
+  return new X509Security(args.registrationId, {
+    cert: fs.readFileSync(args.cert, 'utf8'),
+    key: fs.readFileSync(args.key, 'utf8'),
+  });
+}
+
+function describe(err) {
+  const response = err.response || err.transportObject;
+  let body = err.responseBody;
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch (_) {
+      // not JSON: keep the text
+    }
+  }
+  return {
+    ok: false,
+    name: err.constructor ? err.constructor.name : String(err.name),
+    message: err.message,
+    statusCode: response && response.statusCode !== undefined ? response.statusCode : null,
+    result: err.result === undefined ? null : err.result,
+    responseBody: body === undefined ? null : body,
+  };
+}
+
+const httpBase = new HttpBase();
+httpBase.setOptions({ ca: fs.readFileSync(args.ca, 'utf8'), http: { agent: new PortAgent() } });
+const client = ProvisioningDeviceClient.create('localhost', args.idScope, new Http(httpBase), security());
+if (args.payload !== undefined) {
+  client.setProvisioningPayload(args.payload);
+}
+client.register((err, registrationState) => {
+  if (err) {
+    finish(describe(err), 1);
+  } else {
+    finish({ ok: true, result: registrationState }, 0);
+  }
+});
