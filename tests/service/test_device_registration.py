@@ -150,7 +150,7 @@ def test_inline_intermediate_rolls_up_to_verified_root(world, pki) -> None:
 
 
 def test_inline_certificate_without_verified_root_is_refused(world, pki) -> None:
-    root, inter, leaf = pki
+    _root, inter, leaf = pki
     world.group(
         "by-inter",
         type="x509",

@@ -188,7 +188,7 @@ def host_names(request: Request, c: Container) -> set[str]:
     host = request.headers.get("host", "").lower()
     if host:
         names.add(host)
-    port = request.url.port
+    port = request.url.port or (443 if request.url.scheme == "https" else 80)
     if port:
         names |= {f"{name}:{port}" for name in list(names) if ":" not in name}
     return names

@@ -121,11 +121,14 @@ def decode_continuation(token: str | None) -> str | None:
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        key = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError) as exc:
         raise MalformedRequestError(
             "the x-ms-continuation token is not one this server issued"
         ) from exc
+    if not key:
+        raise MalformedRequestError("the x-ms-continuation token is not one this server issued")
+    return key
 
 
 def page_size(value: int | None) -> int:
