@@ -1,0 +1,266 @@
+"""The device API over real mutual TLS against a ``devprov serve`` process: X.509 chains as
+devices present them, symmetric-key tokens, DPS's answers, and trust that changes at run time
+without a restart."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devprov.bootstrap import open_container
+from devprov.cli.main import main
+from devprov.core.sas import build_sas_token, derive_device_key
+from tests.server import ServerProcess, running_server
+
+pytestmark = pytest.mark.e2e
+
+API = "api-version=2019-03-31"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("device") / "data") as server:
+        assert main(["hub", "add", "hub-a.azure-devices.net", *server.cli_args()]) == 0
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("device-pki")
+    assert main(["ca", "demo", str(directory)]) == 0
+    return directory
+
+
+def scope(server: ServerProcess) -> str:
+    c = open_container(server.data_dir)
+    try:
+        return c.directory.get("default").id_scope
+    finally:
+        c.engine.dispose()
+
+
+def service_client(server: ServerProcess) -> httpx.Client:
+    c = open_container(server.data_dir)
+    key = c.directory.policies("default")[0].primary_key
+    c.engine.dispose()
+    token = build_sas_token(
+        key, f"localhost:{server.port}", int(time.time()) + 600, "provisioningserviceowner"
+    )
+    return httpx.Client(
+        base_url=server.url,
+        verify=ssl.create_default_context(cafile=str(server.ca_file)),
+        headers={"Authorization": token},
+    )
+
+
+def device_client(
+    server: ServerProcess, cert: Path | None = None, key: Path | None = None
+) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return httpx.Client(base_url=server.url, verify=context)
+
+
+def register(
+    client: httpx.Client, id_scope: str, rid: str, **kw
+) -> tuple[httpx.Response, dict | None]:
+    response = client.put(
+        f"/{id_scope}/registrations/{rid}/register?{API}", json={"registrationId": rid}, **kw
+    )
+    if response.status_code != 202:
+        return response, None
+    operation = response.json()["operationId"]
+    polled = client.get(f"/{id_scope}/registrations/{rid}/operations/{operation}?{API}", **kw)
+    return response, polled.json()
+
+
+def test_trust_changes_take_effect_without_restart(server: ServerProcess, pki: Path) -> None:
+    id_scope = scope(server)
+    with service_client(server) as svc:
+        assert (
+            main(
+                [
+                    "certificate",
+                    "upload",
+                    "runtime-root",
+                    "--cert",
+                    str(pki / "root.pem"),
+                    *server.cli_args(),
+                ]
+            )
+            == 0
+        )
+        group = {
+            "enrollmentGroupId": "runtime",
+            "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "runtime-root"}}},
+        }
+        assert svc.put("/enrollmentGroups/runtime", json=group).status_code == 200
+        with device_client(
+            server, pki / "my-device-full-chain.pem", pki / "my-device.key"
+        ) as device:
+            refused, _ = register(device, id_scope, "my-device")
+            assert refused.status_code == 401
+            assert (
+                refused.json()["errorCode"] == 401002
+                and refused.json()["message"] == "Invalid certificate"
+            )
+            assert (
+                main(
+                    [
+                        "certificate",
+                        "prove",
+                        "runtime-root",
+                        "--cert",
+                        str(pki / "root.pem"),
+                        "--key",
+                        str(pki / "root.key"),
+                        *server.cli_args(),
+                    ]
+                )
+                == 0
+            )
+        with device_client(
+            server, pki / "my-device-full-chain.pem", pki / "my-device.key"
+        ) as device:
+            accepted, result = register(device, id_scope, "my-device")
+            assert accepted.status_code == 202 and accepted.headers["retry-after"] == "1"
+            assert result["status"] == "assigned"
+            state = result["registrationState"]
+            assert (
+                state["assignedHub"] == "hub-a.azure-devices.net"
+                and state["deviceId"] == "my-device"
+            )
+            assert state["x509"]["enrollmentGroupId"] == "runtime"
+            assert (
+                state["x509"]["signingCertificateInfo"]["subjectName"] == "CN=devprov Test Root CA"
+            )
+            etag = svc.get("/enrollmentGroups/runtime").json()["etag"]
+            disabled = {**group, "provisioningStatus": "disabled"}
+            assert (
+                svc.put(
+                    "/enrollmentGroups/runtime", json=disabled, headers={"If-Match": etag}
+                ).status_code
+                == 200
+            )
+        with device_client(
+            server, pki / "my-device-full-chain.pem", pki / "my-device.key"
+        ) as device:
+            _, result = register(device, id_scope, "my-device")
+            assert result["status"] == "disabled"
+            lookup = device.post(
+                f"/{id_scope}/registrations/my-device?{API}", json={"registrationId": "my-device"}
+            )
+            assert lookup.status_code == 200 and lookup.json()["status"] == "disabled"
+        listed = svc.post("/registrations/runtime/query").json()
+        assert [s["registrationId"] for s in listed] == ["my-device"]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param(
+            ("my-device.pem", "my-device.key"), 401002, id="fail/leaf-without-intermediate"
+        ),
+        pytest.param((None, None), 401000, id="fail/no-certificate-no-token"),
+    ],
+)
+def test_x509_rejects(server: ServerProcess, pki: Path, files, expected: int) -> None:
+    cert, key = files
+    with device_client(server, pki / cert if cert else None, pki / key if key else None) as device:
+        response, _ = register(device, scope(server), "my-device")
+    assert response.status_code == 401 and response.json()["errorCode"] == expected
+
+
+def test_self_signed_unknown_device(server: ServerProcess, tmp_path: Path) -> None:
+    assert main(["ca", "device", "stranger", "--self-signed", "--dir", str(tmp_path)]) == 0
+    with device_client(server, tmp_path / "stranger.pem", tmp_path / "stranger.key") as device:
+        response, _ = register(device, scope(server), "stranger")
+    assert response.status_code == 401 and response.json()["message"] == "Invalid certificate"
+
+
+def test_symmetric_key_device(server: ServerProcess) -> None:
+    id_scope = scope(server)
+    with service_client(server) as svc:
+        assert (
+            svc.put(
+                "/enrollmentGroups/sym",
+                json={"enrollmentGroupId": "sym", "attestation": {"type": "symmetricKey"}},
+            ).status_code
+            == 200
+        )
+        group_key = svc.post("/enrollmentGroups/sym/attestationmechanism").json()["symmetricKey"][
+            "primaryKey"
+        ]
+    device_key = derive_device_key(group_key, "sensor-1")
+    resource = f"{id_scope}/registrations/sensor-1"
+    good = build_sas_token(
+        device_key, resource, int(time.time()) + 600
+    )  # Python SDK style: encoded sr, no skn
+    node_style = build_sas_token(
+        device_key, resource, int(time.time()) + 600, "registration", encode_resource=False
+    )
+    wrong = build_sas_token(group_key, resource, int(time.time()) + 600)
+    with device_client(server) as device:
+        for token in (good, node_style):
+            response, result = register(
+                device, id_scope, "sensor-1", headers={"Authorization": token}
+            )
+            assert response.status_code == 202 and result["status"] == "assigned"
+            assert result["registrationState"]["symmetricKey"] == {"enrollmentGroupId": "sym"}
+        refused, _ = register(device, id_scope, "sensor-1", headers={"Authorization": wrong})
+        assert refused.status_code == 401 and refused.json()["message"] == "Unauthorized"
+        other, _ = register(device, id_scope, "sensor-2", headers={"Authorization": good})
+        assert other.status_code == 401
+
+
+def test_bad_requests(server: ServerProcess, pki: Path) -> None:
+    id_scope = scope(server)
+    with device_client(server, pki / "my-device-full-chain.pem", pki / "my-device.key") as device:
+        mismatch = device.put(
+            f"/{id_scope}/registrations/my-device/register?{API}", json={"registrationId": "other"}
+        )
+        assert mismatch.status_code == 400 and set(mismatch.json()) == {
+            "errorCode",
+            "trackingId",
+            "message",
+            "timestampUtc",
+        }
+        tpm = device.put(
+            f"/{id_scope}/registrations/my-device/register?{API}",
+            json={"registrationId": "my-device", "tpm": {"endorsementKey": "x"}},
+        )
+        assert tpm.status_code == 400 and "TPM" in tpm.json()["message"]
+        garbage = device.put(
+            f"/{id_scope}/registrations/my-device/register?{API}",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
+        assert garbage.status_code == 400
+        unknown = device.put(f"/0neFFFFFFFF/registrations/my-device/register?{API}", json={})
+        assert unknown.status_code == 404
+        big = device.put(
+            f"/{id_scope}/registrations/my-device/register?{API}",
+            content=b"{" + b" " * (97 * 1024) + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert big.status_code == 413
+
+
+def test_audit_trail_names_the_reason(server: ServerProcess, pki: Path, capsys) -> None:
+    with device_client(server, pki / "my-device.pem", pki / "my-device.key") as device:
+        register(device, scope(server), "my-device")
+    capsys.readouterr()
+    assert (
+        main(["audit", "--registration", "my-device", "--limit", "1", "--json", *server.cli_args()])
+        == 0
+    )
+    (event,) = json.loads(capsys.readouterr().out)
+    assert event["outcome"] == "failed" and event["errorCode"] == "DeviceAttestationFailed"
+    assert "does not validate" in event["reason"] or "no enrollment group" in event["reason"]
