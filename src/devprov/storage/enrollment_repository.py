@@ -16,7 +16,7 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, func, insert, select, union, update
+from sqlalchemy import Connection, RowMapping, and_, delete, func, insert, select, union
 from sqlalchemy.exc import IntegrityError
 
 from devprov.core.enrollment import (
@@ -31,6 +31,7 @@ from devprov.core.enrollment import (
     ReprovisionPolicy,
 )
 from devprov.core.error import AlreadyExistsError, EtagMismatchError, InternalError
+from devprov.storage.statement import run_insert, run_update
 from devprov.storage.table import certificates, enrollment_certificates, enrollments
 
 # --- the document codec ------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class SqlEnrollmentStore:
         values = _values(enrollment)
         try:
             with self._c.begin_nested():
-                self._c.execute(insert(enrollments).values(**values))
+                run_insert(self._c, enrollments, values)
                 self._write_certificates(enrollment)
         except IntegrityError as exc:
             raise AlreadyExistsError(
@@ -213,17 +214,13 @@ class SqlEnrollmentStore:
     def replace(self, enrollment: Enrollment, *, expected_etag: str) -> None:
         values = _values(enrollment)
         del values["created_at"]
-        result = self._c.execute(
-            update(enrollments)
-            .where(
-                enrollments.c.service == enrollment.service,
-                enrollments.c.kind == enrollment.kind.value,
-                enrollments.c.id_key == enrollment.key,
-                enrollments.c.etag == expected_etag,
-            )
-            .values(**values)
-        )
-        if result.rowcount != 1:
+        where = {
+            "service": enrollment.service,
+            "kind": enrollment.kind.value,
+            "id_key": enrollment.key,
+            "etag": expected_etag,
+        }
+        if run_update(self._c, enrollments, where, values) != 1:
             raise EtagMismatchError(
                 f"Invalid ETag supplied: {_label(enrollment.kind)} '{enrollment.id}' changed "
                 "meanwhile or no longer exists"

@@ -26,6 +26,7 @@ from devprov.core.registration import (
 )
 from devprov.service.model import HubRecord, Operation
 from devprov.storage.enrollment_repository import json_default
+from devprov.storage.statement import run_insert, run_update
 from devprov.storage.table import linked_hubs, operations, registrations
 
 # --- registration states -----------------------------------------------------------------------
@@ -152,7 +153,7 @@ class SqlRegistrationStore:
             return
         try:
             with self._c.begin_nested():
-                self._c.execute(insert(registrations).values(**values))
+                run_insert(self._c, registrations, values)
         except IntegrityError as exc:
             # Another writer inserted it since the update found nothing (PostgreSQL; SQLite
             # serialises writers with BEGIN IMMEDIATE): last writer wins, as without an etag.
@@ -163,13 +164,10 @@ class SqlRegistrationStore:
                 ) from exc
 
     def _overwrite(self, values: dict[str, Any], *, expected_etag: str | None) -> bool:
-        query = update(registrations).where(
-            registrations.c.service == values["service"],
-            registrations.c.registration_key == values["registration_key"],
-        )
+        where = {"service": values["service"], "registration_key": values["registration_key"]}
         if expected_etag is not None:
-            query = query.where(registrations.c.etag == expected_etag)
-        return self._c.execute(query.values(**values)).rowcount == 1
+            where["etag"] = expected_etag
+        return run_update(self._c, registrations, where, values) == 1
 
     def remove(self, service: str, registration_id: str, *, expected_etag: str) -> None:
         result = self._c.execute(
@@ -213,19 +211,21 @@ class SqlOperationStore:
     def add(self, operation: Operation) -> None:
         try:
             with self._c.begin_nested():
-                self._c.execute(
-                    insert(operations).values(
-                        id=operation.id,
-                        service=operation.service,
-                        registration_id=operation.registration_id,
-                        created_at=operation.created_at,
-                        status=operation.status,
-                        enrollment_kind=operation.enrollment_kind,
-                        enrollment_id=operation.enrollment_id,
-                        leaf_sha256=operation.leaf_sha256,
-                        error_code=operation.error_code,
-                        error_message=operation.error_message,
-                    )
+                run_insert(
+                    self._c,
+                    operations,
+                    {
+                        "id": operation.id,
+                        "service": operation.service,
+                        "registration_id": operation.registration_id,
+                        "created_at": operation.created_at,
+                        "status": operation.status,
+                        "enrollment_kind": operation.enrollment_kind,
+                        "enrollment_id": operation.enrollment_id,
+                        "leaf_sha256": operation.leaf_sha256,
+                        "error_code": operation.error_code,
+                        "error_message": operation.error_message,
+                    },
                 )
         except IntegrityError as exc:
             raise AlreadyExistsError(f"operation '{operation.id}' already exists") from exc

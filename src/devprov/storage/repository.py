@@ -40,6 +40,7 @@ from devprov.storage.registration_repository import (
     SqlOperationStore,
     SqlRegistrationStore,
 )
+from devprov.storage.statement import run_insert, run_update
 from devprov.storage.table import access_policies, audit_events, certificates, services, settings
 
 
@@ -127,7 +128,7 @@ class SqlCertificateStore:
     def add(self, record: CertificateRecord) -> None:
         try:
             with self._c.begin_nested():
-                self._c.execute(insert(certificates).values(**_certificate_values(record)))
+                run_insert(self._c, certificates, _certificate_values(record))
         except IntegrityError as exc:
             raise AlreadyExistsError(
                 f"certificate '{record.name}' already exists in service '{record.service}'"
@@ -136,16 +137,8 @@ class SqlCertificateStore:
     def replace(self, record: CertificateRecord, *, expected_etag: str) -> None:
         values = _certificate_values(record)
         del values["created_at"]
-        result = self._c.execute(
-            update(certificates)
-            .where(
-                certificates.c.service == record.service,
-                certificates.c.name_key == record.name.lower(),
-                certificates.c.etag == expected_etag,
-            )
-            .values(**values)
-        )
-        if result.rowcount != 1:
+        where = {"service": record.service, "name_key": record.name.lower(), "etag": expected_etag}
+        if run_update(self._c, certificates, where, values) != 1:
             raise EtagMismatchError(
                 f"Invalid ETag supplied: certificate '{record.name}' changed meanwhile"
             )
@@ -284,19 +277,21 @@ class SqlAuditLog:
         self._c = connection
 
     def record(self, event: AuditEvent) -> None:
-        self._c.execute(
-            insert(audit_events).values(
-                at=event.at,
-                service=event.service,
-                certificate=event.certificate,
-                action=event.action,
-                outcome=event.outcome.value,
-                actor=event.actor,
-                reason=event.reason,
-                error_code=event.error_code,
-                api_version=event.api_version,
-                registration_id=event.registration_id,
-            )
+        run_insert(
+            self._c,
+            audit_events,
+            {
+                "at": event.at,
+                "service": event.service,
+                "certificate": event.certificate,
+                "action": event.action,
+                "outcome": event.outcome.value,
+                "actor": event.actor,
+                "reason": event.reason,
+                "error_code": event.error_code,
+                "api_version": event.api_version,
+                "registration_id": event.registration_id,
+            },
         )
 
     def query(
