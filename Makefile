@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve test lint typecheck unit bench clean node-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# Microsoft's Node device SDK for tests/interop/test_node_device.py, as pinned by its lock file.
+# Reinstalled when the lock file is newer than npm's record of the last install; skipped without
+# npm (those tests then skip, or run `npm ci` themselves when only node_modules is missing).
+NODE_DIR := tests/interop/node
+
+$(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --prefix $(NODE_DIR)
+	touch $@
+
+node-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(NODE_DIR)/node_modules/.package-lock.json; \
+	else \
+		echo "npm not found: skipping $(NODE_DIR) (the Node SDK interop tests will skip)"; \
+	fi
+
+unit: $(STAMP) node-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit

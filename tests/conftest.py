@@ -47,8 +47,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 @pytest.fixture
 def uow(engine: Engine):
-    def factory() -> UnitOfWork:
-        return SqlUnitOfWork(engine)
+    def factory(*, read_only: bool = False) -> UnitOfWork:
+        return SqlUnitOfWork(engine, read_only=read_only)
 
     return factory
 

@@ -234,8 +234,8 @@ def open_container(
     engine = create_database_engine(data.database_url())
     migrate(engine)
 
-    def uow() -> UnitOfWork:
-        return SqlUnitOfWork(engine)
+    def uow(*, read_only: bool = False) -> UnitOfWork:
+        return SqlUnitOfWork(engine, read_only=read_only)
 
     registry = CertificateRegistry(uow, utc_now, secrets.token_bytes)
     directory = ServiceDirectory(uow, utc_now, secrets.token_bytes)

@@ -28,7 +28,7 @@ EXIT_CODES: dict[ErrorKind, int] = {
 
 # Each module exposes ``register(subparsers)``; its handlers take the parsed namespace and
 # return an exit code.
-COMMAND_MODULES = ("server", "admin", "ca", "certificate", "hub")
+COMMAND_MODULES = ("server", "admin", "ca", "certificate", "hub", "enrollment", "device", "policy")
 
 
 def build_parser() -> argparse.ArgumentParser:

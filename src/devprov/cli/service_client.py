@@ -65,8 +65,9 @@ class ServiceTarget:
 def add_service_options(parser: argparse.ArgumentParser) -> None:
     add_data_dir(parser)
     parser.add_argument(
-        "--url", help="the server's URL (default: the connection string's host, or where the "
-        "data directory's server listens)"
+        "--url",
+        help="the server's URL (default: the connection string's host, or where the "
+        "data directory's server listens)",
     )
     parser.add_argument(
         "--ca-file", help="the CA file to trust (default: the data directory's server CA)"
@@ -153,7 +154,9 @@ def service_target(args: argparse.Namespace) -> ServiceTarget:
             f"(it has: {', '.join(p.name for p in policies) or 'none'})"
         )
     url = local_url(args)
-    return ServiceTarget(url, local_ca_file(args), urlsplit(url).netloc, chosen.name, chosen.primary_key)
+    return ServiceTarget(
+        url, local_ca_file(args), urlsplit(url).netloc, chosen.name, chosen.primary_key
+    )
 
 
 def _quoted(etag: str) -> str:
@@ -221,11 +224,15 @@ class ServiceClient:
         self, collection: str, id: str, body: dict[str, Any], *, etag: str | None
     ) -> dict[str, Any]:
         headers = {"If-Match": _quoted(etag)} if etag else {}
-        response = self._send("PUT", f"/{collection}/{quote(id, safe='')}", body=body, headers=headers)
+        response = self._send(
+            "PUT", f"/{collection}/{quote(id, safe='')}", body=body, headers=headers
+        )
         return self._json(response)
 
     def delete(self, collection: str, id: str, *, etag: str) -> None:
-        self._send("DELETE", f"/{collection}/{quote(id, safe='')}", headers={"If-Match": _quoted(etag)})
+        self._send(
+            "DELETE", f"/{collection}/{quote(id, safe='')}", headers={"If-Match": _quoted(etag)}
+        )
 
     def attestation_mechanism(self, collection: str, id: str) -> dict[str, Any]:
         path = f"/{collection}/{quote(id, safe='')}/attestationmechanism"

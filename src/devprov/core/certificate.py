@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -135,6 +136,22 @@ def _parse_der(data: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(data)
     except ValueError as exc:
         raise MalformedCertificateError(f"the DER certificate does not parse: {exc}") from exc
+
+
+# Records are read far more often than certificates change; the facts of a DER encoding never
+# change, so the last few hundred are kept (about 1 KB each).
+DESCRIBE_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=DESCRIBE_CACHE_SIZE)
+def load_der(der: bytes) -> x509.Certificate:
+    """Parse a certificate devprov stored itself (already validated DER)."""
+    return x509.load_der_x509_certificate(der)
+
+
+@functools.lru_cache(maxsize=DESCRIBE_CACHE_SIZE)
+def describe_der(der: bytes) -> CertificateFacts:
+    return describe_certificate(load_der(der))
 
 
 def describe_certificate(certificate: x509.Certificate) -> CertificateFacts:

@@ -19,7 +19,8 @@ from cryptography import x509
 
 from devprov.core.certificate import (
     CertificateFacts,
-    describe_certificate,
+    describe_der,
+    load_der,
     parse_single_certificate,
     to_der,
 )
@@ -80,11 +81,11 @@ class EnrolledCertificate:
 
     @property
     def certificate(self) -> x509.Certificate:
-        return x509.load_der_x509_certificate(self.der)
+        return load_der(self.der)
 
     @property
     def facts(self) -> CertificateFacts:
-        return describe_certificate(self.certificate)
+        return describe_der(self.der)
 
 
 @dataclass(frozen=True)

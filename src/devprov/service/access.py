@@ -54,7 +54,7 @@ class ServiceAccess:
                 "a service token needs 'skn', the shared access policy name"
             )
         now = self._clock()
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             candidates = [
                 policy
                 for service in uow.services.all()

@@ -21,7 +21,7 @@ class AuditTrail:
         registration_id: str | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.audit.query(
                 service=service,
                 certificate=certificate,

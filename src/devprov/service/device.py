@@ -87,7 +87,7 @@ class DeviceRegistration:
         force: bool = False,
     ) -> RegistrationOutcome:
         now = self._clock()
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
             try:
                 attested = attest(
@@ -249,7 +249,7 @@ class DeviceRegistration:
         self, id_scope: str, registration_id: str, operation_id: str, credentials: Credentials
     ) -> RegistrationOutcome:
         now = self._clock()
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
             try:
                 attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
@@ -269,7 +269,7 @@ class DeviceRegistration:
         self, id_scope: str, registration_id: str, credentials: Credentials
     ) -> RegistrationState:
         now = self._clock()
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
             try:
                 attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)

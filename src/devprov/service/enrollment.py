@@ -146,7 +146,7 @@ class EnrollmentService:
         self._random = random_bytes
 
     def get(self, service: str, kind: EnrollmentKind, id: str) -> Enrollment:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _require_service(uow, service)
             found = uow.enrollments.get(service, kind, id)
         if found is None:
@@ -261,7 +261,7 @@ class EnrollmentService:
             )
         limit = page_size(max_items)
         after = decode_continuation(continuation)
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _require_service(uow, service)
             items = uow.enrollments.page(service, kind, after=after, limit=limit + 1)
         more = len(items) > limit
@@ -320,7 +320,7 @@ class EnrollmentService:
             self.create_or_update(service, kind, id, item, if_match=etag, actor=actor)
 
     def _exists(self, service: str, kind: EnrollmentKind, id: str) -> bool:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.enrollments.get(service, kind, id) is not None
 
     # --- rules ---------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class HubDirectory:
         self._clock = clock
 
     def all(self, service: str) -> list[HubRecord]:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _require_service(uow, service)
             return uow.hubs.all(service)
 

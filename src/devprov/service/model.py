@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
-from devprov.core.certificate import CertificateFacts, describe_certificate
+from devprov.core.certificate import CertificateFacts, describe_der, load_der
 from devprov.core.possession import DEFAULT_CODE_LIFETIME, VerificationCodes
 
 # DPS allows 25 CA certificates per instance (dps-api.md 1.9); devprov makes it a per-service
@@ -68,11 +68,11 @@ class CertificateRecord:
 
     @property
     def certificate(self) -> x509.Certificate:
-        return x509.load_der_x509_certificate(self.der)
+        return load_der(self.der)
 
     @property
     def facts(self) -> CertificateFacts:
-        return describe_certificate(self.certificate)
+        return describe_der(self.der)
 
 
 class Outcome(enum.Enum):

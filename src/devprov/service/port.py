@@ -133,6 +133,11 @@ class UnitOfWork(Protocol):
     def rollback(self) -> None: ...
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    """Opens a unit of work; ``read_only`` ones take no write lock and must not write."""
+
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+
 Clock = Callable[[], datetime]
 RandomBytes = Callable[[int], bytes]

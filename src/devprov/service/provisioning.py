@@ -117,14 +117,14 @@ class ServiceDirectory:
         return service
 
     def get(self, name: str) -> ProvisioningService:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             service = uow.services.get(name)
         if service is None:
             raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
         return service
 
     def all(self) -> list[ProvisioningService]:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.services.all()
 
     def add_policy(self, service: str, name: str, rights: frozenset[str]) -> AccessPolicy:
@@ -172,7 +172,7 @@ class ServiceDirectory:
             uow.commit()
 
     def policies(self, name: str) -> list[AccessPolicy]:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             if uow.services.get(name) is None:
                 raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
             return uow.services.policies(name)

@@ -25,7 +25,7 @@ class RegistrationStates:
         self._clock = clock
 
     def get(self, service: str, registration_id: str) -> RegistrationState:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _require_service(uow, service)
             state = uow.registrations.get(service, registration_id)
         if state is None:
@@ -33,7 +33,7 @@ class RegistrationStates:
         return state
 
     def find(self, service: str, registration_id: str) -> RegistrationState | None:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.registrations.get(service, registration_id)
 
     def delete(
@@ -62,7 +62,7 @@ class RegistrationStates:
         self, service: str, group_id: str, *, continuation: str | None, max_items: int | None
     ) -> StatePage:
         limit = page_size(max_items)
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _require_service(uow, service)
             items = uow.registrations.page_for_group(
                 service, group_id, after=decode_continuation(continuation), limit=limit + 1

@@ -50,12 +50,12 @@ class CertificateRegistry:
     # --- reads ----------------------------------------------------------------------------
 
     def get(self, service: str, name: str) -> CertificateRecord:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _service(uow, service)
             return _certificate(uow, service, name)
 
     def list(self, service: str) -> list[CertificateRecord]:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             _service(uow, service)
             return uow.certificates.in_service(service)
 

@@ -17,6 +17,9 @@ from sqlalchemy import Engine, create_engine, event
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# The execution option that marks a connection's transactions as read-only.
+READ_ONLY_OPTION = "devprov_read_only"
+
 # How long a writer waits for another process's write lock before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -48,7 +51,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads take no write lock, so they run beside a writer (WAL); writes take it up front.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:

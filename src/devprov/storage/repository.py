@@ -34,6 +34,7 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
+from devprov.storage.database import READ_ONLY_OPTION
 from devprov.storage.enrollment_repository import SqlEnrollmentStore
 from devprov.storage.registration_repository import (
     SqlHubStore,
@@ -356,12 +357,15 @@ class SqlUnitOfWork:
     operations: SqlOperationStore
     hubs: SqlHubStore
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
+        self._read_only = read_only
 
     def __enter__(self) -> Self:
         try:
-            self._connection = self._engine.connect()
+            self._connection = self._engine.connect().execution_options(
+                **{READ_ONLY_OPTION: self._read_only}
+            )
             self._transaction = self._connection.begin()
         except OperationalError as exc:
             raise StorageUnavailableError(f"the database cannot be opened: {exc.orig}") from exc

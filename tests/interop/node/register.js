@@ -8,7 +8,8 @@
 //    "payload": {...}, "timeoutSeconds": 60}           (both optional)
 // prints {"ok": true, "result": <registrationState>} and exits 0, or
 //        {"ok": false, "name": ..., "message": ..., "statusCode": ..., "result": ..., "responseBody": ...}
-//        and exits 1.
+//        and exits 1; {"ok": false, "name": "Timeout", ...} and exit 2 when the SDK has not
+//        finished within timeoutSeconds (default 60).
 //
 // The SDK's HTTP transport always connects to port 443 and takes a host name only
 // (real-clients.md 4.2); the agent below moves the connection to the test server's port. That
@@ -29,10 +30,9 @@ function finish(line, code) {
   process.stdout.write(JSON.stringify(line) + '\n', () => process.exit(code));
 }
 
-const timer = setTimeout(() => {
+setTimeout(() => {
   finish({ ok: false, name: 'Timeout', message: `no outcome within ${args.timeoutSeconds || 60} s` }, 2);
 }, (args.timeoutSeconds || 60) * 1000);
-timer.unref();
 
 class PortAgent extends https.Agent {
   createConnection(options, callback) {

@@ -1,0 +1,562 @@
+"""End to end: enrollments, registrations, policies and the device simulator, driven through the
+CLI in-process against a real ``devprov serve`` process over TLS.
+
+Every accepted device has a refused twin: the leaf without its intermediate, an impostor with the
+same CN, a disabled group, a wrong group key, a read-only policy writing, a rotated key.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devprov.cli.main import main
+from devprov.cli.policy import parse_rights
+from devprov.cli.service_client import parse_connection_string
+from devprov.core.error import InvalidInputError
+from devprov.core.sas import derive_device_key
+from tests.server import ServerProcess, running_server
+
+pytestmark = pytest.mark.e2e
+
+HUB = "hub-e2e.azure-devices.net"
+ROOT = "e2e-root"
+GROUP = "grp-root"
+DEVICE = "my-device"  # the demo PKI's device
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("provisioning") / "data") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    assert main(["ca", "demo", str(directory)]) == 0
+    return directory
+
+
+@pytest.fixture(scope="module")
+def x509_group(server: ServerProcess, pki: Path) -> str:
+    """The demo root, proven; a linked hub; a group whose caReferences names the root."""
+    local = server.cli_args()
+    prove = ["certificate", "prove", ROOT, "--cert", str(pki / "root.pem")]
+    assert main([*prove, "--key", str(pki / "root.key"), *local]) == 0
+    assert main(["hub", "add", HUB, *local]) == 0
+    assert main(["enrollment-group", "create", GROUP, "--ca-name", ROOT, *local]) == 0
+    return GROUP
+
+
+def run(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, Any, str]:
+    """Exit code, the JSON printed (whatever the exit code) and stderr."""
+    code = main([*args, *server.cli_args(), "--json"])
+    captured = capsys.readouterr()
+    out = captured.out.strip()
+    try:
+        data = json.loads(out) if out else None
+    except ValueError:
+        data = out
+    return code, data, captured.err
+
+
+def register_x509(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str], name: str, cert: Path, key: Path
+) -> tuple[int, Any, str]:
+    return run(server, capsys, "device", "register", name, "--cert", str(cert), "--key", str(key))
+
+
+def make_device(directory: Path, name: str, *issuer: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    signer = list(issuer) or ["--self-signed"]
+    with contextlib.redirect_stdout(io.StringIO()):  # keep capsys for the commands under test
+        assert main(["ca", "device", name, *signer, "--dir", str(directory)]) == 0
+    return directory
+
+
+def random_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+# --- X.509 enrollment groups -------------------------------------------------------------
+
+
+def test_a_device_presenting_its_full_chain_is_assigned(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full_chain, key = pki / f"{DEVICE}-full-chain.pem", pki / f"{DEVICE}.key"
+    code, operation, err = register_x509(server, capsys, DEVICE, full_chain, key)
+    assert code == 0, err
+    assert operation["status"] == "assigned" and operation["operationId"]
+    state = operation["registrationState"]
+    assert state["assignedHub"] == HUB and state["deviceId"] == DEVICE
+    assert state["x509"]["enrollmentGroupId"] == x509_group
+
+
+def test_the_human_output_says_where_the_device_went(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--cert", str(pki / f"{DEVICE}-full-chain.pem"), "--key", str(pki / f"{DEVICE}.key")]
+    assert main(["device", "register", DEVICE, *args, *server.cli_args()]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"assigned: '{DEVICE}' is device '{DEVICE}' on {HUB}\n")
+    assert f"enrollment group '{x509_group}'" in out and "operation:   5." in out
+
+
+def test_the_leaf_without_its_intermediate_is_refused(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = register_x509(
+        server, capsys, DEVICE, pki / f"{DEVICE}.pem", pki / f"{DEVICE}.key"
+    )
+    assert code == 4
+    assert "DeviceRefused" in err and "Invalid certificate" in err and "devprov audit" in err
+
+
+def test_an_encrypted_device_key_needs_its_password_file(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = pki / "device-password"
+    password.write_text("correct horse\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["ca", "device", "enc-dev", "--issuer", "intermediate", "--dir", str(pki),
+                     "--password-file", str(password)]) == 0  # fmt: skip
+    full_chain, key = pki / "enc-dev-full-chain.pem", pki / "enc-dev.key"
+    code, _, err = register_x509(server, capsys, "enc-dev", full_chain, key)
+    assert code == 3 and "is encrypted: give --key-password-file" in err  # and no prompt
+    register = ["device", "register", "enc-dev", "--cert", str(full_chain), "--key", str(key)]
+    code, operation, err = run(server, capsys, *register, "--key-password-file", str(password))
+    assert code == 0, err
+    assert operation["registrationState"]["deviceId"] == "enc-dev"
+
+
+def test_a_disabled_group_refuses_its_devices(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full_chain, key = pki / f"{DEVICE}-full-chain.pem", pki / f"{DEVICE}.key"
+    code, group, _ = run(server, capsys, "enrollment-group", "update", x509_group, "--disabled")
+    assert code == 0 and group["provisioningStatus"] == "disabled"
+    assert group["attestation"]["x509"]["caReferences"]["primary"] == ROOT  # unchanged
+    try:
+        code, operation, _ = register_x509(server, capsys, DEVICE, full_chain, key)
+        assert code == 5
+        assert operation["status"] == "disabled"
+        assert main(["device", "register", DEVICE, "--cert", str(full_chain), "--key", str(key),
+                     *server.cli_args()]) == 5  # fmt: skip
+        assert capsys.readouterr().out.startswith(
+            f"disabled: '{DEVICE}' was not assigned: its enrollment group '{x509_group}' is disabled"
+        )
+    finally:
+        code, group, _ = run(server, capsys, "enrollment-group", "update", x509_group, "--enabled")
+    assert code == 0 and group["provisioningStatus"] == "enabled"
+    assert register_x509(server, capsys, DEVICE, full_chain, key)[0] == 0
+
+
+def test_an_individual_enrollment_wins_over_the_group(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_device(pki, "win-dev", "--issuer", "intermediate")
+    full_chain, key = pki / "win-dev-full-chain.pem", pki / "win-dev.key"
+    code, enrollment, err = run(
+        server, capsys, "enrollment", "create", "win-dev", "--cert", str(pki / "win-dev.pem"),
+        "--device-id", "win-custom",
+    )  # fmt: skip
+    assert code == 0, err
+    assert enrollment["registrationId"] == "win-dev" and enrollment["deviceId"] == "win-custom"
+    code, operation, err = register_x509(server, capsys, "win-dev", full_chain, key)
+    assert code == 0, err
+    state = operation["registrationState"]
+    assert state["deviceId"] == "win-custom" and "enrollmentGroupId" not in state["x509"]
+    # the twin: without the individual enrollment, the group governs the same device
+    assert run(server, capsys, "enrollment", "delete", "win-dev")[0] == 0
+    code, operation, _ = run(
+        server, capsys, "device", "register", "win-dev", "--cert", str(full_chain), "--key",
+        str(key), "--force-registration",
+    )  # fmt: skip
+    assert code == 0
+    assert operation["registrationState"]["x509"]["enrollmentGroupId"] == x509_group
+
+
+def test_registration_list_show_and_delete(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full_chain, key = pki / f"{DEVICE}-full-chain.pem", pki / f"{DEVICE}.key"
+    assert register_x509(server, capsys, DEVICE, full_chain, key)[0] == 0
+    code, states, _ = run(server, capsys, "registration", "list", x509_group, "--top", "1")
+    assert code == 0
+    assert DEVICE in {s["registrationId"] for s in states}
+    code, state, _ = run(server, capsys, "registration", "show", DEVICE)
+    assert code == 0 and state["status"] == "assigned" and state["assignedHub"] == HUB
+    assert run(server, capsys, "registration", "delete", DEVICE)[0] == 0
+    assert run(server, capsys, "registration", "show", DEVICE)[0] == 6
+    assert DEVICE not in {
+        s["registrationId"] for s in run(server, capsys, "registration", "list", x509_group)[1]
+    }
+    assert run(server, capsys, "registration", "delete", DEVICE)[0] == 6
+
+
+def test_a_signing_certificate_group(
+    server: ServerProcess, pki: Path, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group on the intermediate, uploaded inline: nearer to the device than the root's."""
+    code, group, err = run(
+        server, capsys, "enrollment-group", "create", "grp-inter", "--signing-cert",
+        str(pki / "intermediate.pem"), "--allocation-policy", "static", "--hub", HUB,
+        "--initial-twin", '{"tags": {"line": "a"}}', "--edge", "--no-reprovision",
+    )  # fmt: skip
+    assert code == 0, err
+    signing = group["attestation"]["x509"]["signingCertificates"]["primary"]["info"]
+    assert signing["subjectName"] == "CN=devprov Test Intermediate CA"
+    assert group["allocationPolicy"] == "static" and group["iotHubs"] == [HUB]
+    assert group["capabilities"] == {"iotEdge": True}
+    assert group["initialTwin"]["tags"] == {"line": "a"}
+    assert group["reprovisionPolicy"] == {"updateHubAssignment": False, "migrateDeviceData": False}
+    try:
+        make_device(pki, "inter-dev", "--issuer", "intermediate")
+        code, operation, _ = register_x509(
+            server, capsys, "inter-dev", pki / "inter-dev-full-chain.pem", pki / "inter-dev.key"
+        )
+        assert code == 0
+        assert operation["registrationState"]["x509"]["enrollmentGroupId"] == "grp-inter"
+        # an update that gives the certificate again keeps working
+        code, updated, _ = run(
+            server, capsys, "enrollment-group", "update", "grp-inter", "--signing-cert",
+            str(pki / "intermediate.pem"), "--no-edge",
+        )  # fmt: skip
+        assert code == 0 and updated["capabilities"] == {"iotEdge": False}
+        assert updated["allocationPolicy"] == "static"  # untouched
+    finally:
+        assert run(server, capsys, "enrollment-group", "delete", "grp-inter")[0] == 0
+    assert run(server, capsys, "enrollment-group", "show", "grp-inter")[0] == 6
+
+
+@pytest.fixture
+def signing_group(server: ServerProcess, pki: Path) -> Iterator[str]:
+    signing = ["--signing-cert", str(pki / "intermediate.pem"), *server.cli_args()]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["enrollment-group", "create", "grp-info", *signing]) == 0
+        yield "grp-info"
+        assert main(["enrollment-group", "delete", "grp-info", *server.cli_args()]) == 0
+
+
+@pytest.mark.xfail(
+    reason="server: a PUT of a fetched X.509 signing/client-certificate enrollment (info, no "
+    "certificate) is refused with 400, where DPS and the Azure CLI keep the stored certificate",
+    strict=True,
+)
+def test_updating_a_signing_certificate_group_without_the_certificate(
+    server: ServerProcess, signing_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(server, capsys, "enrollment-group", "update", signing_group, "--disabled")
+    assert code == 0, err
+
+
+def test_the_cli_says_to_give_the_certificate_again_when_the_server_wants_it(
+    server: ServerProcess, signing_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(server, capsys, "enrollment-group", "update", signing_group, "--disabled")
+    if code == 0:
+        pytest.skip("this server keeps the stored certificate on update")
+    assert code == 3
+    assert "CertificateRequiredOnUpdate" in err and "give --signing-cert" in err
+
+
+# --- symmetric keys ------------------------------------------------------------------------
+
+
+def test_a_symmetric_key_group_with_generated_keys(
+    server: ServerProcess, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, group, err = run(
+        server, capsys, "enrollment-group", "create", "grp-sym", "--symmetric-key"
+    )
+    assert code == 0, err
+    assert group["attestation"] == {"type": "symmetricKey", "symmetricKey": {}}  # keys: not here
+    code, mechanism, _ = run(server, capsys, "enrollment-group", "keys", "grp-sym")
+    assert code == 0
+    keys = mechanism["symmetricKey"]
+    assert len(base64.b64decode(keys["primaryKey"])) == 32 and keys["secondaryKey"]
+
+    code, operation, err = run(
+        server, capsys, "device", "register", "sym-dev-1", "--group-key", keys["primaryKey"]
+    )
+    assert code == 0, err
+    state = operation["registrationState"]
+    assert state["assignedHub"] == HUB and state["symmetricKey"]["enrollmentGroupId"] == "grp-sym"
+    device_key = derive_device_key(keys["secondaryKey"], "sym-dev-2")
+    assert (
+        run(server, capsys, "device", "register", "sym-dev-2", "--symmetric-key", device_key)[0]
+        == 0
+    )
+    code, _, err = run(
+        server, capsys, "device", "register", "sym-dev-3", "--group-key", random_key()
+    )
+    assert code == 4 and "DeviceRefused" in err
+
+    code, states, _ = run(server, capsys, "registration", "list", "grp-sym")
+    assert {"sym-dev-1", "sym-dev-2"} <= {s["registrationId"] for s in states}
+
+
+def test_an_update_keeps_the_symmetric_keys(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    primary = random_key()
+    create = ["enrollment-group", "create", "grp-keep", "--symmetric-key", "--primary-key", primary]
+    assert run(server, capsys, *create)[0] == 0
+    before = run(server, capsys, "enrollment-group", "keys", "grp-keep")[1]
+    assert before["symmetricKey"]["primaryKey"] == primary
+    assert run(server, capsys, "enrollment-group", "update", "grp-keep", "--disabled")[0] == 0
+    assert run(server, capsys, "enrollment-group", "keys", "grp-keep")[1] == before
+    secondary = random_key()
+    update = ["enrollment-group", "update", "grp-keep", "--secondary-key", secondary]
+    assert run(server, capsys, *update)[0] == 0
+    after = run(server, capsys, "enrollment-group", "keys", "grp-keep")[1]["symmetricKey"]
+    assert after == {"primaryKey": primary, "secondaryKey": secondary}
+    assert run(server, capsys, "enrollment-group", "delete", "grp-keep")[0] == 0
+
+
+def test_a_failed_allocation_is_reported_with_its_error(
+    server: ServerProcess, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = random_key()
+    code, _, err = run(
+        server, capsys, "enrollment-group", "create", "grp-hook", "--primary-key", key,
+        "--allocation-policy", "custom", "--webhook-url", "https://127.0.0.1:9/allocate",
+    )  # fmt: skip
+    assert code == 0, err
+    try:
+        code, operation, _ = run(
+            server, capsys, "device", "register", "hook-dev", "--group-key", key
+        )
+        assert code == 1
+        assert operation["status"] == "failed"
+        assert (
+            operation["registrationState"]["errorCode"]
+            and "webhook" in (operation["registrationState"]["errorMessage"])
+        )
+    finally:
+        assert run(server, capsys, "enrollment-group", "delete", "grp-hook")[0] == 0
+
+
+# --- individual enrollments ----------------------------------------------------------------
+
+
+def test_an_individual_enrollment_with_a_self_signed_certificate(
+    server: ServerProcess, x509_group: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine, impostor = make_device(tmp_path / "a", "ss-dev"), make_device(tmp_path / "b", "ss-dev")
+    code, enrollment, err = run(
+        server, capsys, "enrollment", "create", "ss-dev", "--cert", str(mine / "ss-dev.pem")
+    )
+    assert code == 0, err
+    client = enrollment["attestation"]["x509"]["clientCertificates"]["primary"]["info"]
+    assert client["subjectName"] == "CN=ss-dev"
+    code, operation, err = register_x509(
+        server, capsys, "ss-dev", mine / "ss-dev-full-chain.pem", mine / "ss-dev.key"
+    )
+    assert code == 0, err
+    assert operation["registrationState"]["deviceId"] == "ss-dev"
+    code, _, err = register_x509(
+        server, capsys, "ss-dev", impostor / "ss-dev-full-chain.pem", impostor / "ss-dev.key"
+    )
+    assert code == 4 and "DeviceRefused" in err
+    code, shown, _ = run(server, capsys, "enrollment", "show", "ss-dev")
+    assert code == 0 and shown["registrationState"]["status"] == "assigned"
+    ids = {e["registrationId"] for e in run(server, capsys, "enrollment", "list")[1]}
+    assert "ss-dev" in ids
+
+
+def test_an_individual_symmetric_key_enrollment(
+    server: ServerProcess, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        server, capsys, "enrollment", "create", "sk-dev", "--symmetric-key", "--device-id", "sk-1",
+        "--allocation-policy", "static", "--hub", HUB,
+    )  # fmt: skip
+    assert code == 0, err
+    keys = run(server, capsys, "enrollment", "keys", "sk-dev")[1]["symmetricKey"]
+    register = ["device", "register", "sk-dev", "--symmetric-key", keys["primaryKey"]]
+    code, operation, _ = run(server, capsys, *register, "--payload", '{"model": "m1"}')
+    assert code == 0
+    assert operation["registrationState"]["deviceId"] == "sk-1"
+    assert (
+        run(server, capsys, "device", "register", "sk-dev", "--symmetric-key", random_key())[0] == 4
+    )
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+def test_list_follows_the_continuation_across_pages(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = [f"page-{i}" for i in range(5)]
+    for name in names:
+        assert run(server, capsys, "enrollment-group", "create", name, "--symmetric-key")[0] == 0
+    code, groups, _ = run(server, capsys, "enrollment-group", "list", "--top", "2")
+    assert code == 0
+    listed = [g["enrollmentGroupId"] for g in groups]
+    assert set(names) <= set(listed) and len(listed) == len(set(listed))
+    assert main(["enrollment-group", "list", "--top", "2", *server.cli_args()]) == 0
+    human = capsys.readouterr().out
+    assert all(f"{name}\tenabled\tsymmetric key" in human for name in names)
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+def test_a_read_only_policy_reads_but_cannot_write_and_rotation_revokes_its_key(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, policy, err = run(server, capsys, "policy", "add", "reader", "--rights", "EnrollmentRead")
+    assert code == 0, err
+    assert policy["rights"] == ["EnrollmentRead"]
+    old = policy["connectionString"]
+    assert old.startswith(f"HostName=localhost:{server.port};SharedAccessKeyName=reader;")
+    assert run(server, capsys, "enrollment-group", "list", "--connection-string", old)[0] == 0
+    code, _, err = run(
+        server, capsys, "enrollment-group", "create", "by-reader", "--symmetric-key",
+        "--connection-string", old,
+    )  # fmt: skip
+    assert code == 5 and "EnrollmentWrite" in err
+    # the same through the local policy name
+    assert run(server, capsys, "enrollment-group", "list", "--policy", "reader")[0] == 0
+
+    code, rotated, _ = run(server, capsys, "policy", "rotate", "reader")
+    assert code == 0 and rotated["primaryKey"] != policy["primaryKey"]
+    assert rotated["secondaryKey"] == policy["secondaryKey"]
+    assert run(server, capsys, "enrollment-group", "list", "--connection-string", old)[0] == 4
+    new = rotated["connectionString"]
+    assert run(server, capsys, "enrollment-group", "list", "--connection-string", new)[0] == 0
+
+    listed = {p["name"] for p in run(server, capsys, "policy", "list")[1]}
+    assert {"provisioningserviceowner", "reader"} <= listed
+    assert run(server, capsys, "policy", "remove", "reader")[0] == 0
+    assert run(server, capsys, "enrollment-group", "list", "--connection-string", new)[0] == 4
+    assert run(server, capsys, "policy", "remove", "provisioningserviceowner")[0] == 5
+
+
+# --- arguments, no server needed -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ["enrollment-group", "create", "g"],
+            "an attestation is required: --ca-name, --signing-cert or --symmetric-key",
+            id="fail/group-without-attestation",
+        ),
+        pytest.param(
+            ["enrollment-group", "create", "g", "--ca-name", "r", "--symmetric-key"],
+            "choose one kind of attestation",
+            id="fail/group-two-attestations",
+        ),
+        pytest.param(
+            ["enrollment-group", "create", "g", "--secondary-ca-name", "r"],
+            "--secondary-ca-name needs --ca-name",
+            id="fail/group-secondary-only",
+        ),
+        pytest.param(
+            ["enrollment", "create", "d"],
+            "an attestation is required: --cert or --symmetric-key",
+            id="fail/individual-without-attestation",
+        ),
+        pytest.param(
+            ["enrollment-group", "create", "g", "--symmetric-key", "--webhook-url", "https://h"],
+            "--webhook-url and --webhook-api-version need --allocation-policy custom",
+            id="fail/webhook-without-custom",
+        ),
+        pytest.param(
+            ["device", "register", "d"],
+            "give exactly one of --cert (with --key), --symmetric-key, --group-key",
+            id="fail/device-without-credentials",
+        ),
+        pytest.param(
+            ["device", "register", "d", "--cert", "c.pem"],
+            "--cert needs --key",
+            id="fail/device-cert-without-key",
+        ),
+        pytest.param(
+            ["device", "register", "d", "--symmetric-key", "k", "--group-key", "k"],
+            "give exactly one of",
+            id="fail/device-two-credentials",
+        ),
+    ],
+)
+def test_usage_errors_exit_2_with_a_clear_message(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--data-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_initial_twin_is_invalid_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["enrollment-group", "create", "g", "--symmetric-key", "--initial-twin", "{nope"]
+    assert main([*argv, "--data-dir", str(tmp_path)]) == 3
+    assert "--initial-twin is not valid JSON" in capsys.readouterr().err
+
+
+def test_service_commands_need_a_data_dir_or_a_connection_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nothing-here"
+    assert main(["enrollment-group", "list", "--data-dir", str(missing)]) == 6
+    assert "DataDirectoryNotFound" in capsys.readouterr().err
+    argv = ["enrollment-group", "list", "--connection-string", "HostName=h;SharedAccessKey=k"]
+    assert main([*argv, "--data-dir", str(missing)]) == 3
+    assert "missing: sharedaccesskeyname" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "HostName=localhost:8443;SharedAccessKeyName=p;SharedAccessKey=a2V5PQ==",
+            ("localhost:8443", "p", "a2V5PQ=="),
+            id="ok/padded-key",
+        ),
+        pytest.param(
+            "hostname=h ; sharedaccesskeyname=p;sharedaccesskey=k;",
+            ("h", "p", "k"),
+            id="ok/any-case-and-spaces",
+        ),
+    ],
+)
+def test_parse_connection_string(text: str, expected: tuple[str, str, str]) -> None:
+    assert parse_connection_string(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("HostName=h;SharedAccessKeyName=p", id="fail/no-key"),
+        pytest.param("HostName=h;SharedAccessKeyName=p;SharedAccessKey", id="fail/not-name-value"),
+        pytest.param("", id="fail/empty"),
+    ],
+)
+def test_parse_connection_string_refuses(text: str) -> None:
+    with pytest.raises(InvalidInputError):
+        parse_connection_string(text)
+
+
+def test_parse_rights_spells_rights_as_dps() -> None:
+    assert parse_rights(" enrollmentread, EnrollmentWrite,,") == frozenset(
+        {"EnrollmentRead", "EnrollmentWrite"}
+    )
+    assert parse_rights("Nope") == frozenset({"Nope"})  # for the use case to refuse
