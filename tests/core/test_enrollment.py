@@ -10,6 +10,7 @@ from devprov.core.enrollment import (
     EnrollmentKind,
     InvalidEnrollmentError,
     ProvisioningStatus,
+    keep_stored_certificates,
     parse_enrollment,
 )
 from devprov.core.error import MalformedRequestError
@@ -264,3 +265,33 @@ def test_defaults() -> None:
     assert e.enabled and e.allocation_policy is None and e.iot_hubs == ()
     assert e.reprovision.update_hub_assignment and e.reprovision.migrate_device_data
     assert e.attestation.keys == () and not e.iot_edge
+
+
+def _group_with(certificate: dict) -> dict:
+    return group(type="x509", x509={"signingCertificates": {"primary": certificate}})
+
+
+def test_info_only_keeps_the_stored_certificate() -> None:
+    stored = parse_group(_group_with({"certificate": ROOT.pem.decode()}))
+    thumbprint = stored.attestation.primary_certificate.facts.sha256_thumbprint
+    fetched = parse_group(_group_with({"info": {"sha256Thumbprint": thumbprint.lower()}}))
+    assert fetched.attestation.primary_certificate.is_kept
+    merged = keep_stored_certificates(fetched, stored)
+    assert merged.attestation.primary_certificate == stored.attestation.primary_certificate
+    assert keep_stored_certificates(stored, None) == stored
+
+
+@pytest.mark.parametrize(
+    ("info", "stored", "message"),
+    [
+        pytest.param(
+            {"sha256Thumbprint": "00" * 32}, True, "names thumbprint", id="fail/other-thumbprint"
+        ),
+        pytest.param({}, False, "no certificate is stored", id="fail/nothing-stored"),
+    ],
+)
+def test_info_only_is_refused_when_it_cannot_be_kept(info, stored, message) -> None:
+    previous = parse_group(_group_with({"certificate": ROOT.pem.decode()})) if stored else None
+    fetched = parse_group(_group_with({"info": info}))
+    with pytest.raises(InvalidEnrollmentError, match=message):
+        keep_stored_certificates(fetched, previous)

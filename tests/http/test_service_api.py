@@ -301,3 +301,23 @@ def test_registration_states_not_found_and_query_empty(client) -> None:
         and response.json() == []
         and response.headers["x-ms-item-type"] == "DeviceRegistration"
     )
+
+
+def test_a_fetched_x509_group_can_be_written_back(client) -> None:
+    doc = {
+        "enrollmentGroupId": "x",
+        "attestation": {
+            "type": "x509",
+            "x509": {
+                "signingCertificates": {"primary": {"certificate": f.root("Kept").pem.decode()}}
+            },
+        },
+    }
+    created = client.put("/enrollmentGroups/x", json=doc).json()
+    info = created["attestation"]["x509"]["signingCertificates"]["primary"]["info"]
+    assert "certificate" not in created["attestation"]["x509"]["signingCertificates"]["primary"]
+    fetched = client.get("/enrollmentGroups/x").json()
+    fetched["provisioningStatus"] = "disabled"
+    written = client.put("/enrollmentGroups/x", json=fetched, headers={"If-Match": fetched["etag"]})
+    assert written.status_code == 200, written.text
+    assert written.json()["attestation"]["x509"]["signingCertificates"]["primary"]["info"] == info

@@ -22,6 +22,11 @@ from devprov.core.enrollment import (
 from devprov.core.registration import AttestationMethod, CertificateSummary, RegistrationState
 
 
+def _present(body: dict[str, Any]) -> dict[str, Any]:
+    """DPS leaves out members that have no value."""
+    return {key: value for key, value in body.items() if value is not None}
+
+
 def timestamp(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with seven fractional digits, as DPS writes them."""
     if value is None:
@@ -71,7 +76,9 @@ def attestation(value: Attestation, kind: EnrollmentKind, *, with_keys: bool) ->
         }
         if value.ca_references:
             body["x509"] = {
-                "caReferences": {"primary": value.ca_primary, "secondary": value.ca_secondary}
+                "caReferences": _present(
+                    {"primary": value.ca_primary, "secondary": value.ca_secondary}
+                )
             }
         elif kind is EnrollmentKind.INDIVIDUAL:
             body["x509"] = {"clientCertificates": pair}

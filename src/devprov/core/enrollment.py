@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -75,9 +75,20 @@ class AllocationPolicyName(enum.Enum):
 
 @dataclass(frozen=True)
 class EnrolledCertificate:
-    """A certificate an attestation holds inline (clientCertificates or signingCertificates)."""
+    """A certificate an attestation holds inline (clientCertificates or signingCertificates).
+
+    An empty ``der`` stands for "the certificate already stored": a record read back from the
+    service API carries only the certificate's ``info``, and DPS keeps the stored certificate
+    when such a record is written back (as the Azure CLI's update does). ``sha256`` is the
+    thumbprint that info named, if any, so a mismatch can be refused.
+    """
 
     der: bytes
+    sha256: str | None = None
+
+    @property
+    def is_kept(self) -> bool:
+        return not self.der
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -172,6 +183,10 @@ def _certificate(value: Any, where: str) -> EnrolledCertificate | None:
     if not isinstance(value, Mapping):
         raise InvalidEnrollmentError(f"'{where}' must be an object with a 'certificate'")
     text = value.get("certificate")
+    info = value.get("info")
+    if text is None and isinstance(info, Mapping):
+        thumbprint = info.get("sha256Thumbprint")
+        return EnrolledCertificate(b"", thumbprint.upper() if isinstance(thumbprint, str) else None)
     if not isinstance(text, str) or not text.strip():
         raise InvalidEnrollmentError(f"'{where}.certificate' must be a PEM certificate")
     try:
@@ -378,4 +393,41 @@ def parse_enrollment(doc: Any, kind: EnrollmentKind, *, service: str, path_id: s
             else None
         ),
         **_common(doc),
+    )
+
+
+def keep_stored_certificates(new: Enrollment, stored: Enrollment | None) -> Enrollment:
+    """Resolve certificates sent as ``info`` only against the stored record's certificates."""
+    attestation = new.attestation
+    slots = {
+        "primary": attestation.primary_certificate,
+        "secondary": attestation.secondary_certificate,
+    }
+    if not any(c is not None and c.is_kept for c in slots.values()):
+        return new
+    previous = stored.attestation if stored else None
+    kept: dict[str, EnrolledCertificate | None] = {}
+    for slot, certificate in slots.items():
+        if certificate is None or not certificate.is_kept:
+            kept[slot] = certificate
+            continue
+        old = getattr(previous, f"{slot}_certificate", None) if previous else None
+        if old is None:
+            raise InvalidEnrollmentError(
+                f"the {slot} certificate has only 'info' and no certificate is stored for it; "
+                "send the certificate"
+            )
+        if certificate.sha256 and certificate.sha256 != old.facts.sha256_thumbprint:
+            raise InvalidEnrollmentError(
+                f"the {slot} certificate's info names thumbprint {certificate.sha256}, but the stored "
+                f"certificate is {old.facts.sha256_thumbprint}; send the new certificate itself"
+            )
+        kept[slot] = old
+    return replace(
+        new,
+        attestation=replace(
+            attestation,
+            primary_certificate=kept["primary"],
+            secondary_certificate=kept["secondary"],
+        ),
     )

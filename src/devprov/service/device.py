@@ -209,7 +209,9 @@ class DeviceRegistration:
     ) -> RegistrationOutcome:
         now = self._clock()
         if status is not RegistrationStatus.ASSIGNED:
-            state = replace(state, status=status, updated_at=now, etag=self._etag())
+            # A first registration keeps one instant for created and updated, as DPS shows it.
+            updated = state.created_at if existing is None else now
+            state = replace(state, status=status, updated_at=updated, etag=self._etag())
         operation = Operation(
             id=f"5.{self._random(8).hex()}.{uuid.UUID(bytes=self._random(16), version=4)}",
             service=service.name,

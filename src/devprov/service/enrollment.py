@@ -24,6 +24,7 @@ from devprov.core.enrollment import (
     Enrollment,
     EnrollmentKind,
     InvalidEnrollmentError,
+    keep_stored_certificates,
     parse_enrollment,
 )
 from devprov.core.error import (
@@ -191,6 +192,7 @@ class EnrollmentService:
         self._check_references(uow, parsed)
         now = self._clock()
         existing = uow.enrollments.get(service, kind, id)
+        parsed = keep_stored_certificates(parsed, existing)
         if existing is None:
             if if_match:
                 raise EtagMismatchError(
