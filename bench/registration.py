@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import io
 import json
@@ -44,6 +45,7 @@ import shutil
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -60,9 +62,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import tls_handshake as raw  # bench/tls_handshake.py: Pki, devprov_server, openssl_server
 from tests.server import ServerProcess, running_server
 
+import tls_handshake as raw  # bench/tls_handshake.py: Pki, devprov_server, openssl_server
 from devprov.bootstrap import open_container
 from devprov.cli.main import main as devprov
 from devprov.core.issuance import (
@@ -291,6 +293,7 @@ class Run:
     polls: int = 0
     wall: float = 0.0
     server_cpu: float = 0.0
+    client_cpu: float = 0.0  # this process: the client threads' handshakes and HTTP
 
     @property
     def rate(self) -> float:
@@ -299,6 +302,10 @@ class Run:
     @property
     def cpu_us(self) -> float:
         return self.server_cpu / len(self.latencies) * 1e6 if self.latencies else float("nan")
+
+    @property
+    def client_cpu_us(self) -> float:
+        return self.client_cpu / len(self.latencies) * 1e6 if self.latencies else float("nan")
 
     def latency_ms(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
@@ -326,7 +333,9 @@ def drive(
         for done, device in enumerate(share):
             if time.monotonic() > deadline:
                 with lock:
-                    run.failures += [f"not attempted: {timeout:g} s run limit"] * (len(share) - done)
+                    run.failures += [f"not attempted: {timeout:g} s run limit"] * (
+                        len(share) - done
+                    )
                 return
             start = time.perf_counter()
             try:
@@ -348,9 +357,11 @@ def drive(
         thread.start()
     barrier.wait()
     cpu_before, start = raw.cpu_seconds(server_pid), time.perf_counter()
+    client_before = time.process_time()
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()) + SOCKET_TIMEOUT_SECONDS * 2)
     run.wall = time.perf_counter() - start
+    run.client_cpu = time.process_time() - client_before
     cpu_after = raw.cpu_seconds(server_pid)
     if cpu_before is not None and cpu_after is not None:
         run.server_cpu = cpu_after - cpu_before
@@ -368,8 +379,10 @@ def set_up(server: ServerProcess, pki: DevicePki) -> str:
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):
         proved = devprov(
-            ["certificate", "prove", "root", "--cert", str(pki.root_pem)]
-            + ["--key", str(pki.root_key_pem), "--data-dir", data]
+            [
+                *("certificate", "prove", "root", "--cert", str(pki.root_pem)),
+                *("--key", str(pki.root_key_pem), "--data-dir", data),
+            ]
         )
         linked = devprov(["hub", "add", HUB, "--data-dir", data])
     if proved != 0 or linked != 0:
@@ -448,7 +461,7 @@ def run_round(
         if kind == "devprov":
             runs[kind] = drive(
                 kind,
-                lambda device: register_device(server.port, id_scope, device),
+                functools.partial(register_device, server.port, id_scope),
                 devices,
                 args.clients,
                 server.process.pid,
@@ -462,7 +475,7 @@ def run_round(
                 handshake_once(port, device)
             runs[kind] = drive(
                 kind,
-                lambda device, port=port: handshake_once(port, device),
+                functools.partial(handshake_once, port),
                 devices,
                 args.clients,
                 pid,
@@ -472,6 +485,29 @@ def run_round(
 
 
 # --- reporting ------------------------------------------------------------------------------
+
+
+def _revision() -> str:
+    """The commit measured, so that runs can be compared; notes uncommitted changes in src/."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return (head or "unknown revision") + (" + uncommitted changes in src/" if dirty else "")
 
 
 def _summary(values: Sequence[float], fmt: str) -> str:
@@ -490,12 +526,13 @@ def print_round(number: int, runs: dict[str, Run]) -> None:
         unit = "reg/s " if kind == "devprov" else "conn/s"
         print(
             f"  {LABELS[kind]:<33} {run.rate:7.1f} {unit}  p50 {run.latency_ms(0.5):6.1f} ms"
-            f"  p99 {run.latency_ms(0.99):6.1f} ms  server CPU {run.cpu_us:6.0f} us/op"
-            f"  ok {len(run.latencies)}  failures {len(run.failures)}  wall {run.wall:.2f} s"
+            f"  p99 {run.latency_ms(0.99):6.1f} ms  CPU/op server {run.cpu_us:5.0f} us"
+            f" client {run.client_cpu_us:5.0f} us  ok {len(run.latencies)}"
+            f"  failures {len(run.failures)}  wall {run.wall:.2f} s"
         )
 
 
-def print_summary(rounds: list[dict[str, Run]], args: argparse.Namespace) -> None:
+def print_summary(rounds: list[dict[str, Run]]) -> None:
     count = len(rounds)
     how = "one round: single figures" if count == 1 else f"median [min-max] over {count} rounds"
     print(f"\nsummary ({how}):")
@@ -507,6 +544,8 @@ def print_summary(rounds: list[dict[str, Run]], args: argparse.Namespace) -> Non
         f" / {_summary([r.latency_ms(0.99) for r in ours], '.1f')}"
         "   (new connection + handshake + register + poll)"
         f"\n  server CPU/registration  {_summary([r.cpu_us for r in ours], '.0f')} us"
+        f" (ceiling {_summary([1e6 / r.cpu_us for r in ours], '.0f')}/s per server core;"
+        f" client CPU {_summary([r.client_cpu_us for r in ours], '.0f')} us)"
         f"\n  failures                 {sum(len(r.failures) for r in ours)}"
         f"   (polls per registration: {polls:.2f})"
     )
@@ -525,6 +564,8 @@ def print_summary(rounds: list[dict[str, Run]], args: argparse.Namespace) -> Non
             f"   (p50 {_summary([b.latency_ms(0.5) for b in base], '.1f')} ms,"
             f" failures {sum(len(b.failures) for b in base)})"
             f"\n    server CPU/handshake   {_summary([b.cpu_us for b in base], '.0f')} us"
+            f" (ceiling {_summary([1e6 / b.cpu_us for b in base], '.0f')}/s per server core;"
+            f" client CPU {_summary([b.client_cpu_us for b in base], '.0f')} us)"
             f"\n    registrations/s / handshakes/s      {_summary(ratio, '.2f')}"
             f"   (target >= {TARGET_RATIO:.2f}: {verdict})"
             f"\n    CPU per registration / per handshake {_summary(cpu_ratio, '.2f')}x"
@@ -557,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--timeout must be 1 to 3600 seconds")
 
     print(
-        f"{args.devices} devices per round, {args.clients} client threads, {args.rounds} round(s);"
+        f"devprov {_revision()}: {args.devices} devices per round, {args.clients} client threads,"
+        f" {args.rounds} round(s);"
         f" EC P-256, client chain leaf + intermediate, a new TLS connection per device"
         f"\nclient: Python {sys.version.split()[0]} ssl ({ssl.OPENSSL_VERSION}), on the same"
         " cores as the server"
@@ -574,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(args.rounds):
                 rounds.append(run_round(number, server, id_scope, pki, args))
                 print_round(number, rounds[-1])
-    print_summary(rounds, args)
+    print_summary(rounds)
     failures = [f for r in rounds for f in r["devprov"].failures]
     for reason in sorted(set(failures))[:5]:
         print(f"  failure: {reason}")

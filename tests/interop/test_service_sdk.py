@@ -285,7 +285,7 @@ def test_x509_group_references_a_verified_root(client: DeviceProvisioningClient)
     mechanism = client.enrollment_group.get_attestation_mechanism(id="sdk-ca-ref")
     assert mechanism == {
         "type": "x509",
-        "x509": {"caReferences": {"primary": ROOT_NAME, "secondary": None}},
+        "x509": {"caReferences": {"primary": ROOT_NAME}},
     }
 
 

@@ -18,18 +18,11 @@ from devprov.cli.enrollment_body import (
     Kind,
     add_attestation_options,
     add_common_options,
-    lacks_certificate,
     new_document,
     updated_document,
 )
 from devprov.cli.output import add_json_flag, emit
 from devprov.cli.service_client import ServiceClient, add_service_options, service_target
-from devprov.core.error import InvalidInputError
-
-
-class CertificateRequiredError(InvalidInputError):
-    code = "CertificateRequiredOnUpdate"
-    number = 400210
 
 
 def _positive_int(text: str) -> int:
@@ -189,17 +182,7 @@ def _update(args: argparse.Namespace) -> int:
         if (fetched.get("attestation") or {}).get("type") == SYMMETRIC_KEY:
             keys = client.attestation_mechanism(kind.collection, args.id)
         body = updated_document(args, kind, fetched, keys)
-        try:
-            updated = client.put(kind.collection, args.id, body, etag=str(fetched.get("etag")))
-        except InvalidInputError as exc:
-            if not lacks_certificate(body.get("attestation") or {}):
-                raise
-            flag = "--signing-cert" if kind is GROUP else "--cert"
-            raise CertificateRequiredError(
-                f"{exc.message}; a read returns only the certificates' info, and this server "
-                f"wants the certificates themselves on update: give {flag} (and the secondary) "
-                "again"
-            ) from exc
+        updated = client.put(kind.collection, args.id, body, etag=str(fetched.get("etag")))
     emit(args, updated, f"updated {_summary(kind, updated)}")
     return 0
 

@@ -255,18 +255,6 @@ def build_attestation(
     return {"type": "x509", "x509": {family: {k: v for k, v in pair.items() if v}}}
 
 
-def lacks_certificate(attestation: dict[str, Any]) -> bool:
-    """True when an X.509 attestation carries a certificate's info but not the certificate, as a
-    fetched document does (the service never returns the certificates it keeps)."""
-    x509 = attestation.get("x509") or {}
-    pairs = [x509.get(field) or {} for field in ("signingCertificates", "clientCertificates")]
-    return any(
-        isinstance(value, dict) and not value.get("certificate")
-        for pair in pairs
-        for value in pair.values()
-    )
-
-
 def _read_certificate(args: argparse.Namespace, option: str) -> dict[str, Any] | None:
     path = getattr(args, option)
     return _certificate(path) if path else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CODES[exc.kind]
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``devprov ... | head``): say nothing more, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code
 
 

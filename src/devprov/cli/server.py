@@ -45,9 +45,16 @@ def register(subparsers: Any) -> None:
 def describe(c: Container, url: str) -> dict[str, Any]:
     """The facts a user or a script needs to reach this installation."""
     host_port = url.removeprefix("https://")
-    services = []
+    services: list[dict[str, Any]] = []
     for service in c.directory.all():
-        owner = next(p for p in c.directory.policies(service.name) if p.name == OWNER_POLICY)
+        policies = c.directory.policies(service.name)
+        # The owner policy, or, where an operator removed it, the policy with the most rights.
+        owner = next((p for p in policies if p.name == OWNER_POLICY), None) or max(
+            policies, key=lambda p: len(p.rights), default=None
+        )
+        if owner is None:
+            services.append({"name": service.name, "idScope": service.id_scope, "policy": None})
+            continue
         services.append(
             {
                 "name": service.name,
@@ -91,6 +98,11 @@ def render(facts: dict[str, Any]) -> str:
             "",
             f"provisioning service '{service['name']}'",
             f"  ID scope:          {service['idScope']}",
+        ]
+        if service["policy"] is None:
+            lines.append("  no shared access policy: add one with 'devprov policy add'")
+            continue
+        lines += [
             f"  management URL:    {service['managementUrl']}",
             f"  policy:            {service['policy']}",
             f"  primary key:       {service['primaryKey']}",

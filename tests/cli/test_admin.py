@@ -1,0 +1,86 @@
+"""Local administration commands against a real data directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from devprov.bootstrap import open_container
+from devprov.cli.main import main
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    directory = tmp_path / "data"
+    open_container(directory, initialize=True).engine.dispose()
+    return directory
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_service_create_list_show(data: Path, capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "service",
+        "create",
+        "fleet-2",
+        "--max-certificates",
+        "5",
+        "--data-dir",
+        str(data),
+        "--json",
+    )
+    created = json.loads(out)
+    assert code == 0 and created["maxCertificates"] == 5 and created["idScope"].startswith("0ne")
+    assert created["policies"][0]["name"] == "provisioningserviceowner"
+    code, out, _ = run(capsys, "service", "list", "--data-dir", str(data), "--json")
+    assert [s["name"] for s in json.loads(out)] == ["default", "fleet-2"]
+    code, _, err = run(capsys, "service", "create", "fleet-2", "--data-dir", str(data))
+    assert code == 7 and "already exists" in err
+    code, _, err = run(capsys, "service", "show", "nope", "--data-dir", str(data))
+    assert code == 6
+
+
+def test_info_without_the_owner_policy(data: Path, capsys) -> None:
+    c = open_container(data)
+    c.directory.add_policy("default", "writer", frozenset({"EnrollmentRead", "EnrollmentWrite"}))
+    c.directory.remove_policy("default", "provisioningserviceowner")
+    c.engine.dispose()
+    code, out, _ = run(capsys, "info", "--data-dir", str(data), "--json")
+    (service,) = json.loads(out)["services"]
+    assert (
+        code == 0
+        and service["policy"] == "writer"
+        and "SharedAccessKeyName=writer" in service["connectionString"]
+    )
+
+
+def test_commands_need_an_existing_data_dir(tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "info", "--data-dir", str(tmp_path / "missing"))
+    assert code == 6 and "devprov serve" in err
+
+
+def test_audit_filters(data: Path, capsys) -> None:
+    from devprov.core.error import InvalidInputError
+
+    run(capsys, "service", "create", "fleet-3", "--data-dir", str(data))
+    c = open_container(data)
+    for service in ("default", "fleet-3"):
+        with pytest.raises(InvalidInputError):
+            c.registry.upload(
+                service, "bad", b"garbage", is_verified=False, if_match=None, actor="t"
+            )
+    c.engine.dispose()
+    code, out, _ = run(capsys, "audit", "--service", "fleet-3", "--data-dir", str(data), "--json")
+    (event,) = json.loads(out)
+    assert (
+        code == 0 and event["service"] == "fleet-3" and event["errorCode"] == "MalformedCertificate"
+    )
+    code, out, _ = run(capsys, "audit", "--certificate", "BAD", "--data-dir", str(data), "--json")
+    assert len(json.loads(out)) == 2
