@@ -16,7 +16,19 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, func, insert, select, union
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    RowMapping,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    union,
+)
 from sqlalchemy.exc import IntegrityError
 
 from devprov.core.enrollment import (
@@ -181,22 +193,67 @@ def _label(kind: EnrollmentKind) -> str:
 # --- the store ---------------------------------------------------------------------------------
 
 
+# Hot-path reads, built once with bound parameters (see storage.statement for why).
+_ENROLLMENT = select(enrollments).where(
+    enrollments.c.service == bindparam("service"),
+    enrollments.c.kind == bindparam("kind"),
+    enrollments.c.id_key == bindparam("id_key"),
+)
+_SYMMETRIC_KEY_GROUPS = (
+    select(enrollments)
+    .where(
+        enrollments.c.service == bindparam("service"),
+        enrollments.c.kind == EnrollmentKind.GROUP.value,
+        enrollments.c.attestation_type == AttestationType.SYMMETRIC_KEY.value,
+    )
+    .order_by(enrollments.c.id_key)
+)
+
+
+def _groups_by_certificate() -> Select[Any]:
+    """Groups naming one of the ``wanted`` SHA-256 thumbprints, inline or through caReferences."""
+    ec = enrollment_certificates
+    wanted: BindParameter[list[str]] = bindparam("wanted", expanding=True)
+    inline = select(ec.c.sha256.label("sha256"), ec.c.group_key.label("group_key")).where(
+        ec.c.service == bindparam("service"), ec.c.sha256.in_(wanted)
+    )
+    referenced = (
+        select(certificates.c.sha256.label("sha256"), ec.c.group_key.label("group_key"))
+        .select_from(ec)
+        .join(
+            certificates,
+            and_(
+                certificates.c.service == ec.c.service, certificates.c.name_key == ec.c.ca_name_key
+            ),
+        )
+        .where(ec.c.service == bindparam("service"), certificates.c.sha256.in_(wanted))
+    )
+    matches = union(inline, referenced).subquery("matches")
+    return (
+        select(matches.c.sha256.label("matched_sha256"), enrollments)
+        .select_from(matches)
+        .join(
+            enrollments,
+            and_(
+                enrollments.c.service == bindparam("service"),
+                enrollments.c.kind == EnrollmentKind.GROUP.value,
+                enrollments.c.id_key == matches.c.group_key,
+            ),
+        )
+        .order_by(enrollments.c.id_key, matches.c.sha256)
+    )
+
+
+_GROUPS_BY_CERTIFICATE = _groups_by_certificate()
+
+
 class SqlEnrollmentStore:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
     def get(self, service: str, kind: EnrollmentKind, id: str) -> Enrollment | None:
-        row = (
-            self._c.execute(
-                select(enrollments).where(
-                    enrollments.c.service == service,
-                    enrollments.c.kind == kind.value,
-                    enrollments.c.id_key == id.lower(),
-                )
-            )
-            .mappings()
-            .first()
-        )
+        parameters = {"service": service, "kind": kind.value, "id_key": id.lower()}
+        row = self._c.execute(_ENROLLMENT, parameters).mappings().first()
         return _enrollment(row) if row else None
 
     def add(self, enrollment: Enrollment) -> None:
@@ -279,48 +336,13 @@ class SqlEnrollmentStore:
         wanted = sorted({t.upper() for t in sha256_thumbprints})
         if not wanted:
             return []
-        ec = enrollment_certificates
-        inline = select(ec.c.sha256.label("sha256"), ec.c.group_key.label("group_key")).where(
-            ec.c.service == service, ec.c.sha256.in_(wanted)
-        )
-        referenced = (
-            select(certificates.c.sha256.label("sha256"), ec.c.group_key.label("group_key"))
-            .select_from(ec)
-            .join(
-                certificates,
-                and_(
-                    certificates.c.service == ec.c.service,
-                    certificates.c.name_key == ec.c.ca_name_key,
-                ),
-            )
-            .where(ec.c.service == service, certificates.c.sha256.in_(wanted))
-        )
-        matches = union(inline, referenced).subquery("matches")
         rows = self._c.execute(
-            select(matches.c.sha256.label("matched_sha256"), enrollments)
-            .select_from(matches)
-            .join(
-                enrollments,
-                and_(
-                    enrollments.c.service == service,
-                    enrollments.c.kind == EnrollmentKind.GROUP.value,
-                    enrollments.c.id_key == matches.c.group_key,
-                ),
-            )
-            .order_by(enrollments.c.id_key, matches.c.sha256)
+            _GROUPS_BY_CERTIFICATE, {"service": service, "wanted": wanted}
         ).mappings()
         return [(row["matched_sha256"], _enrollment(row)) for row in rows]
 
     def symmetric_key_groups(self, service: str) -> list[Enrollment]:
-        rows = self._c.execute(
-            select(enrollments)
-            .where(
-                enrollments.c.service == service,
-                enrollments.c.kind == EnrollmentKind.GROUP.value,
-                enrollments.c.attestation_type == AttestationType.SYMMETRIC_KEY.value,
-            )
-            .order_by(enrollments.c.id_key)
-        ).mappings()
+        rows = self._c.execute(_SYMMETRIC_KEY_GROUPS, {"service": service}).mappings()
         return [_enrollment(row) for row in rows]
 
     def _write_certificates(self, enrollment: Enrollment) -> None:

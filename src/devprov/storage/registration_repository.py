@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from devprov.core.enrollment import EnrollmentKind
@@ -122,21 +122,28 @@ def _registration(row: RowMapping) -> RegistrationState:
     )
 
 
+# Hot-path reads, built once with bound parameters (see storage.statement for why).
+_REGISTRATION = select(registrations).where(
+    registrations.c.service == bindparam("service"),
+    registrations.c.registration_key == bindparam("registration_key"),
+)
+_OPERATION = select(operations).where(
+    operations.c.service == bindparam("service"), operations.c.id == bindparam("id")
+)
+_HUBS = (
+    select(linked_hubs)
+    .where(linked_hubs.c.service == bindparam("service"))
+    .order_by(linked_hubs.c.host_name)
+)
+
+
 class SqlRegistrationStore:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
     def get(self, service: str, registration_id: str) -> RegistrationState | None:
-        row = (
-            self._c.execute(
-                select(registrations).where(
-                    registrations.c.service == service,
-                    registrations.c.registration_key == registration_id.lower(),
-                )
-            )
-            .mappings()
-            .first()
-        )
+        parameters = {"service": service, "registration_key": registration_id.lower()}
+        row = self._c.execute(_REGISTRATION, parameters).mappings().first()
         return _registration(row) if row else None
 
     def put(self, state: RegistrationState, *, expected_etag: str | None) -> None:
@@ -232,13 +239,7 @@ class SqlOperationStore:
 
     def get(self, service: str, operation_id: str) -> Operation | None:
         row = (
-            self._c.execute(
-                select(operations).where(
-                    operations.c.service == service, operations.c.id == operation_id
-                )
-            )
-            .mappings()
-            .first()
+            self._c.execute(_OPERATION, {"service": service, "id": operation_id}).mappings().first()
         )
         if row is None:
             return None
@@ -266,11 +267,7 @@ class SqlHubStore:
         self._c = connection
 
     def all(self, service: str) -> list[HubRecord]:
-        rows = self._c.execute(
-            select(linked_hubs)
-            .where(linked_hubs.c.service == service)
-            .order_by(linked_hubs.c.host_name)
-        ).mappings()
+        rows = self._c.execute(_HUBS, {"service": service}).mappings()
         return [
             HubRecord(
                 service=row["service"],

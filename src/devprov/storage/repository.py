@@ -16,7 +16,17 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from devprov.core.error import (
@@ -88,17 +98,32 @@ def _certificate_record(row: RowMapping) -> CertificateRecord:
     )
 
 
+# Hot-path reads, built once with bound parameters (see storage.statement for why).
+_CERTIFICATE = select(certificates).where(
+    certificates.c.service == bindparam("service"), certificates.c.name_key == bindparam("name_key")
+)
+_VERIFIED_CERTIFICATES = (
+    select(certificates)
+    .where(certificates.c.service == bindparam("service"), certificates.c.is_verified.is_(True))
+    .order_by(certificates.c.name_key)
+)
+_SERVICE = select(services).where(services.c.name == bindparam("name"))
+_SERVICE_BY_SCOPE = select(services).where(func.lower(services.c.id_scope) == bindparam("id_scope"))
+_SERVICES = select(services).order_by(services.c.name)
+_POLICIES = (
+    select(access_policies)
+    .where(access_policies.c.service == bindparam("service"))
+    .order_by(access_policies.c.name)
+)
+
+
 class SqlCertificateStore:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
     def get(self, service: str, name: str) -> CertificateRecord | None:
         row = (
-            self._c.execute(
-                select(certificates).where(
-                    certificates.c.service == service, certificates.c.name_key == name.lower()
-                )
-            )
+            self._c.execute(_CERTIFICATE, {"service": service, "name_key": name.lower()})
             .mappings()
             .first()
         )
@@ -113,11 +138,7 @@ class SqlCertificateStore:
         return [_certificate_record(row) for row in rows]
 
     def verified(self, service: str) -> list[CertificateRecord]:
-        rows = self._c.execute(
-            select(certificates)
-            .where(certificates.c.service == service, certificates.c.is_verified.is_(True))
-            .order_by(certificates.c.name_key)
-        ).mappings()
+        rows = self._c.execute(_VERIFIED_CERTIFICATES, {"service": service}).mappings()
         return [_certificate_record(row) for row in rows]
 
     def count(self, service: str) -> int:
@@ -173,21 +194,15 @@ class SqlServiceStore:
         self._c = connection
 
     def get(self, name: str) -> ProvisioningService | None:
-        row = self._c.execute(select(services).where(services.c.name == name)).mappings().first()
+        row = self._c.execute(_SERVICE, {"name": name}).mappings().first()
         return _service(row) if row else None
 
     def get_by_scope(self, id_scope: str) -> ProvisioningService | None:
-        row = (
-            self._c.execute(
-                select(services).where(func.lower(services.c.id_scope) == id_scope.lower())
-            )
-            .mappings()
-            .first()
-        )
+        row = self._c.execute(_SERVICE_BY_SCOPE, {"id_scope": id_scope.lower()}).mappings().first()
         return _service(row) if row else None
 
     def all(self) -> list[ProvisioningService]:
-        rows = self._c.execute(select(services).order_by(services.c.name)).mappings()
+        rows = self._c.execute(_SERVICES).mappings()
         return [_service(row) for row in rows]
 
     def add(self, service: ProvisioningService, policies: list[AccessPolicy]) -> None:
@@ -210,11 +225,7 @@ class SqlServiceStore:
             ) from exc
 
     def policies(self, service: str) -> list[AccessPolicy]:
-        rows = self._c.execute(
-            select(access_policies)
-            .where(access_policies.c.service == service)
-            .order_by(access_policies.c.name)
-        ).mappings()
+        rows = self._c.execute(_POLICIES, {"service": service}).mappings()
         return [
             AccessPolicy(
                 service=row["service"],
