@@ -451,3 +451,40 @@ def test_failures_are_audited(world, pki, uow) -> None:
     (event,) = [e for e in AuditTrail(uow).events(registration_id="dev-1")]
     assert event.outcome.value == "failed" and event.error_code == "DeviceAttestationFailed"
     assert "no verified CA" in (event.reason or "")
+
+
+def test_symmetric_poll_needs_a_token_of_the_same_enrollment(world) -> None:
+    world.group("sym", type="symmetricKey", symmetricKey={"primaryKey": KEY})
+    creds = world.token("d1", derive_device_key(KEY, "d1"))
+    outcome = world.register("d1", creds)
+    scope = world.service.id_scope
+    assert world.devices.operation_status(
+        scope, "d1", outcome.operation.id, creds
+    ).state.assigned_hub
+    other_key = base64.b64encode(b"o" * 32).decode()
+    with pytest.raises(DeviceSasError):
+        world.devices.operation_status(
+            scope, "d1", outcome.operation.id, world.token("d1", other_key)
+        )
+    with pytest.raises(DeviceSasError):
+        world.devices.operation_status(
+            scope, "d1", outcome.operation.id, world.token("d2", derive_device_key(KEY, "d2"))
+        )
+    with pytest.raises(DeviceSasError):
+        world.devices.operation_status(
+            scope,
+            "d1",
+            outcome.operation.id,
+            world.token("d1", derive_device_key(KEY, "d1"), expiry=int(time.time()) - 5),
+        )
+    world.enrollments.delete("default", EnrollmentKind.GROUP, "sym", if_match=None, actor="t")
+    with pytest.raises(DeviceSasError, match="gone or changed"):
+        world.devices.operation_status(scope, "d1", outcome.operation.id, creds)
+
+
+def test_unknown_operation_still_authenticates_first(world, pki) -> None:
+    _root, inter, leaf = pki
+    with pytest.raises(DeviceAttestationError):
+        world.devices.operation_status(
+            world.service.id_scope, "dev-1", "5.unknown", chain(leaf, inter)
+        )

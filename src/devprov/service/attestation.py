@@ -34,6 +34,7 @@ from devprov.core.sas import (
     resource_matches_device,
     verify_sas_token,
 )
+from devprov.service.model import Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
 
 
@@ -239,3 +240,61 @@ def _attest_symmetric(
         return Attested(group, AttestationMethod.SYMMETRIC_KEY)
     reason = last.message if last else "the service has no symmetric-key enrollment group"
     raise DeviceSasError(f"no enrollment's key verifies the token of '{registration_id}': {reason}")
+
+
+def confirm_caller(
+    uow: UnitOfWork,
+    service: ProvisioningService,
+    registration_id: str,
+    operation: Operation,
+    credentials: Credentials,
+    *,
+    now: datetime,
+) -> None:
+    """Is a poll of ``operation`` made by the device that registered it?
+
+    The registration was attested seconds ago and its outcome is decided, so the poll proves
+    identity, not eligibility again: an X.509 device must present the same certificate (its TLS
+    handshake proved the key), a symmetric-key device a valid token of the same enrollment.
+    """
+    if credentials.authorization:
+        _confirm_token(uow, service, registration_id, operation, credentials.authorization, now=now)
+        return
+    if not credentials.chain_der:
+        raise DeviceSasError("the device sent neither a client certificate nor a SAS token")
+    if (
+        operation.leaf_sha256 is None
+        or sha256_hex(credentials.chain_der[0]) != operation.leaf_sha256
+    ):
+        raise DeviceAttestationError(
+            f"the certificate polling operation '{operation.id}' is not the one that registered it"
+        )
+
+
+def _confirm_token(
+    uow: UnitOfWork,
+    service: ProvisioningService,
+    registration_id: str,
+    operation: Operation,
+    header: str,
+    *,
+    now: datetime,
+) -> None:
+    enrollment = None
+    if operation.enrollment_kind and operation.enrollment_id:
+        kind = EnrollmentKind(operation.enrollment_kind)
+        enrollment = uow.enrollments.get(service.name, kind, operation.enrollment_id)
+    if enrollment is None or enrollment.attestation.type is not AttestationType.SYMMETRIC_KEY:
+        raise DeviceSasError(
+            f"the enrollment that registered '{registration_id}' is gone or changed"
+        )
+    try:
+        token = parse_sas_token(header)
+        keys = enrollment.attestation.keys
+        if enrollment.kind is EnrollmentKind.GROUP:
+            keys = tuple(derive_device_key(key, registration_id) for key in keys)
+        verify_sas_token(token, keys, now=now)
+    except DevprovError as exc:
+        raise DeviceSasError(exc.message) from exc
+    if not resource_matches_device(token.resource, service.id_scope, registration_id):
+        raise DeviceSasError(f"the token's resource '{token.resource}' is not this device's")

@@ -23,7 +23,12 @@ from devprov.core.allocation import (
     parse_custom_allocation_response,
 )
 from devprov.core.enrollment import AllocationPolicyName, Enrollment, EnrollmentKind
-from devprov.core.error import DevprovError, NotFoundError, ServiceNotFoundError
+from devprov.core.error import (
+    AuthenticationError,
+    DevprovError,
+    NotFoundError,
+    ServiceNotFoundError,
+)
 from devprov.core.etag import ETAG_BYTES, build_etag
 from devprov.core.registration import (
     RegistrationState,
@@ -31,7 +36,7 @@ from devprov.core.registration import (
     decide_assignment,
     device_id_for,
 )
-from devprov.service.attestation import Attested, Credentials, attest
+from devprov.service.attestation import Attested, Credentials, attest, confirm_caller
 from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
 
@@ -253,16 +258,22 @@ class DeviceRegistration:
         now = self._clock()
         with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
+            operation = uow.operations.get(service.name, operation_id)
             try:
-                attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
-            except DevprovError as exc:
+                if (
+                    operation is None
+                    or operation.registration_id.lower() != registration_id.lower()
+                ):
+                    attest(
+                        uow, service.name, service.id_scope, registration_id, credentials, now=now
+                    )
+                    raise OperationNotFoundError(
+                        f"operation '{operation_id}' of '{registration_id}' does not exist"
+                    )
+                confirm_caller(uow, service, registration_id, operation, credentials, now=now)
+            except AuthenticationError as exc:
                 self._audit(uow, service.name, registration_id, "operationStatus", exc)
                 raise
-            operation = uow.operations.get(service.name, operation_id)
-            if operation is None or operation.registration_id.lower() != registration_id.lower():
-                raise OperationNotFoundError(
-                    f"operation '{operation_id}' of '{registration_id}' does not exist"
-                )
             return RegistrationOutcome(
                 operation, uow.registrations.get(service.name, registration_id)
             )
