@@ -115,6 +115,16 @@ def test_put_without_etag_inserts_or_overwrites(with_services) -> None:
         assert u.registrations.get("svc", "my-device") == second
 
 
+def test_add_inserts_only_new_registrations(with_services) -> None:
+    with with_services() as u:
+        u.registrations.add(state())
+        u.commit()
+    with with_services() as u, pytest.raises(AlreadyExistsError, match="created meanwhile"):
+        u.registrations.add(replace(state(), registration_id="MY-DEVICE", etag="other"))
+    with with_services() as u:
+        assert u.registrations.get("svc", "my-device") == state()
+
+
 def test_put_with_etag_is_compare_and_swap(with_services) -> None:
     with with_services() as u:
         u.registrations.put(state(), expected_etag=None)
@@ -194,9 +204,9 @@ def test_operation_round_trip_and_uniqueness(with_services) -> None:
     with with_services() as u:
         u.operations.add(minimal)
         u.operations.add(full)
-        with pytest.raises(AlreadyExistsError, match=re.escape("'4.op-1'")):
-            u.operations.add(replace(minimal, status="assigned"))
         u.commit()
+    with with_services() as u, pytest.raises(AlreadyExistsError, match=re.escape("'4.op-1'")):
+        u.operations.add(replace(minimal, status="assigned"))
     with with_services() as u:
         assert u.operations.get("svc", "4.op-1") == minimal
         assert u.operations.get("svc", "4.op-2") == full

@@ -231,7 +231,10 @@ class DeviceRegistration:
         )
         with self._uow() as uow:
             if state is not existing:
-                uow.registrations.put(state, expected_etag=existing.etag if existing else None)
+                if existing is None:
+                    uow.registrations.add(state)
+                else:
+                    uow.registrations.put(state, expected_etag=existing.etag)
             uow.operations.add(operation)
             uow.audit.record(
                 AuditEvent(

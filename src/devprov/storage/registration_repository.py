@@ -146,6 +146,15 @@ class SqlRegistrationStore:
         row = self._c.execute(_REGISTRATION, parameters).mappings().first()
         return _registration(row) if row else None
 
+    def add(self, state: RegistrationState) -> None:
+        """A device's first state; a concurrent first registration of it fails the unit."""
+        try:
+            run_insert(self._c, registrations, _registration_values(state))
+        except IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"registration '{state.registration_id}' was created meanwhile; register again"
+            ) from exc
+
     def put(self, state: RegistrationState, *, expected_etag: str | None) -> None:
         """Without an expected etag, insert or overwrite; with one, compare-and-swap."""
         values = _registration_values(state)
@@ -216,24 +225,24 @@ class SqlOperationStore:
         self._c = connection
 
     def add(self, operation: Operation) -> None:
+        # No savepoint: ids carry 24 random bytes, and a collision fails the whole unit anyway.
         try:
-            with self._c.begin_nested():
-                run_insert(
-                    self._c,
-                    operations,
-                    {
-                        "id": operation.id,
-                        "service": operation.service,
-                        "registration_id": operation.registration_id,
-                        "created_at": operation.created_at,
-                        "status": operation.status,
-                        "enrollment_kind": operation.enrollment_kind,
-                        "enrollment_id": operation.enrollment_id,
-                        "leaf_sha256": operation.leaf_sha256,
-                        "error_code": operation.error_code,
-                        "error_message": operation.error_message,
-                    },
-                )
+            run_insert(
+                self._c,
+                operations,
+                {
+                    "id": operation.id,
+                    "service": operation.service,
+                    "registration_id": operation.registration_id,
+                    "created_at": operation.created_at,
+                    "status": operation.status,
+                    "enrollment_kind": operation.enrollment_kind,
+                    "enrollment_id": operation.enrollment_id,
+                    "leaf_sha256": operation.leaf_sha256,
+                    "error_code": operation.error_code,
+                    "error_message": operation.error_message,
+                },
+            )
         except IntegrityError as exc:
             raise AlreadyExistsError(f"operation '{operation.id}' already exists") from exc
 

@@ -357,7 +357,9 @@ class SqlSettingStore:
 
 
 class SqlUnitOfWork:
-    """One connection and one transaction; committed explicitly, rolled back otherwise."""
+    """One connection; each transaction begins with its first statement (SQLAlchemy's autobegin),
+    is committed explicitly and rolled back otherwise. Nothing begins after a commit until a
+    statement needs it, so a committed unit holds no lock."""
 
     certificates: SqlCertificateStore
     services: SqlServiceStore
@@ -377,7 +379,6 @@ class SqlUnitOfWork:
             self._connection = self._engine.connect().execution_options(
                 **{READ_ONLY_OPTION: self._read_only}
             )
-            self._transaction = self._connection.begin()
         except OperationalError as exc:
             raise StorageUnavailableError(f"the database cannot be opened: {exc.orig}") from exc
         self.certificates = SqlCertificateStore(self._connection)
@@ -397,8 +398,8 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._transaction.is_active:
-                self._transaction.rollback()
+            if self._connection.in_transaction():
+                self._connection.rollback()
         finally:
             self._connection.close()
         if isinstance(exc, OperationalError):
@@ -406,11 +407,9 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         try:
-            self._transaction.commit()
+            self._connection.commit()
         except OperationalError as exc:
             raise StorageUnavailableError(f"the database refused the commit: {exc.orig}") from exc
-        self._transaction = self._connection.begin()
 
     def rollback(self) -> None:
-        self._transaction.rollback()
-        self._transaction = self._connection.begin()
+        self._connection.rollback()
