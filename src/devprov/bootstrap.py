@@ -34,7 +34,7 @@ from devprov.core.issuance import Issuer, build_root_certificate, build_server_c
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
-from devprov.service.device import DeviceRegistration
+from devprov.service.device import AllocationWebhook, DeviceRegistration
 from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
 from devprov.service.port import UnitOfWork
@@ -210,6 +210,7 @@ class Container:
     enrollments: EnrollmentService
     registration_states: RegistrationStates
     devices: DeviceRegistration
+    webhook: AllocationWebhook
     hubs: HubDirectory
     access: ServiceAccess
     server_names: frozenset[str]
@@ -262,7 +263,8 @@ def open_container(
         admin_token_sha256=token_hash,
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
         registration_states=RegistrationStates(uow, utc_now),
-        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, HttpAllocationWebhook()),
+        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes),
+        webhook=HttpAllocationWebhook(),
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),

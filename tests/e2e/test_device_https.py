@@ -264,3 +264,73 @@ def test_audit_trail_names_the_reason(server: ServerProcess, pki: Path, capsys) 
     (event,) = json.loads(capsys.readouterr().out)
     assert event["outcome"] == "failed" and event["errorCode"] == "DeviceAttestationFailed"
     assert "does not validate" in event["reason"] or "no enrollment group" in event["reason"]
+
+
+def test_custom_allocation_through_a_real_webhook(server: ServerProcess) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict] = []
+
+    class Webhook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps(
+                {"iotHubHostName": "hub-b.azure-devices.net", "payload": {"tier": "gold"}}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    webhook = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    thread = threading.Thread(target=webhook.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert main(["hub", "add", "hub-b.azure-devices.net", *server.cli_args()]) == 0
+        id_scope = scope(server)
+        with service_client(server) as svc:
+            group = {
+                "enrollmentGroupId": "custom",
+                "attestation": {"type": "symmetricKey"},
+                "allocationPolicy": "custom",
+                "customAllocationDefinition": {
+                    "webhookUrl": f"http://127.0.0.1:{webhook.server_address[1]}/alloc",
+                    "apiVersion": "2021-10-01",
+                },
+            }
+            assert svc.put("/enrollmentGroups/custom", json=group).status_code == 200
+            key = svc.post("/enrollmentGroups/custom/attestationmechanism").json()["symmetricKey"][
+                "primaryKey"
+            ]
+        token = build_sas_token(
+            derive_device_key(key, "custom-1"),
+            f"{id_scope}/registrations/custom-1",
+            int(time.time()) + 600,
+        )
+        with device_client(server) as device:
+            response = device.put(
+                f"/{id_scope}/registrations/custom-1/register?{API}",
+                json={"registrationId": "custom-1", "payload": {"model": "m1"}},
+                headers={"Authorization": token},
+            )
+            operation = response.json()["operationId"]
+            result = device.get(
+                f"/{id_scope}/registrations/custom-1/operations/{operation}?{API}",
+                headers={"Authorization": token},
+            ).json()
+        assert result["status"] == "assigned"
+        assert result["registrationState"]["assignedHub"] == "hub-b.azure-devices.net"
+        assert result["registrationState"]["payload"] == {"tier": "gold"}
+        (request,) = seen
+        assert request["deviceRuntimeContext"]["registrationId"] == "custom-1"
+        assert request["deviceRuntimeContext"]["payload"] == {"model": "m1"}
+        assert "hub-b.azure-devices.net" in request["linkedHubs"]
+    finally:
+        webhook.shutdown()
+        webhook.server_close()
+        thread.join()

@@ -47,7 +47,7 @@ class World:
         self.enrollments = EnrollmentService(uow, clock, secrets.token_bytes)
         self.hubs = HubDirectory(uow, clock)
         self.webhook = FakeWebhook()
-        self.devices = DeviceRegistration(uow, clock, secrets.token_bytes, self.webhook)
+        self.devices = DeviceRegistration(uow, clock, secrets.token_bytes)
         self.hubs.add("default", "hub-a.azure-devices.net")
 
     def verified_ca(self, ca: f.Ca, name: str) -> None:
@@ -74,7 +74,9 @@ class World:
         )
 
     def register(self, rid: str, credentials: Credentials, payload=None, *, force=False):
-        return self.devices.register(self.service.id_scope, rid, credentials, payload, force=force)
+        return self.devices.register_with(
+            self.webhook, self.service.id_scope, rid, credentials, payload, force=force
+        )
 
     def token(self, rid: str, key: str, *, expiry: int | None = None) -> Credentials:
         resource = f"{self.service.id_scope}/registrations/{rid}"
@@ -488,3 +490,33 @@ def test_unknown_operation_still_authenticates_first(world, pki) -> None:
         world.devices.operation_status(
             world.service.id_scope, "dev-1", "5.unknown", chain(leaf, inter)
         )
+
+
+def test_custom_allocation_is_handed_to_the_caller(world) -> None:
+    from devprov.core.error import UnavailableError
+    from devprov.service.device import WebhookCall
+
+    world.group(
+        "sym",
+        type="symmetricKey",
+        symmetricKey={"primaryKey": KEY},
+        extra={
+            "allocationPolicy": "custom",
+            "customAllocationDefinition": {
+                "webhookUrl": "https://alloc.example/fn",
+                "apiVersion": "2021-10-01",
+            },
+        },
+    )
+    creds = world.token("d1", derive_device_key(KEY, "d1"))
+    pending = world.devices.register(world.service.id_scope, "d1", creds, None)
+    assert isinstance(pending, WebhookCall) and pending.url == "https://alloc.example/fn"
+    assert world.webhook.requests == []  # the service never calls the network itself
+    failed = world.devices.complete(pending, UnavailableError("webhook timed out"))
+    assert (
+        failed.operation.status == "failed"
+        and failed.operation.error_message == "webhook timed out"
+    )
+    again = world.devices.register(world.service.id_scope, "d1", creds, None)
+    assigned = world.devices.complete(again, {"iotHubHostName": "HUB-A.azure-devices.net"})
+    assert assigned.state.assigned_hub == "hub-a.azure-devices.net"

@@ -49,6 +49,30 @@ class AllocationWebhook(Protocol):
     def call(self, url: str, body: Mapping[str, Any]) -> object: ...
 
 
+@dataclass(frozen=True)
+class _Context:
+    service: ProvisioningService
+    fresh: RegistrationState
+    existing: RegistrationState | None
+    attested: Attested
+    hubs: tuple[LinkedHub, ...]
+    force: bool
+
+
+@dataclass(frozen=True)
+class WebhookCall:
+    """A registration waiting for its custom allocation webhook.
+
+    ``register`` returns this instead of calling the webhook itself, so the caller decides where
+    a slow network call may block (the HTTP adapter runs it on a worker thread, never on the
+    event loop), then hands the answer, or the error, to ``complete``.
+    """
+
+    url: str
+    body: Mapping[str, Any]
+    context: _Context
+
+
 class RegistrationNotFoundError(NotFoundError):
     code = "DeviceRegistrationNotFound"
     number = 404203
@@ -68,17 +92,10 @@ class RegistrationOutcome:
 
 
 class DeviceRegistration:
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        random_bytes: RandomBytes,
-        webhook: AllocationWebhook,
-    ) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, random_bytes: RandomBytes) -> None:
         self._uow = uow
         self._clock = clock
         self._random = random_bytes
-        self._webhook = webhook
 
     # --- register -------------------------------------------------------------------------
 
@@ -90,7 +107,9 @@ class DeviceRegistration:
         payload: Mapping[str, Any] | None,
         *,
         force: bool = False,
-    ) -> RegistrationOutcome:
+    ) -> RegistrationOutcome | WebhookCall:
+        """Attest, allocate and record a registration. A custom allocation returns a
+        :class:`WebhookCall` for the caller to complete."""
         now = self._clock()
         with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
@@ -107,32 +126,86 @@ class DeviceRegistration:
                 for h in uow.hubs.all(service.name)
             ]
         fresh = self._fresh(service, registration_id, attested, existing)
+        context = _Context(service, fresh, existing, attested, tuple(hubs), force)
         if not attested.enrollment.enabled:
             return self._finish(
                 service, fresh, existing, attested, status=RegistrationStatus.DISABLED
             )
+        enrollment = attested.enrollment
+        policy = enrollment.allocation_policy or AllocationPolicyName.HASHED
+        if policy is AllocationPolicyName.CUSTOM and enrollment.custom_allocation is not None:
+            body = self._webhook_request(fresh.registration_id, attested, existing, hubs, payload)
+            return WebhookCall(enrollment.custom_allocation.webhook_url, body, context)
         try:
-            hub, twin_payload = self._allocate(
-                fresh.registration_id, attested, existing, hubs, payload
+            hub = choose_hub(
+                AllocationPolicy(policy.value),
+                fresh.registration_id,
+                hubs,
+                enrollment_hubs=list(enrollment.iot_hubs) or None,
             )
         except DevprovError as exc:
-            failed = replace(fresh, error_code=exc.number, error_message=exc.message)
-            return self._finish(
-                service, failed, existing, attested, status=RegistrationStatus.FAILED
+            return self._fail(context, exc)
+        return self._assign(context, hub, None)
+
+    def complete(self, call: WebhookCall, answer: object) -> RegistrationOutcome:
+        """Finish a registration with the webhook's answer, or with the error calling it raised."""
+        context = call.context
+        if isinstance(answer, DevprovError):
+            return self._fail(context, answer)
+        try:
+            allocation = parse_custom_allocation_response(
+                answer, [h.host_name for h in context.hubs]
             )
-        now = self._clock()
+        except DevprovError as exc:
+            return self._fail(context, exc)
+        return self._assign(context, allocation.iot_hub_host_name, allocation.payload)
+
+    def register_with(
+        self,
+        webhook: AllocationWebhook,
+        id_scope: str,
+        registration_id: str,
+        credentials: Credentials,
+        payload: Mapping[str, Any] | None,
+        *,
+        force: bool = False,
+    ) -> RegistrationOutcome:
+        """``register`` and, where needed, the webhook call, in the caller's thread."""
+        result = self.register(id_scope, registration_id, credentials, payload, force=force)
+        if isinstance(result, RegistrationOutcome):
+            return result
+        try:
+            answer: object = webhook.call(result.url, result.body)
+        except DevprovError as exc:
+            answer = exc
+        return self.complete(result, answer)
+
+    def _fail(self, context: _Context, error: DevprovError) -> RegistrationOutcome:
+        failed = replace(context.fresh, error_code=error.number, error_message=error.message)
+        return self._finish(
+            context.service,
+            failed,
+            context.existing,
+            context.attested,
+            status=RegistrationStatus.FAILED,
+        )
+
+    def _assign(
+        self, context: _Context, hub: str, payload: Mapping[str, Any] | None
+    ) -> RegistrationOutcome:
+        existing = context.existing
         decided = decide_assignment(
-            None if force else existing,
-            replace(fresh, payload=twin_payload),
-            attested.enrollment,
+            None if context.force else existing,
+            replace(context.fresh, payload=payload),
+            context.attested.enrollment,
             hub=hub,
-            now=now,
+            now=self._clock(),
             etag=self._etag(),
         )
-        if force and existing is not None:
+        if context.force and existing is not None:
             decided = replace(decided, created_at=existing.created_at)
         return self._finish(
-            service, decided, existing, attested, status=RegistrationStatus.ASSIGNED
+            context.service, decided, existing, context.attested, status=RegistrationStatus.ASSIGNED
         )
 
     def _fresh(
@@ -162,46 +235,32 @@ class DeviceRegistration:
             leaf_sha256=attested.leaf_sha256,
         )
 
-    def _allocate(
+    def _webhook_request(
         self,
         registration_id: str,
         attested: Attested,
         existing: RegistrationState | None,
         hubs: list[LinkedHub],
         payload: Mapping[str, Any] | None,
-    ) -> tuple[str, Mapping[str, Any] | None]:
+    ) -> dict[str, object]:
         enrollment = attested.enrollment
-        policy = enrollment.allocation_policy or AllocationPolicyName.HASHED
-        if policy is AllocationPolicyName.CUSTOM and enrollment.custom_allocation is not None:
-            x509_context = None
-            if attested.certificate is not None:
-                x509_context = {"certificateInfo": document.certificate_info(attested.certificate)}
-                if attested.signing_certificate is not None:
-                    x509_context["signingCertificateInfo"] = document.certificate_info(
-                        attested.signing_certificate
-                    )
-            request = build_custom_allocation_request(
-                enrollment=document.enrollment(enrollment),
-                enrollment_group=enrollment.kind is EnrollmentKind.GROUP,
-                registration_id=registration_id,
-                linked_hubs=[h.host_name for h in hubs],
-                current_hub=existing.assigned_hub if existing else None,
-                current_device_id=existing.device_id if existing else None,
-                payload=payload,
-                x509=x509_context,
-            )
-            url = enrollment.custom_allocation.webhook_url
-            answer = parse_custom_allocation_response(
-                self._webhook.call(url, request), [h.host_name for h in hubs]
-            )
-            return answer.iot_hub_host_name, answer.payload
-        hub = choose_hub(
-            AllocationPolicy(policy.value),
-            registration_id,
-            hubs,
-            enrollment_hubs=list(enrollment.iot_hubs) or None,
+        x509_context = None
+        if attested.certificate is not None:
+            x509_context = {"certificateInfo": document.certificate_info(attested.certificate)}
+            if attested.signing_certificate is not None:
+                x509_context["signingCertificateInfo"] = document.certificate_info(
+                    attested.signing_certificate
+                )
+        return build_custom_allocation_request(
+            enrollment=document.enrollment(enrollment),
+            enrollment_group=enrollment.kind is EnrollmentKind.GROUP,
+            registration_id=registration_id,
+            linked_hubs=[h.host_name for h in hubs],
+            current_hub=existing.assigned_hub if existing else None,
+            current_device_id=existing.device_id if existing else None,
+            payload=payload,
+            x509=x509_context,
         )
-        return hub, None
 
     def _finish(
         self,
