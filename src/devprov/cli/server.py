@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import signal
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir
 from devprov.cli.output import add_json_flag, emit
+from devprov.core.error import InvalidInputError
 from devprov.http.app import build_app
 from devprov.http.server import HttpsServer
 from devprov.http.tls import build_server_context
@@ -34,6 +38,12 @@ def register(subparsers: Any) -> None:
         help="extra host name or IP for the server certificate",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default 1; one per core uses every core)",
+    )
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
@@ -125,31 +135,77 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.workers < 1:
+        raise InvalidInputError("--workers must be at least 1")
     root = data_dir(args).root
     extra_hosts = [*args.san]
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
     c = open_container(root, initialize=True, hosts=extra_hosts)
-    return asyncio.run(_run(c, args.host, args.port))
+    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level))
 
 
-async def _run(c: Container, host: str, port: int) -> int:
-    context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
-    server = HttpsServer(build_app(c), context)
-    bound = await server.start(host, port)
+async def _run(c: Container, host: str, port: int, workers: int, log_level: str) -> int:
+    server = _server(c)
+    # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
+    # spreads new connections across them; one Python process uses at most one core.
+    bound = await server.start(host, port, reuse_port=workers > 1)
     url = c.data.write_endpoint(host, bound)
+    children = [_start_worker(c.data.root, host, bound, log_level) for _ in range(workers - 1)]
     print(render(describe(c, url)), flush=True)
-    print(f"\ndevprov is listening on {url} ({host}:{bound}); press Ctrl+C to stop", flush=True)
+    suffix = f", {workers} worker processes" if workers > 1 else ""
+    print(
+        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}); press Ctrl+C to stop",
+        flush=True,
+    )
+    await _wait_for_signal()
+    for child in children:
+        child.terminate()
+    await server.close()
+    for child in children:
+        child.join(timeout=15)
+    c.engine.dispose()
+    print("devprov stopped", flush=True)
+    return 0
+
+
+def _server(c: Container) -> HttpsServer:
+    context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
+    return HttpsServer(build_app(c), context)
+
+
+async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    await server.close()
-    c.engine.dispose()
-    print("devprov stopped", flush=True)
-    return 0
+
+
+def _start_worker(root: Path, host: str, port: int, log_level: str) -> BaseProcess:
+    process = multiprocessing.get_context("spawn").Process(
+        target=_worker, args=(root, host, port, log_level), daemon=True
+    )
+    process.start()
+    return process
+
+
+def _worker(root: Path, host: str, port: int, log_level: str) -> None:
+    """A further server process on the same data directory and port."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    c = open_container(root)
+
+    async def serve() -> None:
+        server = _server(c)
+        await server.start(host, port, reuse_port=True)
+        await _wait_for_signal()
+        await server.close()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        c.engine.dispose()
 
 
 __all__ = ["describe", "public_host", "register", "render"]
