@@ -19,7 +19,12 @@ from devprov.core.enrollment import (
     Enrollment,
     EnrollmentKind,
 )
-from devprov.core.registration import AttestationMethod, CertificateSummary, RegistrationState
+from devprov.core.registration import (
+    AttestationMethod,
+    CertificateSummary,
+    RegistrationState,
+    summarize_certificate,
+)
 
 
 def _present(body: dict[str, Any]) -> dict[str, Any]:
@@ -51,20 +56,7 @@ def _enrolled(certificate: EnrolledCertificate | None) -> dict[str, Any] | None:
     if certificate is None:
         return None
     facts = certificate.facts
-    return {
-        "info": certificate_info(
-            CertificateSummary(
-                subject_name=facts.subject,
-                sha1_thumbprint=facts.thumbprint,
-                sha256_thumbprint=facts.sha256_thumbprint,
-                issuer_name=facts.issuer,
-                not_before=facts.not_before,
-                not_after=facts.not_after,
-                serial_number=facts.serial_number,
-                version=facts.version,
-            )
-        )
-    }
+    return {"info": certificate_info(summarize_certificate(facts))}
 
 
 def attestation(value: Attestation, kind: EnrollmentKind, *, with_keys: bool) -> dict[str, Any]:

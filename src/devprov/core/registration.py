@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from devprov.core.certificate import CertificateFacts
 from devprov.core.enrollment import Enrollment, EnrollmentKind
 
 
@@ -49,6 +50,19 @@ class CertificateSummary:
     not_after: datetime
     serial_number: str
     version: int
+
+
+def summarize_certificate(facts: CertificateFacts) -> CertificateSummary:
+    return CertificateSummary(
+        subject_name=facts.subject,
+        sha1_thumbprint=facts.thumbprint,
+        sha256_thumbprint=facts.sha256_thumbprint,
+        issuer_name=facts.issuer,
+        not_before=facts.not_before,
+        not_after=facts.not_after,
+        serial_number=facts.serial_number,
+        version=facts.version,
+    )
 
 
 @dataclass(frozen=True)

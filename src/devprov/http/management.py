@@ -24,7 +24,7 @@ from devprov.core.certificate import to_pem
 from devprov.core.error import DevprovError, InvalidCredentialsError, MalformedRequestError
 from devprov.core.etag import format_etag
 from devprov.http.error import arm_error_response, new_tracking_id
-from devprov.http.request import api_version, bearer_token, case_insensitive, read_json
+from devprov.http.request import api_version, bearer_token, case_insensitive, log_refusal, read_json
 from devprov.service.model import CertificateRecord
 
 log = logging.getLogger("devprov.http.management")
@@ -180,15 +180,7 @@ def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awa
                 raise InvalidCredentialsError("the bearer token is not this server's admin token")
             response = await handler(request, container)
         except DevprovError as exc:
-            log.info(
-                "%s %s -> %s %s (api-version %s, tracking %s)",
-                request.method,
-                request.url.path,
-                exc.code,
-                exc.message,
-                api_version(request),
-                tracking_id,
-            )
+            log_refusal(log, request, exc, tracking_id)
             return arm_error_response(exc, tracking_id)
         response.headers["x-ms-request-id"] = tracking_id
         return response

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import Route
 
-from devprov.core.error import BodyTooLargeError, MalformedRequestError, MissingCredentialsError
+from devprov.core.error import (
+    BodyTooLargeError,
+    DevprovError,
+    MalformedRequestError,
+    MissingCredentialsError,
+)
 
 # DPS's maximum message size (dps-api.md 5.1). The HTTPS server refuses larger bodies before
 # the app sees them; this guard covers other servers and chunked bodies.
@@ -65,3 +71,18 @@ def case_insensitive(routes: list[Route]) -> list[Route]:
     for route in routes:
         route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)
     return routes
+
+
+def log_refusal(
+    log: logging.Logger, request: Request, error: DevprovError, tracking_id: str
+) -> None:
+    """One line per refused request: what, why, and the id the client was given."""
+    log.info(
+        "%s %s -> %s %s (api-version %s, tracking %s)",
+        request.method,
+        request.url.path,
+        error.code,
+        error.message,
+        api_version(request),
+        tracking_id,
+    )

@@ -26,7 +26,7 @@ from devprov.core.certificate import common_name, describe_certificate
 from devprov.core.chain import validate_device_chain
 from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
 from devprov.core.error import AuthenticationError, DevprovError, InvalidDeviceCertificateError
-from devprov.core.registration import AttestationMethod, CertificateSummary
+from devprov.core.registration import AttestationMethod, CertificateSummary, summarize_certificate
 from devprov.core.registration_id import validate_registration_id
 from devprov.core.sas import (
     derive_device_key,
@@ -70,17 +70,7 @@ class Attested:
 
 
 def summarize(certificate: x509.Certificate) -> CertificateSummary:
-    facts = describe_certificate(certificate)
-    return CertificateSummary(
-        subject_name=facts.subject,
-        sha1_thumbprint=facts.thumbprint,
-        sha256_thumbprint=facts.sha256_thumbprint,
-        issuer_name=facts.issuer,
-        not_before=facts.not_before,
-        not_after=facts.not_after,
-        serial_number=facts.serial_number,
-        version=facts.version,
-    )
+    return summarize_certificate(describe_certificate(certificate))
 
 
 def sha256_hex(der: bytes) -> str:
