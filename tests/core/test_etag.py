@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devprov.core.etag import build_etag, format_etag, is_etag_match
 
@@ -40,3 +42,16 @@ def test_mismatch(header: str) -> None:
 
 def test_format_quotes() -> None:
     assert format_etag(CURRENT) == f'"{CURRENT}"'
+
+
+@settings(max_examples=500)
+@given(st.binary(min_size=8, max_size=8))
+def test_etags_are_never_weak_looking(nonce: bytes) -> None:
+    etag = build_etag(nonce)
+    assert etag.startswith("A") and not etag.startswith("W/")
+    assert is_etag_match(etag, etag) and is_etag_match(f'"{etag}"', etag)
+
+
+def test_the_etag_that_broke_the_bench() -> None:
+    # base64 of bytes 5a 54 4c ... reads "W/..." and was sent back unquoted as a weak tag
+    assert not build_etag(bytes.fromhex("5bf4534cd3a3a0")[:7] + b"\x01").startswith("W")

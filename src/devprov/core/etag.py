@@ -13,9 +13,14 @@ ETAG_BYTES = 8  # DPS's etags are base64 of 8 bytes, e.g. "AAAAAAExpNs=" (dps-ap
 
 
 def build_etag(nonce: bytes) -> str:
+    """Base64 of 8 bytes whose first is zero, so the etag starts with "A" as DPS's do.
+
+    Without that, one etag in 4,096 would start with "W/", which clients read as a weak tag:
+    the ARM SDK then sends it unquoted, and RFC 7232's strong comparison can never match it.
+    """
     if len(nonce) != ETAG_BYTES:
         raise ValueError(f"an etag needs {ETAG_BYTES} bytes")
-    return base64.b64encode(nonce).decode("ascii")
+    return base64.b64encode(b"\x00" + nonce[1:]).decode("ascii")
 
 
 def _entity_tags(header: str) -> list[str]:

@@ -88,10 +88,8 @@ async def _registration_body(request: Request) -> Mapping[str, Any] | None:
 async def register(request: Request, c: Container) -> Response:
     payload = await _registration_body(request)
     force = request.query_params.get("forceRegistration", "").lower() == "true"
-    # Device calls run on the event loop: they are short, CPU-bound work on local storage, and a
-    # worker-thread hop for each of them cost more than the work (bench/registration.py:
-    # 3.8 ms -> 2.4 ms of server CPU per registration). Only the webhook, a network call of up
-    # to WEBHOOK_TIMEOUT_SECONDS, goes to a thread.
+    # Only the webhook, a network call of up to WEBHOOK_TIMEOUT_SECONDS, leaves the event loop
+    # (see http.app for why the rest runs on it).
     result = c.devices.register(
         request.path_params["scope"],
         request.path_params["rid"],

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from email.utils import format_datetime
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -101,8 +100,7 @@ def _certificate_field(body: Any) -> tuple[str, bool]:
 
 async def put_certificate(request: Request, c: Container) -> Response:
     certificate, verified = _certificate_field(await read_json(request))
-    record = await run_in_threadpool(
-        c.registry.upload,
+    record = c.registry.upload(
         request.path_params["service"],
         request.path_params["name"],
         certificate,
@@ -115,20 +113,17 @@ async def put_certificate(request: Request, c: Container) -> Response:
 
 
 async def get_certificate(request: Request, c: Container) -> Response:
-    record = await run_in_threadpool(
-        c.registry.get, request.path_params["service"], request.path_params["name"]
-    )
+    record = c.registry.get(request.path_params["service"], request.path_params["name"])
     return _respond(certificate_body(request, record), record.etag)
 
 
 async def list_certificates(request: Request, c: Container) -> Response:
-    records = await run_in_threadpool(c.registry.list, request.path_params["service"])
+    records = c.registry.list(request.path_params["service"])
     return _respond({"value": [certificate_body(request, record) for record in records]})
 
 
 async def delete_certificate(request: Request, c: Container) -> Response:
-    await run_in_threadpool(
-        c.registry.delete,
+    c.registry.delete(
         request.path_params["service"],
         request.path_params["name"],
         if_match=request.headers.get("if-match"),
@@ -139,8 +134,7 @@ async def delete_certificate(request: Request, c: Container) -> Response:
 
 
 async def generate_code(request: Request, c: Container) -> Response:
-    record = await run_in_threadpool(
-        c.registry.generate_code,
+    record = c.registry.generate_code(
         request.path_params["service"],
         request.path_params["name"],
         if_match=request.headers.get("if-match"),
@@ -158,8 +152,7 @@ async def verify_certificate(request: Request, c: Container) -> Response:
             'the body must be {"certificate": "<the verification certificate as PEM, '
             'base64 of PEM or base64 of DER>"}'
         )
-    record = await run_in_threadpool(
-        c.registry.verify,
+    record = c.registry.verify(
         request.path_params["service"],
         request.path_params["name"],
         proof,

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -63,18 +62,17 @@ def _page(
 async def get_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_READ)
     kind, id = _kind(request), request.path_params["id"]
-    record = await run_in_threadpool(c.enrollments.get, caller.service, kind, id)
+    record = c.enrollments.get(caller.service, kind, id)
     state = None
     if kind is EnrollmentKind.INDIVIDUAL:
-        state = await run_in_threadpool(c.registration_states.find, caller.service, id)
+        state = c.registration_states.find(caller.service, id)
     return JSONResponse(document.enrollment(record, state=state))
 
 
 async def put_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
     body = await read_json(request)
-    record = await run_in_threadpool(
-        c.enrollments.create_or_update,
+    record = c.enrollments.create_or_update(
         caller.service,
         _kind(request),
         request.path_params["id"],
@@ -87,8 +85,7 @@ async def put_enrollment(request: Request, c: Container, caller: Caller) -> Resp
 
 async def delete_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
-    await run_in_threadpool(
-        c.enrollments.delete,
+    c.enrollments.delete(
         caller.service,
         _kind(request),
         request.path_params["id"],
@@ -101,9 +98,7 @@ async def delete_enrollment(request: Request, c: Container, caller: Caller) -> R
 async def attestation_mechanism(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_READ)
     kind = _kind(request)
-    value = await run_in_threadpool(
-        c.enrollments.attestation_mechanism, caller.service, kind, request.path_params["id"]
-    )
+    value = c.enrollments.attestation_mechanism(caller.service, kind, request.path_params["id"])
     return JSONResponse(document.attestation(value, kind, with_keys=True))
 
 
@@ -112,8 +107,7 @@ async def query_enrollments(request: Request, c: Container, caller: Caller) -> R
     kind = _kind(request)
     body = await read_json(request, required=False)
     max_items = _max_items(request)
-    page = await run_in_threadpool(
-        c.enrollments.query,
+    page = c.enrollments.query(
         caller.service,
         kind,
         body if body is not None else "*",
@@ -129,9 +123,7 @@ async def bulk(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
     kind = _kind(request)
     body = await read_json(request)
-    result = await run_in_threadpool(
-        c.enrollments.bulk, caller.service, kind, body, actor=caller.actor
-    )
+    result = c.enrollments.bulk(caller.service, kind, body, actor=caller.actor)
     id_field = "registrationId" if kind is EnrollmentKind.INDIVIDUAL else "enrollmentGroupId"
     return JSONResponse(
         {
@@ -146,16 +138,13 @@ async def bulk(request: Request, c: Container, caller: Caller) -> Response:
 
 async def get_registration(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_READ)
-    state = await run_in_threadpool(
-        c.registration_states.get, caller.service, request.path_params["id"]
-    )
+    state = c.registration_states.get(caller.service, request.path_params["id"])
     return JSONResponse(document.registration_state(state))
 
 
 async def delete_registration(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_WRITE)
-    await run_in_threadpool(
-        c.registration_states.delete,
+    c.registration_states.delete(
         caller.service,
         request.path_params["id"],
         if_match=request.headers.get("if-match"),
@@ -167,8 +156,7 @@ async def delete_registration(request: Request, c: Container, caller: Caller) ->
 async def query_registrations(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_READ)
     max_items = _max_items(request)
-    page = await run_in_threadpool(
-        c.registration_states.query,
+    page = c.registration_states.query(
         caller.service,
         request.path_params["id"],
         continuation=request.headers.get("x-ms-continuation"),
@@ -198,8 +186,7 @@ def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awa
     async def endpoint(request: Request) -> Response:
         tracking_id = new_tracking_id()
         try:
-            caller = await run_in_threadpool(
-                container.access.authenticate,
+            caller = container.access.authenticate(
                 request.headers.get("authorization"),
                 host_names(request, container),
             )
