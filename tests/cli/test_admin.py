@@ -84,3 +84,37 @@ def test_audit_filters(data: Path, capsys) -> None:
     )
     code, out, _ = run(capsys, "audit", "--certificate", "BAD", "--data-dir", str(data), "--json")
     assert len(json.loads(out)) == 2
+
+
+def test_service_update_changes_limits(data: Path, capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "service",
+        "update",
+        "default",
+        "--max-certificates",
+        "3",
+        "--code-lifetime",
+        "120",
+        "--data-dir",
+        str(data),
+        "--json",
+    )
+    updated = json.loads(out)
+    assert (
+        code == 0
+        and updated["maxCertificates"] == 3
+        and updated["verificationCodeLifetimeSeconds"] == 120
+    )
+    c = open_container(data)
+    try:
+        service = c.directory.get("default")
+        assert service.max_certificates == 3 and service.code_lifetime.total_seconds() == 120
+    finally:
+        c.engine.dispose()
+    code, _, err = run(
+        capsys, "service", "update", "default", "--max-certificates", "0", "--data-dir", str(data)
+    )
+    assert code == 3 and "at least 1" in err
+    code, _, _ = run(capsys, "service", "update", "nope", "--data-dir", str(data))
+    assert code == 6

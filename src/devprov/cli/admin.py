@@ -32,14 +32,21 @@ def register(subparsers: Any) -> None:
         default=int(DEFAULT_CODE_LIFETIME.total_seconds()),
         help="seconds a verification code stays usable (default 3600)",
     )
+    update = actions.add_parser("update", help="change a service's limits")
+    update.add_argument("name")
+    update.add_argument("--max-certificates", type=int, help="CA certificates it may hold")
+    update.add_argument(
+        "--code-lifetime", type=int, help="seconds a verification code stays usable"
+    )
     listing = actions.add_parser("list", help="list provisioning services")
     show = actions.add_parser("show", help="show one provisioning service with its keys")
     show.add_argument("name")
-    for parser in (create, listing, show):
+    for parser in (create, update, listing, show):
         add_data_dir(parser)
         add_json_flag(parser)
     create.set_defaults(func=_create)
     listing.set_defaults(func=_list)
+    update.set_defaults(func=_update)
     show.set_defaults(func=_show)
 
     audit = subparsers.add_parser("audit", help="print the audit log")
@@ -68,6 +75,15 @@ def _create(args: argparse.Namespace) -> int:
         args.name,
         max_certificates=args.max_certificates,
         code_lifetime=timedelta(seconds=args.code_lifetime),
+    )
+    return _print_service(args, c.directory.policies(service.name), service)
+
+
+def _update(args: argparse.Namespace) -> int:
+    c = container(args)
+    lifetime = None if args.code_lifetime is None else timedelta(seconds=args.code_lifetime)
+    service = c.directory.update(
+        args.name, max_certificates=args.max_certificates, code_lifetime=lifetime
     )
     return _print_service(args, c.directory.policies(service.name), service)
 

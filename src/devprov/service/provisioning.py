@@ -116,6 +116,35 @@ class ServiceDirectory:
             uow.commit()
         return service
 
+    def update(
+        self,
+        name: str,
+        *,
+        max_certificates: int | None = None,
+        code_lifetime: timedelta | None = None,
+    ) -> ProvisioningService:
+        """Change a service's limits; certificates already held above a lowered limit stay."""
+        if max_certificates is not None and max_certificates < 1:
+            raise InvalidInputError("the certificate limit must be at least 1")
+        if code_lifetime is not None and code_lifetime <= timedelta(0):
+            raise InvalidInputError("the verification code lifetime must be positive")
+        with self._uow() as uow:
+            current = uow.services.get(name)
+            if current is None:
+                raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
+            updated = ProvisioningService(
+                name=current.name,
+                id_scope=current.id_scope,
+                created_at=current.created_at,
+                max_certificates=current.max_certificates
+                if max_certificates is None
+                else max_certificates,
+                code_lifetime=current.code_lifetime if code_lifetime is None else code_lifetime,
+            )
+            uow.services.replace(updated)
+            uow.commit()
+        return updated
+
     def get(self, name: str) -> ProvisioningService:
         with self._uow(read_only=True) as uow:
             service = uow.services.get(name)

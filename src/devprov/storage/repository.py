@@ -33,6 +33,7 @@ from devprov.core.error import (
     AlreadyExistsError,
     EtagMismatchError,
     NotFoundError,
+    ServiceNotFoundError,
     StorageUnavailableError,
 )
 from devprov.core.possession import VerificationCodes
@@ -223,6 +224,14 @@ class SqlServiceStore:
             raise AlreadyExistsError(
                 f"provisioning service '{service.name}' already exists"
             ) from exc
+
+    def replace(self, service: ProvisioningService) -> None:
+        values = {
+            "max_certificates": service.max_certificates,
+            "code_lifetime_seconds": int(service.code_lifetime.total_seconds()),
+        }
+        if run_update(self._c, services, {"name": service.name}, values) != 1:
+            raise ServiceNotFoundError(f"provisioning service '{service.name}' does not exist")
 
     def policies(self, service: str) -> list[AccessPolicy]:
         rows = self._c.execute(_POLICIES, {"service": service}).mappings()
