@@ -25,11 +25,15 @@ from devprov.service.pki import load_private_key, read_password_file
 
 
 class KeyMismatchError(InvalidInputError):
+    """`certificate prove`: the key file does not belong to the CA certificate."""
+
     code = "KeyDoesNotMatchCertificate"
     number = 400170
 
 
 class CertificateDiffersError(ConflictError):
+    """`certificate prove`: the name is taken by another certificate."""
+
     code = "RegisteredCertificateDiffers"
     number = 409150
 

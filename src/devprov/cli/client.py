@@ -41,6 +41,8 @@ TIMEOUT_SECONDS = 30.0
 
 
 class ServerUnreachableError(UnavailableError):
+    """The CLI cannot reach the server (not running, wrong URL or CA)."""
+
     code = "ServerUnreachable"
     number = 503150
 

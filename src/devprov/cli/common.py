@@ -19,6 +19,8 @@ from devprov.core.error import NotFoundError
 
 
 class DataDirMissingError(NotFoundError):
+    """The data directory (or its admin token) does not exist yet; run `devprov serve` once."""
+
     code = "DataDirectoryNotFound"
     number = 404150
 

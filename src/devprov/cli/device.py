@@ -53,16 +53,22 @@ on the server says why); 10 no answer within --timeout; others as for every devp
 
 
 class DeviceCredentialsError(InvalidInputError):
+    """`device register`: the certificate, key or key password cannot be used."""
+
     code = "UnusableDeviceCredentials"
     number = 400200
 
 
 class DeviceRefusedError(AuthenticationError):
+    """`device register`: the service answered 401; `devprov audit` tells why."""
+
     code = "DeviceRefused"
     number = 401150
 
 
 class RegistrationTimeoutError(UnavailableError):
+    """`device register`: no outcome within --timeout."""
+
     code = "RegistrationTimedOut"
     number = 503160
 

@@ -34,6 +34,8 @@ CA_REFERENCES = "caReferences"
 
 
 class InvalidOptionError(InvalidInputError):
+    """CLI options that do not go together."""
+
     code = "InvalidOption"
     number = 400190
 

@@ -29,7 +29,17 @@ EXIT_CODES: dict[ErrorKind, int] = {
 
 # Each module exposes ``register(subparsers)``; its handlers take the parsed namespace and
 # return an exit code.
-COMMAND_MODULES = ("server", "admin", "ca", "certificate", "hub", "enrollment", "device", "policy")
+COMMAND_MODULES = (
+    "server",
+    "admin",
+    "ca",
+    "certificate",
+    "hub",
+    "enrollment",
+    "device",
+    "policy",
+    "errors",
+)
 
 # Which module registers each command, so that a command imports only what it needs: the
 # server's modules (SQLAlchemy, Alembic, Starlette) take about 0.3 s to import, which every
@@ -47,6 +57,7 @@ COMMANDS = {
     "registration": "enrollment",
     "device": "device",
     "policy": "policy",
+    "errors": "errors",
 }
 
 

@@ -22,6 +22,8 @@ KEYS = ("primary", "secondary", "both")
 
 
 class OwnerPolicyRemovalError(NotPermittedError):
+    """The CLI keeps the provisioningserviceowner policy."""
+
     code = "OwnerPolicyRemovalRefused"
     number = 403150
 

@@ -42,11 +42,15 @@ MAX_PAGES = 10_000
 
 
 class MalformedConnectionStringError(InvalidInputError):
+    """A connection string lacks HostName, SharedAccessKeyName or SharedAccessKey."""
+
     code = "MalformedConnectionString"
     number = 400180
 
 
 class UnexpectedResponseError(InternalError):
+    """The server answered in a way the CLI did not expect."""
+
     code = "UnexpectedResponse"
     number = 500150
 

@@ -45,6 +45,8 @@ MAX_DOCUMENT_BYTES = 96 * 1024
 
 
 class InvalidEnrollmentError(InvalidInputError):
+    """An enrollment document is invalid; the message names the field."""
+
     code = "InvalidEnrollment"
     number = 400401
 

@@ -45,54 +45,72 @@ class DevprovError(Exception):
 
 
 class InvalidInputError(DevprovError):
+    """The request or command is not valid."""
+
     kind = ErrorKind.INVALID_INPUT
     code = "InvalidInput"
     number = 400000
 
 
 class AuthenticationError(DevprovError):
+    """Authentication failed (DPS's 401000)."""
+
     kind = ErrorKind.AUTHENTICATION_FAILED
     code = "Unauthorized"
     number = 401000
 
 
 class NotPermittedError(DevprovError):
+    """The caller lacks a right."""
+
     kind = ErrorKind.NOT_PERMITTED
     code = "Forbidden"
     number = 403000
 
 
 class NotFoundError(DevprovError):
+    """Something named does not exist."""
+
     kind = ErrorKind.NOT_FOUND
     code = "NotFound"
     number = 404000
 
 
 class ConflictError(DevprovError):
+    """The request conflicts with the current state."""
+
     kind = ErrorKind.CONFLICT
     code = "Conflict"
     number = 409000
 
 
 class PreconditionFailedError(DevprovError):
+    """A precondition failed."""
+
     kind = ErrorKind.PRECONDITION_FAILED
     code = "PreconditionFailed"
     number = 412000
 
 
 class TooLargeError(DevprovError):
+    """The body is too large."""
+
     kind = ErrorKind.TOO_LARGE
     code = "PayloadTooLarge"
     number = 413000
 
 
 class UnavailableError(DevprovError):
+    """A dependency is unavailable."""
+
     kind = ErrorKind.UNAVAILABLE
     code = "ServiceUnavailable"
     number = 503000
 
 
 class InternalError(DevprovError):
+    """An unexpected failure; the server log has the details."""
+
     kind = ErrorKind.INTERNAL
     code = "InternalError"
     number = 500000
@@ -102,41 +120,58 @@ class InternalError(DevprovError):
 
 
 class MalformedCertificateError(InvalidInputError):
+    """The data is not one certificate in PEM, DER, base64 of PEM or base64 of DER (garbage, a key, a CSR)."""
+
     code = "MalformedCertificate"
     number = 400101
 
 
 class TooManyCertificatesError(InvalidInputError):
+    """An upload holds a bundle; upload the CA certificate alone."""
+
     code = "TooManyCertificatesInUpload"
     number = 400102
 
 
 class NotACaCertificateError(InvalidInputError):
+    """The uploaded certificate lacks basicConstraints CA:TRUE (RFC 5280 4.2.1.9)."""
+
     code = "NotACaCertificate"
     number = 400103
 
 
 class CertificateExpiredError(InvalidInputError):
+    """The uploaded certificate is past its notAfter."""
+
     code = "CertificateExpired"
     number = 400104
 
 
 class CertificateNotYetValidError(InvalidInputError):
+    """The uploaded certificate's notBefore is in the future (beyond 5 minutes of clock skew)."""
+
     code = "CertificateNotYetValid"
     number = 400105
 
 
 class InvalidCertificateNameError(InvalidInputError):
+    """A registry name is not 1 to 256 letters, digits, '-', '.' or '_'."""
+
     code = "InvalidCertificateName"
     number = 400106
 
 
 class MalformedRequestError(InvalidInputError):
+    """The body is not the JSON the endpoint expects, or a header such as x-ms-continuation
+    is not one devprov issued."""
+
     code = "MalformedRequest"
     number = 400001
 
 
 class InvalidNameError(InvalidInputError):
+    """A provisioning service or policy name breaks the naming rules."""
+
     code = "InvalidName"
     number = 400002
 
@@ -152,51 +187,71 @@ class PossessionError(InvalidInputError):
 
 
 class MalformedVerificationCertificateError(PossessionError):
+    """The proof is not exactly one parseable certificate."""
+
     code = "MalformedVerificationCertificate"
     number = 400501
 
 
 class NoVerificationCodeError(PossessionError):
+    """No verification code was generated for the certificate."""
+
     code = "NoVerificationCode"
     number = 400502
 
 
 class VerificationCodeMismatchError(PossessionError):
+    """The proof's subject CN is not the current verification code."""
+
     code = "VerificationCodeMismatch"
     number = 400503
 
 
 class VerificationCodeSupersededError(PossessionError):
+    """The proof carries an older code; a newer one was generated."""
+
     code = "VerificationCodeSuperseded"
     number = 400504
 
 
 class VerificationCodeExpiredError(PossessionError):
+    """The code is older than the service's code lifetime."""
+
     code = "VerificationCodeExpired"
     number = 400505
 
 
 class VerificationCodeUsedError(PossessionError):
+    """The code already verified once; codes are single-use."""
+
     code = "VerificationCodeAlreadyUsed"
     number = 400506
 
 
 class VerificationSignerMismatchError(PossessionError):
+    """The proof was not signed by the uploaded certificate's key; the message names both."""
+
     code = "VerificationSignerMismatch"
     number = 400507
 
 
 class VerificationCertificateExpiredError(PossessionError):
+    """The proof is past its notAfter."""
+
     code = "VerificationCertificateExpired"
     number = 400508
 
 
 class VerificationCertificateNotYetValidError(PossessionError):
+    """The proof's notBefore is in the future."""
+
     code = "VerificationCertificateNotYetValid"
     number = 400509
 
 
 class AlreadyVerifiedError(PossessionError):
+    """The certificate is already verified."""
+
     code = "CertificateAlreadyVerified"
     number = 400510
 
@@ -205,11 +260,15 @@ class AlreadyVerifiedError(PossessionError):
 
 
 class MissingCredentialsError(AuthenticationError):
+    """No usable Authorization header."""
+
     code = "MissingCredentials"
     number = 401001
 
 
 class InvalidCredentialsError(AuthenticationError):
+    """The token does not match: wrong admin token, unknown policy, or a SAS token for another resource."""
+
     code = "InvalidCredentials"
     number = 401003
 
@@ -218,16 +277,22 @@ class InvalidCredentialsError(AuthenticationError):
 
 
 class ServiceNotFoundError(NotFoundError):
+    """No provisioning service by that name or ID scope."""
+
     code = "ProvisioningServiceNotFound"
     number = 404101
 
 
 class CertificateNotFoundError(NotFoundError):
+    """No registry certificate by that name."""
+
     code = "CertificateNotFound"
     number = 404102
 
 
 class RouteNotFoundError(NotFoundError):
+    """No endpoint at this path."""
+
     code = "ResourceNotFound"
     number = 404001
 
@@ -236,27 +301,37 @@ class RouteNotFoundError(NotFoundError):
 
 
 class AlreadyExistsError(ConflictError):
+    """It already exists (a PUT without If-Match on an existing enrollment, a duplicate name)."""
+
     code = "AlreadyExists"
     number = 409001
 
 
 class CertificateLimitError(ConflictError):
+    """The service holds its maximum of CA certificates (25 by default)."""
+
     code = "CertificateLimitExceeded"
     number = 409101
 
 
 class EtagMismatchError(PreconditionFailedError):
+    """If-Match is missing, stale, or does not match: Azure's 'Invalid ETag supplied'."""
+
     # DPS and IoT Hub report a stale or missing etag as IH412001 (Azure/azure-cli #13098).
     code = "IH412001"
     number = 412001
 
 
 class BodyTooLargeError(TooLargeError):
+    """The body exceeds DPS's 96 KB message limit."""
+
     code = "RequestBodyTooLarge"
     number = 413001
 
 
 class StorageUnavailableError(UnavailableError):
+    """The database cannot be opened or is locked beyond the busy timeout."""
+
     code = "StorageUnavailable"
     number = 503001
 
@@ -286,11 +361,15 @@ class MalformedSasTokenError(AuthenticationError):
 
 
 class SasTokenExpiredError(AuthenticationError):
+    """The SAS token's se is in the past."""
+
     code = "SasTokenExpired"
     number = 401005
 
 
 class InvalidSasSignatureError(AuthenticationError):
+    """The SAS signature does not verify with the policy's or device's keys."""
+
     code = "InvalidSasSignature"
     number = 401006
 
@@ -303,17 +382,23 @@ class MissingRightError(NotPermittedError):
 
 
 class InvalidSymmetricKeyError(InvalidInputError):
+    """A symmetric key is not base64 of 16 to 64 bytes."""
+
     code = "InvalidSymmetricKey"
     number = 400301
 
 
 class InvalidRegistrationIdError(InvalidInputError):
+    """A registration ID breaks DPS's rules (characters, length: 128, or 64 for X.509)."""
+
     # Moved here from service.pki with its code and number, which `devprov ca` already reports.
     code = "InvalidRegistrationId"
     number = 400155
 
 
 class InvalidEnrollmentGroupIdError(InvalidInputError):
+    """An enrollment group ID breaks DPS's rules."""
+
     code = "InvalidEnrollmentGroupId"
     number = 400302
 
@@ -333,6 +418,8 @@ class CustomAllocationError(InvalidInputError):
 
 
 class NoHubError(InvalidInputError):
+    """No IoT hub could be chosen (none linked, none eligible); DPS's registration errorCode 400208."""
+
     # DPS reports "hub not specified" as registrationState.errorCode 400208, which the C SDK maps
     # to PROV_DEVICE_RESULT_HUB_NOT_SPECIFIED (dps-api.md 5.3); a device must see that number.
     code = "IotHubNotSpecified"

@@ -42,6 +42,8 @@ RETRY_AFTER_SECONDS = 1
 
 
 class TpmNotSupportedError(InvalidInputError):
+    """A device asked for TPM attestation, which devprov does not support."""
+
     code = "TpmNotSupported"
     number = 400430
 

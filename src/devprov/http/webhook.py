@@ -23,6 +23,8 @@ MAX_WEBHOOK_RESPONSE_BYTES = 96 * 1024
 
 
 class WebhookFailedError(UnavailableError):
+    """The custom allocation webhook failed, timed out (10 s) or answered badly; the registration fails."""
+
     code = "CustomAllocationWebhookFailed"
     number = 503430
 

@@ -74,11 +74,15 @@ class WebhookCall:
 
 
 class RegistrationNotFoundError(NotFoundError):
+    """No registration state for that registration ID."""
+
     code = "DeviceRegistrationNotFound"
     number = 404203
 
 
 class OperationNotFoundError(NotFoundError):
+    """No such operation for that device."""
+
     code = "OperationNotFound"
     number = 404204
 

@@ -57,26 +57,36 @@ _SELECT_ALL = re.compile(
 
 
 class EnrollmentNotFoundError(NotFoundError):
+    """No individual enrollment by that registration ID (DPS's 404201)."""
+
     code = "EnrollmentNotFound"
     number = 404201
 
 
 class EnrollmentGroupNotFoundError(NotFoundError):
+    """No enrollment group by that ID (DPS's 404202)."""
+
     code = "EnrollmentGroupNotFound"
     number = 404202
 
 
 class EnrollmentLimitError(ConflictError):
+    """The service holds DPS's maximum of enrollment groups of that type (100) or enrollments."""
+
     code = "EnrollmentLimitExceeded"
     number = 409201
 
 
 class UnsupportedQueryError(InvalidInputError):
+    """Only '*' and 'SELECT * FROM enrollments|enrollmentGroups' are answered."""
+
     code = "UnsupportedQuery"
     number = 400402
 
 
 class BulkOperationError(InvalidInputError):
+    """A bulk operation has no valid mode, no items, or more than 10."""
+
     code = "InvalidBulkOperation"
     number = 400403
 

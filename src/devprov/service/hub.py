@@ -19,16 +19,22 @@ MAX_WEIGHT = 1000
 
 
 class InvalidHubNameError(InvalidInputError):
+    """A linked hub is not a host name, or its weight is out of range."""
+
     code = "InvalidHubName"
     number = 400420
 
 
 class HubNotFoundError(NotFoundError):
+    """The hub is not linked to the service."""
+
     code = "LinkedHubNotFound"
     number = 404420
 
 
 class HubLimitError(ConflictError):
+    """The service links DPS's maximum of 50 hubs."""
+
     code = "LinkedHubLimitExceeded"
     number = 409420
 

@@ -51,6 +51,8 @@ _POLICY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class PolicyNotFoundError(NotFoundError):
+    """The service has no policy by that name."""
+
     code = "SharedAccessPolicyNotFound"
     number = 404430
 
