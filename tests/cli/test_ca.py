@@ -22,7 +22,8 @@ from cryptography.x509 import verification as xv
 
 from devprov.cli import main as cli_main
 from devprov.core.issuance import build_root_certificate
-from devprov.service import pki
+from devprov.service.pki.ca import KeyType, describe_key_type, generate_private_key
+from devprov.service.pki.file import load_private_key, write_certificates, write_private_key
 
 CODE = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF"
 INVALID_INPUT = 3
@@ -281,7 +282,7 @@ def test_verification_keep_key_and_odd_code_warning(
     assert "warning: 'not-a-dps-code' is not shaped like a DPS verification code" in (
         capsys.readouterr().err
     )
-    key = pki.load_private_key(tmp_path / "verification-code.key", None)
+    key = load_private_key(tmp_path / "verification-code.key", None)
     assert certificate(tmp_path / "verification-code.pem").public_key() == key.public_key()
     assert mode(tmp_path / "verification-code.key") == 0o600
 
@@ -336,11 +337,11 @@ def test_missing_password_file_is_not_found(tmp_path: Path) -> None:
 
 
 def write_expired_root(directory: Path) -> None:
-    key = pki.generate_private_key()
+    key = generate_private_key()
     long_ago = datetime(2020, 1, 1, tzinfo=UTC)
     expired = build_root_certificate(key, "Old Root", serial=1, now=long_ago, days=30)
-    pki.write_certificates(directory / "old.pem", [expired])
-    pki.write_private_key(directory / "old.key", key, None)
+    write_certificates(directory / "old.pem", [expired])
+    write_private_key(directory / "old.key", key, None)
 
 
 @pytest.mark.parametrize(
@@ -489,16 +490,16 @@ def test_human_output_lists_subject_issuer_key_expiry_thumbprint_files(
         assert line in out
 
 
-# RSA-4096 is generated once in the suite, in tests/service/test_pki.py; here its option is
+# RSA-4096 is generated once in the suite, in tests/service/pki/test_ca.py; here its option is
 # only parsed, so that this file stays quick.
 @pytest.mark.parametrize(
     "key_type",
-    [k.value for k in pki.KeyType if k is not pki.KeyType.RSA_4096],
+    [k.value for k in KeyType if k is not KeyType.RSA_4096],
 )
 def test_root_with_each_key_type(tmp_path: Path, key_type: str) -> None:
     assert run("ca", "root", "--dir", tmp_path, "--key-type", key_type) == 0
-    key = pki.load_private_key(tmp_path / "root.key", None)
-    assert pki.describe_key_type(key) == key_type
+    key = load_private_key(tmp_path / "root.key", None)
+    assert describe_key_type(key) == key_type
     assert certificate(tmp_path / "root.pem").public_key() == key.public_key()
 
 
@@ -511,6 +512,6 @@ def test_every_key_type_is_a_choice_of_every_subcommand() -> None:
         ["ca", "verification", CODE, "--issuer", "r"],
         ["ca", "demo", "dir"],
     ):
-        for key_type in pki.KeyType:
+        for key_type in KeyType:
             args = parser.parse_args([*argv, "--key-type", key_type.value])
-            assert pki.KeyType(args.key_type) is key_type
+            assert KeyType(args.key_type) is key_type

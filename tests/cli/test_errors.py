@@ -24,7 +24,7 @@ def test_docs_errors_md_is_current() -> None:
 
 
 def test_cli_statuses_agree_with_http() -> None:
-    assert STATUS == {kind.value: int(status) for kind, status in HTTP_STATUS.items()}
+    assert {kind.value: int(status) for kind, status in HTTP_STATUS.items()} == STATUS
     assert set(STATUS) == {kind.value for kind in ErrorKind}
 
 

@@ -2,7 +2,7 @@
 
 Subcommands ``root``, ``intermediate``, ``device``, ``verification`` and ``demo``. Each handler
 turns its options into values, reads the clock once and calls one use case of
-:mod:`devprov.service.pki`; this module only parses and prints. No server, no data directory.
+:mod:`devprov.service.pki.ca`; this module only parses and prints. No server, no data directory.
 """
 
 from __future__ import annotations
@@ -16,14 +16,31 @@ from typing import Any
 
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.certificate import describe_certificate
-from devprov.service import pki
+from devprov.service.pki.ca import (
+    DEFAULT_KEY_TYPE,
+    DEMO_INTERMEDIATE_COMMON_NAME,
+    DEMO_ROOT_COMMON_NAME,
+    DemoResult,
+    Issued,
+    KeyType,
+    NewKey,
+    build_demo,
+    create_device,
+    create_intermediate,
+    create_root,
+    create_verification,
+    validate_common_name,
+    validate_registration_id,
+)
+from devprov.service.pki.file import PkiFiles, read_password_file
+from devprov.service.pki.issuer import LoadedIssuer, load_issuer
 
 # Validity in days. A root outlives the intermediates it signs and they outlive their devices;
 # a verification certificate is needed only for the minutes of one upload (dps-api.md 1.7).
 DEFAULT_DAYS = {"root": 3650, "intermediate": 1825, "device": 365, "verification": 1, "demo": 365}
 
-DEFAULT_ROOT_COMMON_NAME = pki.DEMO_ROOT_COMMON_NAME
-DEFAULT_INTERMEDIATE_COMMON_NAME = pki.DEMO_INTERMEDIATE_COMMON_NAME
+DEFAULT_ROOT_COMMON_NAME = DEMO_ROOT_COMMON_NAME
+DEFAULT_INTERMEDIATE_COMMON_NAME = DEMO_INTERMEDIATE_COMMON_NAME
 DEFAULT_VERIFICATION_FILE = "verification-code.pem"  # certGen.sh's prefix (dps-api.md 6.3)
 DEFAULT_DEVICE_NAME = "my-device"
 
@@ -71,9 +88,9 @@ def _add_new_key_options(parser: argparse.ArgumentParser, *, days: int) -> None:
     )
     parser.add_argument(
         "--key-type",
-        choices=[k.value for k in pki.KeyType],
-        default=pki.DEFAULT_KEY_TYPE.value,
-        help=f"algorithm of the new key (default: {pki.DEFAULT_KEY_TYPE.value})",
+        choices=[k.value for k in KeyType],
+        default=DEFAULT_KEY_TYPE.value,
+        help=f"algorithm of the new key (default: {DEFAULT_KEY_TYPE.value})",
     )
     parser.add_argument(
         "--days", type=_positive_int, default=days, help=f"validity in days (default: {days})"
@@ -173,9 +190,9 @@ def _register_demo(commands: _Subparsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("directory", metavar="DIR", type=Path)
     parser.add_argument(
         "--key-type",
-        choices=[k.value for k in pki.KeyType],
-        default=pki.DEFAULT_KEY_TYPE.value,
-        help=f"algorithm of every key (default: {pki.DEFAULT_KEY_TYPE.value})",
+        choices=[k.value for k in KeyType],
+        default=DEFAULT_KEY_TYPE.value,
+        help=f"algorithm of every key (default: {DEFAULT_KEY_TYPE.value})",
     )
     days = DEFAULT_DAYS["demo"]
     parser.add_argument(
@@ -191,30 +208,30 @@ def _register_demo(commands: _Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def _password(path: Path | None) -> bytes | None:
-    return None if path is None else pki.read_password_file(path)
+    return None if path is None else read_password_file(path)
 
 
-def _new_key(args: argparse.Namespace) -> pki.NewKey:
-    return pki.NewKey(
-        key_type=pki.KeyType(args.key_type),
+def _new_key(args: argparse.Namespace) -> NewKey:
+    return NewKey(
+        key_type=KeyType(args.key_type),
         days=args.days,
         password=_password(args.password_file),
         overwrite=args.force,
     )
 
 
-def _load_issuer(args: argparse.Namespace, now: datetime) -> pki.LoadedIssuer:
+def _load_issuer(args: argparse.Namespace, now: datetime) -> LoadedIssuer:
     if args.issuer is not None:
-        files = pki.PkiFiles.locate(args.issuer, args.dir)
+        files = PkiFiles.locate(args.issuer, args.dir)
         certificate, key = files.certificate, args.issuer_key or files.key
     else:
         certificate = args.issuer_cert
         key = args.issuer_key or certificate.with_suffix(".key")
     password = _password(args.issuer_password_file)
-    return pki.load_issuer(certificate, key, password, now=now)
+    return load_issuer(certificate, key, password, now=now)
 
 
-def _device_issuer(args: argparse.Namespace, now: datetime) -> pki.LoadedIssuer | None:
+def _device_issuer(args: argparse.Namespace, now: datetime) -> LoadedIssuer | None:
     if not args.self_signed:
         return _load_issuer(args, now)
     if args.issuer_key is not None or args.issuer_password_file is not None:
@@ -223,8 +240,8 @@ def _device_issuer(args: argparse.Namespace, now: datetime) -> pki.LoadedIssuer 
 
 
 def _root(args: argparse.Namespace) -> int:
-    issued = pki.create_root(
-        pki.PkiFiles.locate(args.name, args.dir),
+    issued = create_root(
+        PkiFiles.locate(args.name, args.dir),
         _new_key(args),
         common_name=args.cn,
         path_length=args.path_length,
@@ -236,11 +253,11 @@ def _root(args: argparse.Namespace) -> int:
 
 def _intermediate(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    pki.validate_common_name(args.cn)
+    validate_common_name(args.cn)
     new = _new_key(args)
     issuer = _load_issuer(args, now)
-    issued = pki.create_intermediate(
-        pki.PkiFiles.locate(args.name, args.dir),
+    issued = create_intermediate(
+        PkiFiles.locate(args.name, args.dir),
         issuer,
         new,
         common_name=args.cn,
@@ -253,11 +270,11 @@ def _intermediate(args: argparse.Namespace) -> int:
 
 def _device(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    pki.validate_registration_id(args.name)  # before any file is read: the cheapest error first
+    validate_registration_id(args.name)  # before any file is read: the cheapest error first
     new = _new_key(args)
     pfx_password = _password(args.pfx_password_file)
-    issued = pki.create_device(
-        pki.PkiFiles(args.dir / args.name),
+    issued = create_device(
+        PkiFiles(args.dir / args.name),
         _device_issuer(args, now),
         new,
         registration_id=args.name,
@@ -271,23 +288,23 @@ def _device(args: argparse.Namespace) -> int:
 
 def _verification(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    pki.validate_common_name(args.code, "verification code")
+    validate_common_name(args.code, "verification code")
     new = _new_key(args)
     issuer = _load_issuer(args, now)
     out: Path = args.out or args.dir / DEFAULT_VERIFICATION_FILE
     key_path = None
     if args.keep_key:
         key_path = out.with_suffix(".key") if out.suffix != ".key" else Path(f"{out}.key")
-    issued = pki.create_verification(out, issuer, new, code=args.code, key_path=key_path, now=now)
+    issued = create_verification(out, issuer, new, code=args.code, key_path=key_path, now=now)
     _report(args, "verification certificate", issued)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     directory: Path = args.directory
-    result = pki.build_demo(
+    result = build_demo(
         directory,
-        key_type=pki.KeyType(args.key_type),
+        key_type=KeyType(args.key_type),
         days=args.days,
         device_name=args.device_name,
         now=datetime.now(UTC),
@@ -312,7 +329,7 @@ def _demo(args: argparse.Namespace) -> int:
 # --- output ---------------------------------------------------------------------------------
 
 
-def _next_steps(result: pki.DemoResult) -> list[str]:
+def _next_steps(result: DemoResult) -> list[str]:
     root_files = dict(result.root.files)
     device_files = dict(result.device.files)
     cert, key = shlex.quote(str(root_files["certificate"])), shlex.quote(str(root_files["key"]))
@@ -328,7 +345,7 @@ def _next_steps(result: pki.DemoResult) -> list[str]:
     ]
 
 
-def _summary(issued: pki.Issued) -> dict[str, Any]:
+def _summary(issued: Issued) -> dict[str, Any]:
     facts = describe_certificate(issued.certificate)
     data: dict[str, Any] = {
         "subject": facts.subject,
@@ -377,7 +394,7 @@ def _warn(warnings: tuple[str, ...]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _report(args: argparse.Namespace, title: str, issued: pki.Issued) -> None:
+def _report(args: argparse.Namespace, title: str, issued: Issued) -> None:
     _warn(issued.warnings)
     summary = _summary(issued)
     emit(args, summary, _human(title, summary))

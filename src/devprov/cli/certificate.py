@@ -21,7 +21,7 @@ from devprov.cli.output import add_json_flag, emit
 from devprov.core.certificate import describe_certificate, parse_single_certificate, to_pem
 from devprov.core.error import CertificateNotFoundError, ConflictError, InvalidInputError
 from devprov.core.issuance import Issuer, build_verification_certificate
-from devprov.service.pki import load_private_key, read_password_file
+from devprov.service.pki.file import load_private_key, read_password_file
 
 
 class KeyMismatchError(InvalidInputError):

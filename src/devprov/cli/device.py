@@ -28,7 +28,7 @@ from devprov.cli.output import add_json_flag, emit
 from devprov.cli.service_client import UnexpectedResponseError, local_ca_file, local_url, trust
 from devprov.core.error import AuthenticationError, InvalidInputError, UnavailableError
 from devprov.core.sas import build_sas_token, derive_device_key
-from devprov.service.pki import read_password_file
+from devprov.service.pki.file import read_password_file
 
 # DEV-SPEC's stable api-version (dps-api.md 3.1); devprov accepts any.
 DEVICE_API_VERSION = "2021-10-01"
