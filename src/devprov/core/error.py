@@ -249,13 +249,6 @@ class VerificationCertificateNotYetValidError(PossessionError):
     number = 400509
 
 
-class AlreadyVerifiedError(PossessionError):
-    """The certificate is already verified."""
-
-    code = "CertificateAlreadyVerified"
-    number = 400510
-
-
 # --- authentication / authorization --------------------------------------------------------
 
 
