@@ -24,7 +24,9 @@ from devprov.core.issuance import (
     build_verification_certificate,
 )
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+# The run's "now": certificates made by the factory must be valid for servers that read the real
+# clock (tests/http, tests/e2e), so this is the wall clock at import, not a fixed date.
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def ec_key() -> ec.EllipticCurvePrivateKey:

@@ -6,6 +6,7 @@ Every positive case has its negative control next to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
@@ -31,6 +32,7 @@ from tests.http.conftest import (
     HOST,
     EchoApp,
     Pki,
+    Reply,
     client_context,
     connect,
     exchange,
@@ -206,6 +208,74 @@ def test_resumed_session_still_carries_the_chain(pki: Pki, version: ssl.TLSVersi
 
     chain = [pki.device_der.hex(), pki.intermediate_der.hex()]
     assert run(scenario) == [(False, chain), (True, chain)]
+
+
+KEEP_ALIVE = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def read_reply(sock: socket.socket) -> Reply:
+    """One response on a connection that stays open (the server frames EchoApp's by length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    reply = parse_reply(data)
+    body = reply.body
+    while len(body) < int(reply.headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return Reply(reply.status, reply.headers, body)
+
+
+def close_first(tls: ssl.SSLSocket, how: str) -> None:
+    """End a keep-alive connection from the client's side; the caller closes the socket."""
+    if how == "close-notify":  # unwrap() sends close_notify and waits for the server's
+        tls.unwrap()
+    elif how == "close-notify-without-waiting":  # an incomplete close (RFC 9112 9.8)
+        tls.setblocking(False)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()
+    # "tcp-only": closing the socket sends no close_notify, a premature close
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+@pytest.mark.parametrize(
+    ("how", "resumed"),
+    [("close-notify", True), ("close-notify-without-waiting", True), ("tcp-only", False)],
+    ids=["ok/close-notify", "ok/close-notify-without-waiting", "fail/tcp-only"],
+)
+def test_client_closing_first_resumes_only_after_close_notify(
+    pki: Pki, version: ssl.TLSVersion, how: str, resumed: bool
+):
+    # The server answers the client's close_notify with its own, so OpenSSL keeps the session
+    # in its cache; a client that drops TCP without close_notify loses it (tls.py says why).
+    identity = (pki.device_chain_file, pki.device_key_file)
+    context = client_context(pki, identity=identity, version=version)
+
+    def twice(port: int) -> tuple[Reply, bool, Reply]:
+        with connect(port, context) as tls:
+            tls.sendall(KEEP_ALIVE)
+            first = read_reply(tls)
+            session = tls.session
+            close_first(tls, how)
+        with connect(port, context, session=session) as tls:
+            reused = tls.session_reused
+            tls.sendall(get())
+            return first, reused, parse_reply(read_all(tls))
+
+    async def scenario() -> Any:
+        async with serving(pki, EchoApp()) as (_, port):
+            return await asyncio.to_thread(twice, port)
+
+    first, reused, second = run(scenario)
+    assert first.status == 200
+    assert "connection" not in first.headers  # the server kept it open: the client closed first
+    assert reused is resumed
+    assert second.json()["chain_der"] == [pki.device_der.hex(), pki.intermediate_der.hex()]
 
 
 def test_plaintext_client_is_dropped_and_the_next_tls_client_served(pki: Pki):

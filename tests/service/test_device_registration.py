@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -78,10 +77,14 @@ class World:
             self.webhook, self.service.id_scope, rid, credentials, payload, force=force
         )
 
+    def epoch(self) -> int:
+        """The test clock's now, in seconds: tokens expire against it, not the wall clock."""
+        return int(self.clock.now.timestamp())
+
     def token(self, rid: str, key: str, *, expiry: int | None = None) -> Credentials:
         resource = f"{self.service.id_scope}/registrations/{rid}"
         return Credentials(
-            authorization=build_sas_token(key, resource, expiry or int(time.time()) + 3600)
+            authorization=build_sas_token(key, resource, expiry or self.epoch() + 3600)
         )
 
 
@@ -298,7 +301,7 @@ def test_symmetric_individual_and_expiry(world) -> None:
     assert secondary and secondary != KEY  # generated
     assert world.register("sym-1", world.token("sym-1", secondary)).operation.status == "assigned"
     with pytest.raises(DeviceSasError):
-        world.register("sym-1", world.token("sym-1", KEY, expiry=int(time.time()) - 10))
+        world.register("sym-1", world.token("sym-1", KEY, expiry=world.epoch() - 10))
 
 
 def test_no_credentials(world) -> None:
@@ -477,7 +480,7 @@ def test_symmetric_poll_needs_a_token_of_the_same_enrollment(world) -> None:
             scope,
             "d1",
             outcome.operation.id,
-            world.token("d1", derive_device_key(KEY, "d1"), expiry=int(time.time()) - 5),
+            world.token("d1", derive_device_key(KEY, "d1"), expiry=world.epoch() - 5),
         )
     world.enrollments.delete("default", EnrollmentKind.GROUP, "sym", if_match=None, actor="t")
     with pytest.raises(DeviceSasError, match="gone or changed"):

@@ -14,7 +14,7 @@ HTTP layer. The application validates it later, against the trust store of the m
 authentication error the device can read, instead of a handshake alert it cannot.
 
 :class:`TlsSession` runs one connection over memory BIOs so that the asyncio protocol in
-``devprov.http.server`` owns the socket and no thread is spent per connection.
+``devprov.http.connection`` owns the socket and no thread is spent per connection.
 """
 
 from __future__ import annotations
@@ -57,6 +57,15 @@ SESSION_ID_CONTEXT = b"devprov"
 # OpenSSL's cache (default size 20480 sessions; pyOpenSSL cannot change it). Resuming stays safe
 # while trust changes, since the application validates the chain on every request.
 SESSION_TIMEOUT_SECONDS = 300
+
+# Which sessions stay in that cache: OpenSSL removes a session when its connection is freed
+# before the server sent close_notify (ssl_clear_bad_session) and on any fatal alert (RFC 5246
+# 7.2 requires that). :meth:`TlsSession.close` sends close_notify, and the HTTPS server calls it
+# whenever it closes a connection TLS has not failed on, and in answer to the client's
+# close_notify, so both ends keep the session. A client that drops TCP without close_notify, a
+# premature close, loses it on purpose: RFC 9112 9.8 requires clients to send close_notify, and
+# RFC 2818 2.2 (obsoleted by RFC 9110) forbade reusing a session closed without one. RFC 5246
+# 7.2.1 would allow resuming it; OpenSSL's default is kept.
 
 # Bytes moved per BIO call; a TLS record is at most 16 KiB plus overhead, so one call usually
 # drains everything the socket delivered.
@@ -184,7 +193,10 @@ class TlsSession:
         return b"".join(chunks)
 
     def close(self) -> None:
-        """Queue close_notify (RFC 8446 6.1); a clean shutdown also keeps the session cached."""
+        """Queue close_notify (RFC 8446 6.1), which also keeps the session cached.
+
+        Also the answer to the peer's close_notify, once :meth:`read` reported one.
+        """
         try:
             self._connection.shutdown()
         except SSL.Error:
