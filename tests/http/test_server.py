@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import socket
 import ssl
 import time
@@ -761,3 +762,35 @@ def test_arbitrary_bytes_after_the_handshake_never_break_the_server(
             return await asyncio.to_thread(exchange, port, client_context(pki), get())
 
     assert run(scenario).status == 200
+
+
+async def slow_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        raise RuntimeError("no lifespan here")
+    await receive()
+    await asyncio.sleep(0.3)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize(
+    "half_close", [True, False], ids=["ok/half-close-then-read", "ok/keep-open-then-read"]
+)
+def test_a_client_that_stops_sending_still_gets_its_answer(pki: Pki, half_close: bool) -> None:
+    async def scenario() -> bytes:
+        async with serving(pki, slow_answer) as (_, port):
+
+            def client() -> bytes:
+                with connect(port, client_context(pki)) as tls:
+                    tls.sendall(get())
+                    if half_close:  # TCP FIN, no close_notify; the TLS layer keeps reading
+                        with socket.socket(fileno=os.dup(tls.fileno())) as raw:
+                            raw.shutdown(socket.SHUT_WR)
+                    return read_all(tls)
+
+            return await asyncio.to_thread(client)
+
+    reply = parse_reply(run(scenario))
+    assert reply.status == 200 and reply.body == b"ok"

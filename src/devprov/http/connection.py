@@ -82,6 +82,7 @@ class HttpsConnection(asyncio.Protocol):
         self._writable.set()
         self._read_paused = self._closing = self._lingering = False
         self._peer_eof = self._shutting_down = self._flush_pending = False
+        self._close_after_response = False
 
     # --- asyncio callbacks --------------------------------------------------------------------
 
@@ -127,7 +128,8 @@ class HttpsConnection(asyncio.Protocol):
         cycle = self._cycle
         if self._lingering or cycle is None or cycle.response_complete:
             return None  # asyncio closes the transport; no close_notify (module docstring)
-        # A half-close after a request still gets its response; h11 then sees the end.
+        # A half-close after a request still gets its response (_handle_events keeps the
+        # connection until it is written); h11 sees the end of the client's data.
         if not self._peer_eof:
             self._peer_eof = True
             self._h11.receive_data(b"")
@@ -170,6 +172,11 @@ class HttpsConnection(asyncio.Protocol):
             elif isinstance(event, h11.Request):
                 self._on_request(event)
             elif isinstance(event, h11.ConnectionClosed):
+                cycle = self._cycle
+                if cycle is not None and not cycle.response_complete:
+                    # A half-close after a whole request: the client still reads its answer.
+                    self._close_after_response = True
+                    return
                 self._close()  # sends close_notify: a clean end keeps the session resumable
 
     def _on_request(self, request: h11.Request) -> None:
@@ -216,6 +223,9 @@ class HttpsConnection(asyncio.Protocol):
 
     def _on_response_complete(self) -> None:
         if self._closing:
+            return
+        if self._close_after_response:
+            self._close()
             return
         if self._h11.our_state is h11.MUST_CLOSE:
             self._close(linger=self._h11.their_state is h11.SEND_BODY)
