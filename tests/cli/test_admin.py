@@ -118,3 +118,12 @@ def test_service_update_changes_limits(data: Path, capsys) -> None:
     assert code == 3 and "at least 1" in err
     code, _, _ = run(capsys, "service", "update", "nope", "--data-dir", str(data))
     assert code == 6
+
+
+def test_data_dir_from_the_environment(data: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DEVPROV_DATA_DIR", str(data))
+    code, out, _ = run(capsys, "info", "--json")
+    assert code == 0 and json.loads(out)["dataDir"] == str(data.resolve())
+    monkeypatch.setenv("DEVPROV_DATA_DIR", str(data.parent / "elsewhere"))
+    code, _, err = run(capsys, "info")
+    assert code == 6 and "elsewhere" in err
