@@ -391,3 +391,15 @@ def test_0002_downgrades_to_0001_and_upgrades_again(fresh_engine) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
         assert context.get_current_revision() == "0002"
+
+
+def test_policies_named_across_services(with_service) -> None:
+    with with_service() as u:
+        u.services.add(service("svc2", "0ne00000002"), [AccessPolicy("svc2", "owner", "p2", "s2")])
+        u.commit()
+    with with_service() as u:
+        assert [(p.service, p.primary_key) for p in u.services.policies_named("owner")] == [
+            ("svc", "p"),
+            ("svc2", "p2"),
+        ]
+        assert u.services.policies_named("nobody") == []

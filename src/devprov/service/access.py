@@ -55,12 +55,7 @@ class ServiceAccess:
             )
         now = self._clock()
         with self._uow(read_only=True) as uow:
-            candidates = [
-                policy
-                for service in uow.services.all()
-                for policy in uow.services.policies(service.name)
-                if policy.name == token.key_name
-            ]
+            candidates = uow.services.policies_named(token.key_name)
         last: DevprovError | None = None
         for policy in candidates:
             try:

@@ -111,6 +111,11 @@ _VERIFIED_CERTIFICATES = (
 _SERVICE = select(services).where(services.c.name == bindparam("name"))
 _SERVICE_BY_SCOPE = select(services).where(func.lower(services.c.id_scope) == bindparam("id_scope"))
 _SERVICES = select(services).order_by(services.c.name)
+_POLICIES_NAMED = (
+    select(access_policies)
+    .where(access_policies.c.name == bindparam("name"))
+    .order_by(access_policies.c.service)
+)
 _POLICIES = (
     select(access_policies)
     .where(access_policies.c.service == bindparam("service"))
@@ -190,6 +195,16 @@ def _service(row: RowMapping) -> ProvisioningService:
     )
 
 
+def _policy(row: RowMapping) -> AccessPolicy:
+    return AccessPolicy(
+        service=row["service"],
+        name=row["name"],
+        primary_key=row["primary_key"],
+        secondary_key=row["secondary_key"],
+        rights=frozenset(filter(None, row["rights"].split(","))),
+    )
+
+
 class SqlServiceStore:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
@@ -233,18 +248,14 @@ class SqlServiceStore:
         if run_update(self._c, services, {"name": service.name}, values) != 1:
             raise ServiceNotFoundError(f"provisioning service '{service.name}' does not exist")
 
+    def policies_named(self, name: str) -> list[AccessPolicy]:
+        """The policies of that name across every service (a service API token names one)."""
+        rows = self._c.execute(_POLICIES_NAMED, {"name": name}).mappings()
+        return [_policy(row) for row in rows]
+
     def policies(self, service: str) -> list[AccessPolicy]:
         rows = self._c.execute(_POLICIES, {"service": service}).mappings()
-        return [
-            AccessPolicy(
-                service=row["service"],
-                name=row["name"],
-                primary_key=row["primary_key"],
-                secondary_key=row["secondary_key"],
-                rights=frozenset(filter(None, row["rights"].split(","))),
-            )
-            for row in rows
-        ]
+        return [_policy(row) for row in rows]
 
     def add_policy(self, policy: AccessPolicy) -> None:
         try:
