@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devprov.core.enrollment import (
     AllocationPolicyName,
@@ -13,7 +16,7 @@ from devprov.core.enrollment import (
     keep_stored_certificates,
     parse_enrollment,
 )
-from devprov.core.error import MalformedRequestError
+from devprov.core.error import InvalidInputError, MalformedRequestError
 from tests import factory as f
 
 ROOT = f.root("Enrollment Root")
@@ -295,3 +298,51 @@ def test_info_only_is_refused_when_it_cannot_be_kept(info, stored, message) -> N
     fetched = parse_group(_group_with({"info": info}))
     with pytest.raises(InvalidEnrollmentError, match=message):
         keep_stored_certificates(fetched, previous)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_keys = st.sampled_from(
+    [
+        "attestation",
+        "type",
+        "x509",
+        "symmetricKey",
+        "tpm",
+        "clientCertificates",
+        "signingCertificates",
+        "caReferences",
+        "primary",
+        "secondary",
+        "certificate",
+        "info",
+        "primaryKey",
+        "provisioningStatus",
+        "allocationPolicy",
+        "iotHubs",
+        "reprovisionPolicy",
+        "customAllocationDefinition",
+        "initialTwin",
+        "capabilities",
+        "deviceId",
+        "registrationId",
+        "enrollmentGroupId",
+        "webhookUrl",
+        "apiVersion",
+    ]
+)
+_documents = st.recursive(
+    _json, lambda children: st.dictionaries(_keys, children, max_size=5), max_leaves=20
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents, st.sampled_from(list(EnrollmentKind)))
+def test_arbitrary_documents_raise_only_input_errors(doc, kind) -> None:
+    with contextlib.suppress(InvalidInputError):
+        parse_enrollment(doc, kind, service="svc", path_id="dev-1")
