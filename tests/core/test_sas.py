@@ -196,6 +196,8 @@ def test_secondary_key_is_accepted() -> None:
     token = parse_sas_token(PY_DEVICE)
     verify_sas_token(token, [OTHER_KEY, DEVICE_KEY], now=before(token))
     verify_sas_token(token, [DEVICE_KEY, OTHER_KEY], now=before(token))
+    with pytest.raises(InvalidSasSignatureError):  # the twin: neither key is the signer
+        verify_sas_token(token, [OTHER_KEY, OTHER_KEY], now=before(token))
 
 
 def test_expiry_is_inclusive_at_se() -> None:
