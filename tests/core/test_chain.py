@@ -711,3 +711,70 @@ def test_arbitrary_certificate_lists_raise_only_devprov_errors(
         assert result.chain[0] == leaf
         assert result.anchor in anchors
         assert len(result.chain) <= depth + 2
+
+
+# --- issuer_path: which certificates a device's chain names, nearest first ---------------------
+
+
+def test_issuer_path_follows_what_the_device_sent(pki: Pki) -> None:
+    path = c.issuer_path(pki.device.certificate, [pki.root.certificate, pki.inter.certificate])
+    assert path == (pki.inter.certificate, pki.root.certificate)
+
+
+def test_issuer_path_is_completed_from_known_certificates(pki: Pki) -> None:
+    sent = c.issuer_path(pki.device.certificate, [pki.inter.certificate])
+    assert sent == (pki.inter.certificate,)
+    known = c.issuer_path(
+        pki.device.certificate,
+        [pki.inter.certificate],
+        [pki.sibling.certificate, pki.root.certificate],
+    )
+    assert known == (pki.inter.certificate, pki.root.certificate)
+    assert c.issuer_path(pki.device.certificate, [], [pki.inter.certificate]) == (
+        pki.inter.certificate,
+    )
+
+
+def test_issuer_path_of_a_self_signed_or_orphan_certificate_is_empty(pki: Pki) -> None:
+    solo = cf.leaf(None, "solo")
+    assert c.issuer_path(solo.certificate, [pki.root.certificate]) == ()
+    assert c.issuer_path(pki.device.certificate, [pki.sibling.certificate]) == ()
+
+
+def test_issuer_path_takes_the_signer_among_certificates_of_one_name(pki: Pki) -> None:
+    # other_root has the root's name and another key: sent first, it must not take the path.
+    path = c.issuer_path(
+        pki.device.certificate,
+        [pki.inter.certificate, pki.other_root.certificate],
+        [pki.root.certificate],
+    )
+    assert path == (pki.inter.certificate, pki.root.certificate)
+
+
+def test_issuer_path_with_only_a_look_alike_names_it_and_validation_refuses_it(pki: Pki) -> None:
+    """The reject twin: a single candidate by name is taken unchecked (validation checks it)."""
+    sent = [pki.inter.certificate, pki.other_root.certificate]
+    assert c.issuer_path(pki.device.certificate, sent) == (
+        pki.inter.certificate,
+        pki.other_root.certificate,
+    )
+    with pytest.raises(InvalidDeviceCertificateError):
+        c.validate_device_chain(
+            pki.device.certificate, sent, [pki.other_root.certificate], at=f.NOW
+        )
+
+
+def test_issuer_path_stops_at_a_loop_and_at_its_length(pki: Pki) -> None:
+    a_key, b_key = f.ec_key(), f.ec_key()
+    a = cf.ca("Loop A", f.Ca(cf.ca("Loop B", key=b_key).certificate, b_key), key=a_key)
+    b = cf.ca("Loop B", f.Ca(a.certificate, a_key), key=b_key)
+    leaf = cf.leaf(a)
+    assert c.issuer_path(leaf.certificate, [a.certificate, b.certificate]) == (
+        a.certificate,
+        b.certificate,
+    )
+    deep = cf.chain_of(pki.root, 8)
+    device = cf.leaf(deep[-1])
+    sent = [ca.certificate for ca in deep]
+    assert len(c.issuer_path(device.certificate, sent, max_length=3)) == 3
+    assert len(c.issuer_path(device.certificate, sent)) == c.DEFAULT_MAX_CHAIN_DEPTH + 1

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import secrets
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -14,98 +11,10 @@ from devprov.core.enrollment import EnrollmentKind
 from devprov.core.error import DevprovError
 from devprov.core.issuance import build_self_signed_device_certificate
 from devprov.core.registration import RegistrationStatus, Substatus
-from devprov.core.sas import build_sas_token, derive_device_key
+from devprov.core.sas import derive_device_key
 from devprov.service.attestation import Credentials, DeviceAttestationError, DeviceSasError
-from devprov.service.device import DeviceRegistration
-from devprov.service.enrollment import EnrollmentService
-from devprov.service.hub import HubDirectory
-from devprov.service.registry import CertificateRegistry
 from tests import factory as f
-
-KEY = base64.b64encode(b"g" * 32).decode()
-
-
-class FakeWebhook:
-    """Stands in for the webhook's HTTP server; tests/http covers the real client."""
-
-    def __init__(self, answer: object = None, error: DevprovError | None = None) -> None:
-        self.answer, self.error, self.requests = answer, error, []
-
-    def call(self, url: str, body: Mapping[str, Any]) -> object:
-        self.requests.append((url, body))
-        if self.error:
-            raise self.error
-        return self.answer
-
-
-class World:
-    def __init__(self, uow, clock, directory) -> None:
-        self.clock = clock
-        self.service = directory.get("default")
-        self.registry = CertificateRegistry(uow, clock, secrets.token_bytes)
-        self.enrollments = EnrollmentService(uow, clock, secrets.token_bytes)
-        self.hubs = HubDirectory(uow, clock)
-        self.webhook = FakeWebhook()
-        self.devices = DeviceRegistration(uow, clock, secrets.token_bytes)
-        self.hubs.add("default", "hub-a.azure-devices.net")
-
-    def verified_ca(self, ca: f.Ca, name: str) -> None:
-        self.registry.upload("default", name, ca.pem, is_verified=True, if_match=None, actor="t")
-
-    def unverified_ca(self, ca: f.Ca, name: str) -> None:
-        self.registry.upload("default", name, ca.pem, is_verified=False, if_match=None, actor="t")
-
-    def group(self, id: str, **attestation: Any) -> None:
-        doc: dict[str, Any] = {"enrollmentGroupId": id, "attestation": attestation}
-        doc.update(attestation.pop("extra", {}))
-        self.enrollments.create_or_update(
-            "default", EnrollmentKind.GROUP, id, doc, if_match=None, actor="t"
-        )
-
-    def individual(self, id: str, doc: dict[str, Any]) -> None:
-        self.enrollments.create_or_update(
-            "default",
-            EnrollmentKind.INDIVIDUAL,
-            id,
-            {"registrationId": id, **doc},
-            if_match=None,
-            actor="t",
-        )
-
-    def register(self, rid: str, credentials: Credentials, payload=None, *, force=False):
-        return self.devices.register_with(
-            self.webhook, self.service.id_scope, rid, credentials, payload, force=force
-        )
-
-    def epoch(self) -> int:
-        """The test clock's now, in seconds: tokens expire against it, not the wall clock."""
-        return int(self.clock.now.timestamp())
-
-    def token(self, rid: str, key: str, *, expiry: int | None = None) -> Credentials:
-        resource = f"{self.service.id_scope}/registrations/{rid}"
-        return Credentials(
-            authorization=build_sas_token(key, resource, expiry or self.epoch() + 3600)
-        )
-
-
-@pytest.fixture
-def world(uow, clock, directory) -> World:
-    directory.create("default")
-    clock.now = f.NOW + timedelta(hours=1)
-    return World(uow, clock, directory)
-
-
-def chain(*cas: f.Ca) -> Credentials:
-    return Credentials(chain_der=tuple(c.der for c in cas))
-
-
-@pytest.fixture
-def pki():
-    root = f.root("Dev Root")
-    inter = f.intermediate(root, "Dev Intermediate")
-    leaf = f.device(inter, "dev-1")
-    return root, inter, leaf
-
+from tests.service.world import KEY, chain
 
 # --- X.509 groups ---------------------------------------------------------------------------
 
@@ -139,7 +48,7 @@ def test_unverified_ca_is_refused(world, pki) -> None:
     root, inter, leaf = pki
     world.unverified_ca(root, "root")
     world.group("grp", type="x509", x509={"caReferences": {"primary": "root"}})
-    with pytest.raises(DeviceAttestationError, match="no verified CA"):
+    with pytest.raises(DeviceAttestationError, match="CA 'root' is not verified"):
         world.register("dev-1", chain(leaf, inter))
 
 

@@ -94,7 +94,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
@@ -323,6 +323,54 @@ def validate_device_chain(
         anchors, max_chain_depth=max_chain_depth, required_eku=required_eku
     )
     return validator.validate(leaf, intermediates, at=at)
+
+
+def issuer_path(
+    leaf: x509.Certificate,
+    presented: Sequence[x509.Certificate],
+    known: Sequence[x509.Certificate] = (),
+    *,
+    max_length: int = DEFAULT_MAX_CHAIN_DEPTH + 1,
+) -> tuple[x509.Certificate, ...]:
+    """The certificates above ``leaf``, nearest first: its issuer, that one's issuer, and so on.
+
+    This answers *which* certificates a device's chain names, not whether they are trusted:
+    enrollment groups are looked up on each of them, nearest first (DPS's order of operations,
+    docs/attestation.md), and :func:`validate_device_chain` decides trust afterwards. Issuers are
+    found by name among the certificates the device ``presented`` first, then among ``known``
+    ones (the service's registry), so a device that stops its chain at a verified intermediate
+    still names the root above it. Where several certificates carry the issuer's name (a renewed
+    CA keeps its name), the one whose key verifies the signature is taken. The walk stops at a
+    self-issued certificate, at a name no candidate carries, at a certificate already on the
+    path, or after ``max_length`` certificates.
+    """
+    pool = [*presented, *known]
+    path: list[x509.Certificate] = []
+    current = leaf
+    while len(path) < max_length and current.issuer != current.subject:
+        parent = _issuer_of(current, pool)
+        if parent is None or parent == leaf or parent in path:
+            break
+        path.append(parent)
+        current = parent
+    return tuple(path)
+
+
+def _issuer_of(
+    child: x509.Certificate, pool: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    named = [candidate for candidate in pool if candidate.subject == child.issuer]
+    if len(named) <= 1:
+        # One candidate needs no signature check here: validation checks every signature of
+        # the path it trusts, and a look-alike only fails the device that sent it.
+        return named[0] if named else None
+    for candidate in named:
+        try:
+            child.verify_directly_issued_by(candidate)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            continue
+        return candidate
+    return None
 
 
 def _check_device_key(leaf: x509.Certificate) -> None:

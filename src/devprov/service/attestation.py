@@ -1,11 +1,12 @@
 """Device attestation: which enrollment governs a registering device, and is it who it says?
 
-X.509 (dps-api.md 4): the registration id must be the leaf's CN; an individual enrollment for the
-device wins; otherwise the group of the nearest certificate of the validated chain, walking up to
-the root, and the first match decides. Chains validate only up to *verified* certificates of the
-registry (uploaded with isVerified or proven by proof-of-possession), so a group's certificate is
-accepted only when it is verified itself or rolls up, within the presented chain, to a verified
-one. A self-signed device certificate of an individual enrollment is its own anchor.
+X.509 (DPS's order of operations, docs/attestation.md): the registration id must be the leaf's
+CN; an individual enrollment for the device wins; otherwise the group of the nearest certificate
+above the device that has one, walking its chain up to the root, and that first match decides.
+Where trust is anchored is a separate question: the group's certificate must be verified (in the
+registry, uploaded with isVerified or proven by proof-of-possession) or roll up, within the chain
+the device presents, to a verified one. A self-signed device certificate of an individual
+enrollment is its own anchor.
 
 Symmetric key (dps-api.md 3.4): the SAS token is checked against the individual enrollment's
 keys, or else against the keys derived from each symmetric-key group's keys; the first group
@@ -15,7 +16,7 @@ whose derived key verifies the signature governs the device.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from devprov.core.certificate import common_name, describe_certificate
-from devprov.core.chain import validate_device_chain
+from devprov.core.chain import issuer_path, validate_device_chain
 from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
 from devprov.core.error import AuthenticationError, DevprovError, InvalidDeviceCertificateError
 from devprov.core.registration import AttestationMethod, CertificateSummary, summarize_certificate
@@ -34,7 +35,7 @@ from devprov.core.sas import (
     resource_matches_device,
     verify_sas_token,
 )
-from devprov.service.model import Operation, ProvisioningService
+from devprov.service.model import CertificateRecord, Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
 
 
@@ -126,42 +127,134 @@ def _attest_x509(
         raise DeviceAttestationError(exc.message) from exc
     leaf_sha = sha256_hex(chain_der[0])
     individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
+    registry = uow.certificates.in_service(service)
     if individual is not None:
-        return _attest_individual_x509(uow, individual, chain, chain_der, leaf_sha, now=now)
-    anchors = [record.certificate for record in uow.certificates.verified(service)]
+        anchors = [r.certificate for r in registry if r.is_verified]
+        return _attest_individual_x509(individual, chain, chain_der, leaf_sha, anchors, now=now)
+    return _attest_group_x509(uow, service, chain, leaf_sha, registry, now=now)
+
+
+@dataclass(frozen=True)
+class _DevicePath:
+    """The certificates above a device's own, nearest first, with what the registry knows."""
+
+    certificates: tuple[x509.Certificate, ...]
+    shas: tuple[str, ...]  # SHA-256 thumbprints, upper-case hex
+    verified: Mapping[str, CertificateRecord]  # the registry's verified certificates, by SHA-256
+    # What validation may build a chain from: what the device sent, and the path's certificates
+    # from the first verified one up. A device must send every certificate between its own and
+    # a verified one (docs/attestation.md); above that, the registry completes the chain.
+    usable: tuple[x509.Certificate, ...]
+
+    def anchors_from(self, index: int) -> list[x509.Certificate]:
+        """The verified certificates at ``index`` or above it."""
+        return [
+            c
+            for c, sha in zip(self.certificates[index:], self.shas[index:], strict=True)
+            if sha in self.verified
+        ]
+
+
+def _device_path(
+    leaf: x509.Certificate,
+    presented: Sequence[x509.Certificate],
+    registry: Sequence[CertificateRecord],
+) -> _DevicePath:
+    certificates = issuer_path(leaf, presented, [r.certificate for r in registry])
+    shas = tuple(sha256_hex(c.public_bytes(Encoding.DER)) for c in certificates)
+    verified = {r.facts.sha256_thumbprint: r for r in registry if r.is_verified}
+    first = next((i for i, sha in enumerate(shas) if sha in verified), len(shas))
+    completion = [c for c in certificates[first:] if c not in presented]
+    return _DevicePath(certificates, shas, verified, (*presented, *completion))
+
+
+def _attest_group_x509(
+    uow: UnitOfWork,
+    service: str,
+    chain: list[x509.Certificate],
+    leaf_sha: str,
+    registry: Sequence[CertificateRecord],
+    *,
+    now: datetime,
+) -> Attested:
+    """Two separate questions, as DPS keeps them. Which group: the group of the nearest
+    certificate above the device that has one, walking its chain up to the root. Is it trusted:
+    that group's certificate is verified, or the device's chain validates through it up to a
+    verified certificate above it. Verifying another certificate of the chain therefore never
+    hides a group further up, nor changes which group governs a device."""
+    leaf = chain[0]
+    path = _device_path(leaf, chain[1:], registry)
+    groups: dict[str, list[Enrollment]] = {}
+    for sha, group in uow.enrollments.groups_by_certificate(service, path.shas):
+        groups.setdefault(sha, []).append(group)
+    nearest = next((i for i, sha in enumerate(path.shas) if sha in groups), None)
+    if nearest is None:
+        raise DeviceAttestationError(_no_group_reason(service, leaf, path, now))
+    group = sorted(groups[path.shas[nearest]], key=lambda g: g.key)[0]  # one CA, two groups
+    group_ca = path.certificates[nearest]
+    ca = _describe_ca(group_ca, path.shas[nearest], registry)
+    anchors = path.anchors_from(nearest)
     if not anchors:
-        raise DeviceAttestationError(
-            f"service '{service}' has no verified CA certificate and no enrollment for the device"
-        )
+        raise DeviceAttestationError(_unverified_reason(group, ca, path, nearest))
     try:
-        validated = validate_device_chain(leaf, chain[1:], anchors, at=now)
+        validated = validate_device_chain(leaf, path.usable, anchors, at=now)
     except DevprovError as exc:
         raise DeviceAttestationError(
-            f"the chain does not validate to a verified certificate: {exc.message}"
+            f"enrollment group '{group.id}': the chain does not validate through {ca} up to a "
+            f"verified certificate: {exc.message}"
         ) from exc
-    path = list(validated.chain[1:])
-    shas = [sha256_hex(c.public_bytes(Encoding.DER)) for c in path]
-    groups: dict[str, list[Enrollment]] = {}
-    for sha, group in uow.enrollments.groups_by_certificate(service, shas):
-        groups.setdefault(sha, []).append(group)
-    for certificate, sha in zip(path, shas, strict=True):
-        if sha in groups:
-            group = sorted(groups[sha], key=lambda g: g.key)[0]  # the same CA in two groups: by id
-            return Attested(
-                group, AttestationMethod.X509, summarize(leaf), summarize(certificate), leaf_sha
-            )
-    raise DeviceAttestationError(
-        "no enrollment group trusts a certificate of the validated chain "
-        f"({' <- '.join(describe_certificate(c).subject for c in validated.chain)})"
-    )
+    if group_ca not in validated.chain:
+        # Only a cross-certified CA (same name and key, another certificate) gets here.
+        raise DeviceAttestationError(
+            f"enrollment group '{group.id}': the chain validated to "
+            f"'{describe_certificate(validated.anchor).subject}' without passing through {ca}"
+        )
+    return Attested(group, AttestationMethod.X509, summarize(leaf), summarize(group_ca), leaf_sha)
+
+
+def _describe_ca(
+    certificate: x509.Certificate, sha: str, registry: Sequence[CertificateRecord]
+) -> str:
+    """CA 'name' for a registry certificate; its subject for one the registry does not hold."""
+    named = next((r.name for r in registry if r.facts.sha256_thumbprint == sha), None)
+    if named is not None:
+        return f"CA '{named}'"
+    return f"CA '{describe_certificate(certificate).subject}' (not in the certificate registry)"
+
+
+def _unverified_reason(group: Enrollment, ca: str, path: _DevicePath, index: int) -> str:
+    reason = f"enrollment group '{group.id}': {ca} is not verified"
+    below = [path.verified[sha].name for sha in path.shas[:index] if sha in path.verified]
+    if below:
+        reason += (
+            f" (verified '{below[0]}' below it anchors the chain, but a group's own CA must be "
+            "verified itself or roll up to a verified certificate above it)"
+        )
+    return f"{reason}; prove possession of it (devprov certificate prove) or upload it --verified"
+
+
+def _no_group_reason(service: str, leaf: x509.Certificate, path: _DevicePath, now: datetime) -> str:
+    """Why no group governs the device: its chain does not reach a verified certificate (the
+    validator's precise reason), or it does and no group names a certificate of it."""
+    if not path.verified:
+        return (
+            f"service '{service}' has no verified CA certificate and no enrollment for the device"
+        )
+    anchors = [r.certificate for r in path.verified.values()]
+    try:
+        validate_device_chain(leaf, path.usable, anchors, at=now)
+    except DevprovError as exc:
+        return f"the chain does not validate to a verified certificate: {exc.message}"
+    names = " <- ".join(describe_certificate(c).subject for c in (leaf, *path.certificates))
+    return f"no enrollment group trusts a certificate of the device's chain ({names})"
 
 
 def _attest_individual_x509(
-    uow: UnitOfWork,
     enrollment: Enrollment,
     chain: list[x509.Certificate],
     chain_der: Sequence[bytes],
     leaf_sha: str,
+    verified: Sequence[x509.Certificate],
     *,
     now: datetime,
 ) -> Attested:
@@ -177,10 +270,7 @@ def _attest_individual_x509(
             f"'{enrollment.id}''s client certificates"
         )
     leaf = chain[0]
-    if leaf.issuer == leaf.subject:
-        anchors = [leaf]
-    else:
-        anchors = [record.certificate for record in uow.certificates.verified(enrollment.service)]
+    anchors = [leaf] if leaf.issuer == leaf.subject else list(verified)
     try:
         validate_device_chain(leaf, chain[1:], anchors, at=now)
     except DevprovError as exc:
