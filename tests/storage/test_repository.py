@@ -252,15 +252,17 @@ def test_certificates_store_their_sha256(with_service, engine) -> None:
         ]
 
 
-def test_verified_lists_only_verified_certificates(with_service) -> None:
+def test_in_service_lists_a_services_certificates_by_name(with_service) -> None:
     with with_service() as u:
         u.certificates.add(record("b-unverified"))
         u.certificates.add(replace(record("C-verified"), is_verified=True))
         u.certificates.add(replace(record("a-verified"), is_verified=True))
         u.commit()
     with with_service() as u:
-        assert [r.name for r in u.certificates.verified("svc")] == ["a-verified", "C-verified"]
-        assert u.certificates.verified("other") == []
+        listed = u.certificates.in_service("svc")
+        assert [r.name for r in listed] == ["a-verified", "b-unverified", "C-verified"]
+        assert [r.is_verified for r in listed] == [True, False, True]
+        assert u.certificates.in_service("other") == []
 
 
 def test_audit_log_keeps_and_filters_registration_ids(with_service) -> None:

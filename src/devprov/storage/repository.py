@@ -103,9 +103,9 @@ def _certificate_record(row: RowMapping) -> CertificateRecord:
 _CERTIFICATE = select(certificates).where(
     certificates.c.service == bindparam("service"), certificates.c.name_key == bindparam("name_key")
 )
-_VERIFIED_CERTIFICATES = (
+_SERVICE_CERTIFICATES = (
     select(certificates)
-    .where(certificates.c.service == bindparam("service"), certificates.c.is_verified.is_(True))
+    .where(certificates.c.service == bindparam("service"))
     .order_by(certificates.c.name_key)
 )
 _SERVICE = select(services).where(services.c.name == bindparam("name"))
@@ -136,15 +136,9 @@ class SqlCertificateStore:
         return _certificate_record(row) if row else None
 
     def in_service(self, service: str) -> list[CertificateRecord]:
-        rows = self._c.execute(
-            select(certificates)
-            .where(certificates.c.service == service)
-            .order_by(certificates.c.name_key)
-        ).mappings()
-        return [_certificate_record(row) for row in rows]
-
-    def verified(self, service: str) -> list[CertificateRecord]:
-        rows = self._c.execute(_VERIFIED_CERTIFICATES, {"service": service}).mappings()
+        """The service's certificates by name; device attestation reads them on every X.509
+        registration, so the statement is built once."""
+        rows = self._c.execute(_SERVICE_CERTIFICATES, {"service": service}).mappings()
         return [_certificate_record(row) for row in rows]
 
     def count(self, service: str) -> int:
