@@ -1,7 +1,8 @@
 """x509-limbo conformance: every case of the suite through devprov's device profile.
 
-The suite (C2SP/x509-limbo, 208 cases, read-only at ``shared/conformance/x509-limbo/limbo.json``
-beside the checkout) is the upstream contract for path validators. Each case becomes one test
+The suite (C2SP/x509-limbo, 208 cases, vendored unmodified in ``tests/conformance/x509-limbo/``,
+whose README names the upstream commit and the licence) is the upstream contract for path
+validators. Each case becomes one test
 named by its id that asserts devprov agrees with ``expected_result``, except:
 
 * ``SKIPS``: cases devprov cannot run meaningfully, each with its reason (CRLs; a peer-name check
@@ -53,7 +54,7 @@ from devprov.core.chain import validate_device_chain
 from devprov.core.error import DevprovError
 
 REPO = Path(__file__).resolve().parents[2]
-LIMBO_PATH = REPO.parent / "shared" / "conformance" / "x509-limbo" / "limbo.json"
+LIMBO_PATH = Path(__file__).resolve().parent / "x509-limbo" / "limbo.json"
 EXPECTED_CASES = 208
 RESULTS_ENV = "DEVPROV_LIMBO_RESULTS"
 
@@ -296,7 +297,7 @@ def evaluate(case_id: str) -> Outcome:
 
 def test_suite_is_present() -> None:
     assert LIMBO_PATH.is_file(), (
-        f"x509-limbo suite not found at {LIMBO_PATH}; the checkout must sit beside shared/"
+        f"x509-limbo suite not found at {LIMBO_PATH}; it is part of the repository"
     )
     assert len(SUITE) == EXPECTED_CASES
 
