@@ -129,7 +129,8 @@ _ROOT_AKI_FIELDS = (
 )
 _CN_NOT_HOSTNAME = (
     "CA/B 7.1.4.3 ties a server certificate's CN to its SAN; a device certificate's CN is its "
-    "registration ID (dps-api.md 4 rule 1) and is not compared with the SAN"
+    "registration ID (docs/attestation.md#registration-id-and-the-certificate-cn) and is not "
+    "compared with the SAN"
 )
 _SAN_NOT_INTERPRETED = (
     "E4: the SAN of a device certificate is optional and only name constraints read it; its "
@@ -141,7 +142,8 @@ DEVIATIONS: dict[str, str] = {
     "pathlen::self-issued-certs-pathlen": _SELF_ISSUED_COUNT,
     "pathlen::max-chain-depth-1-self-issued": _SELF_ISSUED_COUNT,
     "webpki::san::no-san": "E4: device certificates need no SAN; certGen.sh device certificates "
-    "carry only a CN (dps-api.md 6.2; CA/B 7.1.2.7.12 requires a SAN, RFC 5280 4.2.1.6 does not)",
+    "carry only a CN (docs/sdk-clients.md#certgensh-keys-extensions-and-validity; CA/B "
+    "7.1.2.7.12 requires a SAN, RFC 5280 4.2.1.6 does not)",
     "rfc5280::san::underscore-dns": _SAN_NOT_INTERPRETED,
     "rfc5280::san::ip-in-dns": _SAN_NOT_INTERPRETED,
     "webpki::eku::ee-without-eku": "E3: a device certificate without extendedKeyUsage is accepted "

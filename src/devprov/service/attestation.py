@@ -1,15 +1,15 @@
 """Device attestation: which enrollment governs a registering device, and is it who it says?
 
-X.509 (dps-api.md 4): the registration id must be the leaf's CN; an individual enrollment for the
-device wins; otherwise the group of the nearest certificate of the validated chain, walking up to
-the root, and the first match decides. Chains validate only up to *verified* certificates of the
+X.509 (docs/attestation.md): the registration id must be the leaf's CN; an individual enrollment for
+the device wins; otherwise the group of the nearest certificate of the validated chain, walking up
+to the root, and the first match decides. Chains validate only up to *verified* certificates of the
 registry (uploaded with isVerified or proven by proof-of-possession), so a group's certificate is
-accepted only when it is verified itself or rolls up, within the presented chain, to a verified
-one. A self-signed device certificate of an individual enrollment is its own anchor.
+accepted only when it is verified itself or rolls up, within the presented chain, to a verified one.
+A self-signed device certificate of an individual enrollment is its own anchor.
 
-Symmetric key (dps-api.md 3.4): the SAS token is checked against the individual enrollment's
-keys, or else against the keys derived from each symmetric-key group's keys; the first group
-whose derived key verifies the signature governs the device.
+Symmetric key (docs/dps-wire.md#device-sas-tokens): the SAS token is checked against the individual
+enrollment's keys, or else against the keys derived from each symmetric-key group's keys; the first
+group whose derived key verifies the signature governs the device.
 """
 
 from __future__ import annotations
@@ -40,14 +40,15 @@ from devprov.service.port import UnitOfWork
 
 class DeviceAttestationError(InvalidDeviceCertificateError):
     """The device could not be attested. The message is for logs and the audit trail only; the
-    number is DPS's 401002, its answer to every failed X.509 attestation (dps-api.md 4.7)."""
+    number is DPS's 401002, its answer to every failed X.509 attestation
+    (docs/attestation.md#errors-when-attestation-fails)."""
 
     code = "DeviceAttestationFailed"
 
 
 class DeviceSasError(AuthenticationError):
     """A symmetric-key device could not be attested; it inherits DPS's 401000 "Unauthorized"
-    (dps-api.md 5.3)."""
+    (docs/dps-wire.md#error-codes-seen)."""
 
     code = "DeviceUnauthorized"
 
