@@ -13,13 +13,13 @@ What one round does, with the same N fresh device certificates and C client thre
   ASGI app (``bench/tls_handshake.py``), one ``GET /`` per new connection.
 - **raw handshakes, openssl s_server -www**: C, the system OpenSSL, one ``GET /`` per connection.
 
-All three servers present devprov's own server certificate (the data directory's ``tls/``) and
-are single processes on 127.0.0.1. Server CPU is the server process's utime + stime from /proc,
-read before and after; the client threads (stdlib ``ssl``, a minimal HTTP/1.1 writer/reader) run
-on the same 2 cores and compete with the server, so rates are what an on-box load test sees and
-the CPU per operation is the better guide to the server's ceiling (perf-baseline.md sections 3
-and 6). Rounds interleave the three in rotating order; with ``--rounds`` > 1 the summary gives
-median and min-max over rounds, ratios paired within each round.
+All three servers present devprov's own server certificate (the data directory's ``tls/``) and are
+single processes on 127.0.0.1. Server CPU is the server process's utime + stime from /proc, read
+before and after; the client threads (stdlib ``ssl``, a minimal HTTP/1.1 writer/reader) run on the
+same 2 cores and compete with the server, so rates are what an on-box load test sees and the CPU per
+operation is the better guide to the server's ceiling (docs/performance.md#mutual-tls-handshakes).
+Rounds interleave the three in rotating order; with ``--rounds`` > 1 the summary gives median and
+min-max over rounds, ratios paired within each round.
 
 Set-up (not timed): a data directory; ``devprov serve --port 0`` (``tests.server``); the PKI
 root -> intermediate -> N leaves (EC P-256, CN = registration id) written to a temp dir; the root

@@ -161,7 +161,7 @@ def test_ca_commands_need_no_server_and_no_data_dir(
 
 def client_verifier(root: x509.Certificate) -> xv.ClientVerifier:
     """The web PKI end-entity policy, except that a SAN may be absent: device certificates carry
-    only a CN (dps-api.md 4.1)."""
+    only a CN (docs/attestation.md#registration-id-and-the-certificate-cn)."""
     ee_policy = xv.ExtensionPolicy.webpki_defaults_ee().may_be_present(
         x509.SubjectAlternativeName, xv.Criticality.AGNOSTIC, None
     )

@@ -1,7 +1,8 @@
 """x509-limbo conformance: every case of the suite through devprov's device profile.
 
-The suite (C2SP/x509-limbo, 208 cases, read-only at ``shared/conformance/x509-limbo/limbo.json``
-beside the checkout) is the upstream contract for path validators. Each case becomes one test
+The suite (C2SP/x509-limbo, 208 cases, vendored unmodified in ``tests/conformance/x509-limbo/``,
+whose README names the upstream commit and the licence) is the upstream contract for path
+validators. Each case becomes one test
 named by its id that asserts devprov agrees with ``expected_result``, except:
 
 * ``SKIPS``: cases devprov cannot run meaningfully, each with its reason (CRLs; a peer-name check
@@ -53,7 +54,7 @@ from devprov.core.chain import validate_device_chain
 from devprov.core.error import DevprovError
 
 REPO = Path(__file__).resolve().parents[2]
-LIMBO_PATH = REPO.parent / "shared" / "conformance" / "x509-limbo" / "limbo.json"
+LIMBO_PATH = Path(__file__).resolve().parent / "x509-limbo" / "limbo.json"
 EXPECTED_CASES = 208
 RESULTS_ENV = "DEVPROV_LIMBO_RESULTS"
 
@@ -128,7 +129,8 @@ _ROOT_AKI_FIELDS = (
 )
 _CN_NOT_HOSTNAME = (
     "CA/B 7.1.4.3 ties a server certificate's CN to its SAN; a device certificate's CN is its "
-    "registration ID (dps-api.md 4 rule 1) and is not compared with the SAN"
+    "registration ID (docs/attestation.md#registration-id-and-the-certificate-cn) and is not "
+    "compared with the SAN"
 )
 _SAN_NOT_INTERPRETED = (
     "E4: the SAN of a device certificate is optional and only name constraints read it; its "
@@ -140,7 +142,8 @@ DEVIATIONS: dict[str, str] = {
     "pathlen::self-issued-certs-pathlen": _SELF_ISSUED_COUNT,
     "pathlen::max-chain-depth-1-self-issued": _SELF_ISSUED_COUNT,
     "webpki::san::no-san": "E4: device certificates need no SAN; certGen.sh device certificates "
-    "carry only a CN (dps-api.md 6.2; CA/B 7.1.2.7.12 requires a SAN, RFC 5280 4.2.1.6 does not)",
+    "carry only a CN (docs/sdk-clients.md#certgensh-keys-extensions-and-validity; CA/B "
+    "7.1.2.7.12 requires a SAN, RFC 5280 4.2.1.6 does not)",
     "rfc5280::san::underscore-dns": _SAN_NOT_INTERPRETED,
     "rfc5280::san::ip-in-dns": _SAN_NOT_INTERPRETED,
     "webpki::eku::ee-without-eku": "E3: a device certificate without extendedKeyUsage is accepted "
@@ -296,7 +299,7 @@ def evaluate(case_id: str) -> Outcome:
 
 def test_suite_is_present() -> None:
     assert LIMBO_PATH.is_file(), (
-        f"x509-limbo suite not found at {LIMBO_PATH}; the checkout must sit beside shared/"
+        f"x509-limbo suite not found at {LIMBO_PATH}; it is part of the repository"
     )
     assert len(SUITE) == EXPECTED_CASES
 

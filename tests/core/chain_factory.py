@@ -179,8 +179,9 @@ def chain_of(root: Ca, depth: int, *, prefix: str = "Intermediate") -> list[Ca]:
     return cas
 
 
-# --- certGen.sh shapes (dps-api.md 6.2; perf-baseline.md 4), with RSA-2048 instead of 4096 to
-# keep the tests fast: the extensions are what the device profile judges, not the key size.
+# --- certGen.sh shapes (docs/sdk-clients.md#certgensh-keys-extensions-and-validity), with
+# RSA-2048 instead of 4096 to keep the tests fast: the extensions are what the device profile
+# judges, not the key size.
 
 NS_CERT_TYPE = x509.ObjectIdentifier("2.16.840.1.113730.1.1")
 NS_COMMENT = x509.ObjectIdentifier("2.16.840.1.113730.1.13")

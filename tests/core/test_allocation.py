@@ -154,7 +154,8 @@ def test_enrollment_hubs_compare_case_insensitively_and_deduplicate() -> None:
 def test_no_candidate_is_no_hub(hubs: list[LinkedHub], enrollment_hubs: list[str] | None) -> None:
     with pytest.raises(NoHubError) as caught:
         choose_hub(AllocationPolicy.HASHED, "d", hubs, enrollment_hubs=enrollment_hubs)
-    assert caught.value.number == 400208  # DPS's "hub not specified" (dps-api.md 5.3)
+    # DPS's "hub not specified" (docs/dps-wire.md#error-codes-seen)
+    assert caught.value.number == 400208
 
 
 def test_linked_hub_rules() -> None:

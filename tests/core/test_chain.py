@@ -233,7 +233,8 @@ def intermediate_anchor_other_branch(p: Pki) -> Case:
 
 
 def full_chain_sent(p: Pki) -> Case:
-    # DPS's curl examples send leaf + intermediates + root (dps-api.md 4 rule 5).
+    # DPS's curl examples send leaf + intermediates + root
+    # (docs/attestation.md#the-device-presents-its-chain).
     leaf, inter, root = p.device.certificate, p.inter.certificate, p.root.certificate
     return Case(leaf, (inter, root), (root,), chain=(leaf, inter, root))
 

@@ -1,4 +1,6 @@
-"""core.registration_id: DPS's registration id and enrollment group id rules (dps-api.md 2.5, 4.1)."""
+"""core.registration_id: DPS's registration id and enrollment group id rules
+(docs/dps-wire.md#registration-and-enrollment-ids,
+docs/attestation.md#registration-id-and-the-certificate-cn)."""
 
 from __future__ import annotations
 

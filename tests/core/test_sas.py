@@ -1,9 +1,9 @@
 """core.sas: parsing, building and verifying DPS SAS tokens.
 
-The vectors are tokens Microsoft's SDKs really sent to a capture server (real-clients.md 1.3, 3.2,
-4.2, 5; raw logs in /work/shared/reference/clients/captures/), made with the keys of the client
-scripts there: the device key of py_device_sym.py and dev_test.js, the service key of
-py_dataplane.py, py_oldsvc.py and svc_test.js.
+The vectors are tokens captured from Microsoft's SDKs: what each really sent to a capture server,
+signed with the test device key and service key below.
+docs/sdk-clients.md#sas-tokens-across-the-sdks lists them with the SDK versions, the date and how
+they were captured; the capture named beside each token is its entry there.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def before(token: SasToken, seconds: float = 60) -> datetime:
 
 
 def reference_signature(key_b64: str, message: str) -> str:
-    """The formula of dps-api.md 2.2 written out independently of core.sas."""
+    """The formula of docs/dps-wire.md#service-sas-tokens written out independently of core.sas."""
     digest = hmac.new(base64.b64decode(key_b64), message.encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 

@@ -32,7 +32,8 @@ GROUP, SERVICE = "my-rg", "default"
 
 
 class TokenCredential:
-    """Any object with get_token() works (real-clients.md 2.1)."""
+    """Any object with get_token() works
+    (docs/sdk-clients.md#management-sdk-pointing-it-at-a-local-server)."""
 
     def __init__(self, token: str) -> None:
         self.token = token

@@ -5,7 +5,8 @@ control (an unknown CA, a wrong key, a disabled group).
 
 The SDK runs in a child ``node`` process (``tests/interop/node/register.js``) with the packages
 pinned by ``tests/interop/node/package-lock.json``. It reaches the server's port through a
-test-only ``https.Agent`` (real-clients.md 4.4); a real device talks to port 443.
+test-only ``https.Agent`` (docs/sdk-clients.md#node-device-another-port-for-the-http-transport);
+a real device talks to port 443.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Microsoft's DPS service SDK (azure-iot-deviceprovisioning 1.0.0b1) against a real devprov
 server over TLS: enrollment groups, individual enrollments, bulk operations and registration
-states, each call as an operator's script would make it (real-clients.md 3), with the negative
+states, each call as an operator's script would make it
+(docs/sdk-clients.md#python-service-sdk-azure-iot-deviceprovisioning), with the negative
 controls (wrong key, a policy without EnrollmentWrite, stale etags).
 
 Devices register over HTTPS with httpx here (a client certificate, or a SAS token signed with
@@ -46,7 +47,9 @@ pytestmark = pytest.mark.interop
 
 HUB = "sdk-hub.example.net"
 ROOT_NAME = "sdk-root"  # the verified root that caReferences name
-DEVICE_API_VERSION = "2019-03-31"  # what both device SDKs send (real-clients.md 1.3, 4.2)
+# what both device SDKs send (docs/sdk-clients.md#python-device-mqtt-connect-and-sas-token,
+# docs/sdk-clients.md#node-device-http-transport)
+DEVICE_API_VERSION = "2019-03-31"
 GENERATED_KEY_BYTES = (32, 64)  # DPS generates 256- or 512-bit keys; either is a valid answer
 
 
@@ -110,7 +113,9 @@ class Dps:
         return DeviceProvisioningClient.from_connection_string(
             connection_string or self.connection_string,
             connection_verify=str(self.server.ca_file),
-            retry_total=0,  # azure-core would otherwise retry 5xx answers (real-clients.md 2.2)
+            # azure-core would otherwise retry 5xx answers
+            # (docs/sdk-clients.md#management-sdk-requests-etags-and-bodies)
+            retry_total=0,
             **kwargs,
         )
 
@@ -205,7 +210,8 @@ def register_device(
     cert_chain: Path | None = None,
     key: Path | None = None,
 ) -> dict[str, Any]:
-    """PUT register, then poll the operation as a device SDK does (real-clients.md 4.2)."""
+    """PUT register, then poll the operation as a device SDK does
+    (docs/sdk-clients.md#node-device-http-transport)."""
     context = ssl.create_default_context(cafile=str(dps.server.ca_file))
     headers = {}
     if cert_chain is not None:
@@ -554,7 +560,8 @@ def test_registration_states_of_a_group(
         assert state["status"] == "assigned" and state["substatus"] == "initialAssignment"
     first = recorder.exchanges[0]
     assert (first.method, first.path) == ("POST", "/registrations/sdk-reg-group/query")
-    assert not first.body  # the SDK sends no body here (real-clients.md 3.3)
+    # the SDK sends no body here (docs/sdk-clients.md#service-sdk-paths-and-status-codes)
+    assert not first.body
 
     state = client.device_registration_state.get(id="sdk-reg-a")
     assert state == states["sdk-reg-a"]

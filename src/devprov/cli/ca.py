@@ -1,4 +1,5 @@
-"""``devprov ca``: a local test CA, the replacement for the C SDK's certGen.sh (dps-api.md 6).
+"""``devprov ca``: a local test CA, the replacement for the C SDK's certGen.sh
+(docs/sdk-clients.md#certgensh).
 
 Subcommands ``root``, ``intermediate``, ``device``, ``verification`` and ``demo``. Each handler
 turns its options into values, reads the clock once and calls one use case of
@@ -36,12 +37,14 @@ from devprov.service.pki.file import PkiFiles, read_password_file
 from devprov.service.pki.issuer import LoadedIssuer, load_issuer
 
 # Validity in days. A root outlives the intermediates it signs and they outlive their devices;
-# a verification certificate is needed only for the minutes of one upload (dps-api.md 1.7).
+# a verification certificate is needed only for the minutes of one upload
+# (docs/dps-wire.md#proof-of-possession).
 DEFAULT_DAYS = {"root": 3650, "intermediate": 1825, "device": 365, "verification": 1, "demo": 365}
 
 DEFAULT_ROOT_COMMON_NAME = DEMO_ROOT_COMMON_NAME
 DEFAULT_INTERMEDIATE_COMMON_NAME = DEMO_INTERMEDIATE_COMMON_NAME
-DEFAULT_VERIFICATION_FILE = "verification-code.pem"  # certGen.sh's prefix (dps-api.md 6.3)
+# certGen.sh's prefix (docs/sdk-clients.md#certgensh-files)
+DEFAULT_VERIFICATION_FILE = "verification-code.pem"
 DEFAULT_DEVICE_NAME = "my-device"
 
 # argparse has no public name for the object add_subparsers returns.

@@ -1,4 +1,5 @@
-"""``devprov device register``: a device simulator on DPS's HTTPS device API (dps-api.md 3.2).
+"""``devprov device register``: a device simulator on DPS's HTTPS device API
+(docs/dps-wire.md#https-register-operation-status-and-status-lookup).
 
 It registers exactly as a device does: ``PUT /{idScope}/registrations/{id}/register``, then polls
 ``GET .../operations/{operationId}`` after each ``Retry-After`` until the status is no longer
@@ -30,10 +31,11 @@ from devprov.core.error import AuthenticationError, InvalidInputError, Unavailab
 from devprov.core.sas import build_sas_token, derive_device_key
 from devprov.service.pki.file import read_password_file
 
-# DEV-SPEC's stable api-version (dps-api.md 3.1); devprov accepts any.
+# DEV-SPEC's stable api-version (docs/dps-wire.md#device-endpoints-and-api-versions); devprov
+# accepts any.
 DEVICE_API_VERSION = "2021-10-01"
 
-# A device token's lifetime: the Python device SDK's default (dps-api.md 3.4).
+# A device token's lifetime: the Python device SDK's default (docs/dps-wire.md#device-sas-tokens).
 DEVICE_TOKEN_SECONDS = 3600
 
 # The poll delay when the server names none: the Python and Node SDKs wait 2 s (3.6, 4.2).

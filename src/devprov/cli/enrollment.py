@@ -1,5 +1,5 @@
 """``devprov enrollment-group``, ``devprov enrollment`` and ``devprov registration``: DPS's service
-API (dps-api.md 2.3) from the command line.
+API (docs/dps-wire.md#service-paths) from the command line.
 
 Etags are handled here, as ``devprov certificate`` handles them: ``update`` and ``delete`` read the
 record first and send its etag in If-Match, so a concurrent change is refused (412, exit 8)

@@ -1,5 +1,5 @@
 """The options of ``devprov enrollment-group`` and ``devprov enrollment``, and the DPS documents
-they build (dps-api.md 2.5).
+they build (docs/dps-wire.md#enrollment-models).
 
 ``create`` builds a document from the options; ``update`` applies only the options given to the
 document the server returned, as the Azure CLI's ``az iot dps enrollment(-group) update`` does.
@@ -16,13 +16,14 @@ from typing import Any
 from devprov.core.certificate import parse_single_certificate, to_pem
 from devprov.core.error import InvalidInputError
 
-# dps-api.md 2.5: the lowest api-version a custom allocation webhook may speak; devprov's default
-# is the current stable one.
+# docs/dps-wire.md#enrollment-models: the lowest api-version a custom allocation webhook may
+# speak; devprov's default is the current stable one.
 DEFAULT_WEBHOOK_API_VERSION = "2021-10-01"
 
 ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 
-# reprovisionPolicy per option: (updateHubAssignment, migrateDeviceData) (dps-api.md 2.5).
+# reprovisionPolicy per option: (updateHubAssignment, migrateDeviceData)
+# (docs/dps-wire.md#enrollment-models).
 REPROVISION = {
     "none": (False, False),
     "migrate": (True, True),
@@ -309,7 +310,7 @@ def updated_document(
 ) -> dict[str, Any]:
     """``fetched`` with the options applied. ``keys`` is the attestation mechanism of a
     symmetric-key enrollment: a GET carries no keys, and a PUT without them would make the server
-    generate new ones (dps-api.md 2.5)."""
+    generate new ones (docs/dps-wire.md#attestation-mechanisms)."""
     doc = {k: v for k, v in fetched.items() if k not in _READ_ONLY}
     current = keys if keys is not None else doc.get("attestation")
     changed = build_attestation(args, kind, current)

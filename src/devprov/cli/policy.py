@@ -1,8 +1,8 @@
 """``devprov policy``: the shared access policies of a provisioning service (local state).
 
-A policy is a name, two keys and a set of rights (dps-api.md 2.2); service API clients sign their
-tokens with one of its keys. Changes take effect on the running server at its next request: it
-reads the policies from the shared database for every token it checks.
+A policy is a name, two keys and a set of rights (docs/dps-wire.md#service-sas-tokens); service API
+clients sign their tokens with one of its keys. Changes take effect on the running server at its
+next request: it reads the policies from the shared database for every token it checks.
 """
 
 from __future__ import annotations

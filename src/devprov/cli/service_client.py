@@ -1,10 +1,10 @@
 """A client of the DPS service API (enrollments, enrollment groups, registration states).
 
 It authenticates as DPS's service SDKs do, with a shared access signature built from a policy key
-(dps-api.md 2.2): by default the ``provisioningserviceowner`` policy of ``--service``, read from
-the local data directory; or the key of a connection string, for a server elsewhere. HTTP
-failures come back as devprov errors of the matching kind (``cli.client.remote_error``), so the
-CLI's one exit-code table applies.
+(docs/dps-wire.md#service-sas-tokens): by default the ``provisioningserviceowner`` policy of
+``--service``, read from the local data directory; or the key of a connection string, for a server
+elsewhere. HTTP failures come back as devprov errors of the matching kind
+(``cli.client.remote_error``), so the CLI's one exit-code table applies.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from devprov.core.sas import build_sas_token
 from devprov.service.model import OWNER_POLICY
 from devprov.service.provisioning import PolicyNotFoundError
 
-# The only api-version the Python service SDK knows (dps-api.md 2.1); devprov accepts any.
+# The only api-version the Python service SDK knows
+# (docs/dps-wire.md#service-host-api-versions-and-headers); devprov accepts any.
 SERVICE_API_VERSION = "2021-10-01"
 
 # Seconds a token is good for: the Python service SDK signs each request for an hour (PY-SVC).
@@ -94,7 +95,8 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
 def parse_connection_string(text: str) -> tuple[str, str, str]:
     """(host, policy name, key) of ``HostName=..;SharedAccessKeyName=..;SharedAccessKey=..``.
 
-    Names compare case-insensitively, as the Python service SDK reads them (real-clients.md 3.1).
+    Names compare case-insensitively, as the Python service SDK reads them
+    (docs/sdk-clients.md#service-sdk-construction-and-credentials).
     Raises :class:`MalformedConnectionStringError`; the message never contains the key.
     """
     fields: dict[str, str] = {}

@@ -1,8 +1,9 @@
-"""Choosing the IoT hub a device is assigned to: DPS's allocation policies (dps-api.md 2.5).
+"""Choosing the IoT hub a device is assigned to: DPS's allocation policies
+(docs/dps-wire.md#enrollment-models).
 
 ``hashed``, ``geoLatency`` and ``static`` are decided here. ``custom`` is decided by a webhook the
 service layer calls; this module builds the webhook's request and checks its response, in the
-shapes of DOCS ``concepts-custom-allocation.md`` (MicrosoftDocs/azure-docs, articles/iot-dps/).
+shapes of DOCS ``concepts-custom-allocation`` (MicrosoftDocs/azure-docs, articles/iot-dps/).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from devprov.core.registration_id import registration_key
 
 
 class AllocationPolicy(Enum):
-    """Spelled as the service API spells ``allocationPolicy`` (dps-api.md 2.5)."""
+    """Spelled as the service API spells ``allocationPolicy``
+    (docs/dps-wire.md#enrollment-models)."""
 
     HASHED = "hashed"
     GEO_LATENCY = "geoLatency"
@@ -56,7 +58,8 @@ def _eligible(
     candidates: Sequence[LinkedHub], enrollment_hubs: Sequence[str] | None
 ) -> list[LinkedHub]:
     """The enrollment's ``iotHubs`` when it names any (they "must be a subset of the hubs linked
-    to the instance", dps-api.md 2.5), else the linked hubs that apply the allocation policy.
+    to the instance", docs/dps-wire.md#enrollment-models), else the linked hubs that apply the
+    allocation policy.
 
     Host names compare case-insensitively (DNS names, RFC 4343).
     """
@@ -77,7 +80,7 @@ def _eligible(
 
 def _hashed(registration_id: str, hubs: Sequence[LinkedHub]) -> str:
     """DPS's "evenly weighted distribution": each hub gets a share of devices proportional to
-    its allocation weight (DOCS ``how-to-reprovision.md``).
+    its allocation weight (DOCS ``how-to-reprovision``).
 
     SHA-256 of the case-folded id, as an integer, modulo the total weight picks a point on the
     hubs laid end to end in host-name order: the same device lands on the same hub whatever order
@@ -111,7 +114,7 @@ def choose_hub(
 
     - ``hashed``: weighted, deterministic by registration id (see :func:`_hashed`);
     - ``geoLatency``: hashed too. DPS picks the hub nearest the device and hashes among equally
-      near ones (DOCS ``concepts-service.md``); a self-hosted server has no regions, so every hub
+      near ones (DOCS ``concepts-service``); a self-hosted server has no regions, so every hub
       is equally near;
     - ``static``: the enrollment's one hub (DPS requires ``iotHubs`` to hold exactly one);
     - ``custom``: decided by the webhook, never here: ValueError.
@@ -169,7 +172,7 @@ def build_custom_allocation_request(
     x509: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """The AllocationRequest DPS POSTs to a custom allocation webhook (DOCS
-    ``concepts-custom-allocation.md``):
+    ``concepts-custom-allocation``):
 
     ``{"enrollmentGroup" | "individualEnrollment": {...}, "deviceRuntimeContext":
     {"registrationId", "currentIotHubHostName"?, "currentDeviceId"?, "x509" | "symmetricKey",
@@ -248,7 +251,7 @@ def _initial_twin(value: object) -> Mapping[str, object] | None:
 def parse_custom_allocation_response(
     body: object, linked: Collection[str]
 ) -> CustomAllocationResult:
-    """Check a webhook's AllocationResponse (DOCS ``concepts-custom-allocation.md``):
+    """Check a webhook's AllocationResponse (DOCS ``concepts-custom-allocation``):
     ``{"iotHubHostName": ..., "initialTwin"?: {...}, "payload"?: {...}}``.
 
     The hub "must be one of the IoT hubs passed in the linkedHubs property in the request", here
@@ -268,7 +271,8 @@ def parse_custom_allocation_response(
     payload = _member(body, "payload")
     if payload is not None and not isinstance(payload, Mapping):
         # DOCS: "an object that contains data to be passed back to the device"; DEV-SPEC types
-        # DeviceRegistrationResult.payload as an object (dps-api.md 3.3).
+        # DeviceRegistrationResult.payload as an object
+        # (docs/dps-wire.md#device-request-and-response-models).
         raise CustomAllocationError("the webhook's payload is not a JSON object")
     return CustomAllocationResult(
         iot_hub_host_name=chosen,

@@ -1,8 +1,9 @@
 """X.509 certificate parsing and the facts devprov keeps about a certificate.
 
-Certificates reach devprov in every encoding the Azure tools produce (dps-api.md 1.3): PEM text,
-base64 of PEM text (the current ARM SDK base64-encodes a ``bytes`` field), base64 of DER (the Azure
-CLI for ``.cer`` files) and raw DER. :func:`parse_certificates` accepts all of them and raises
+Certificates reach devprov in every encoding the Azure tools produce
+(docs/dps-wire.md#certificate-upload-bodies-and-encodings): PEM text, base64 of PEM text (the
+current ARM SDK base64-encodes a ``bytes`` field), base64 of DER (the Azure CLI for ``.cer`` files)
+and raw DER. :func:`parse_certificates` accepts all of them and raises
 :class:`MalformedCertificateError` with a message that says what it found instead.
 """
 
@@ -28,7 +29,8 @@ from devprov.core.error import (
     TooManyCertificatesError,
 )
 
-# DPS rejects messages over 96 KB (dps-api.md 5.1); an encoded certificate is at most that.
+# DPS rejects messages over 96 KB (docs/dps-wire.md#limits-and-quotas); an encoded certificate is
+# at most that.
 MAX_ENCODED_CERTIFICATE_BYTES = 96 * 1024
 
 # An upload to the certificate registry names one CA certificate (DPS's CertificateBodyDescription
@@ -41,7 +43,7 @@ MAX_CERTIFICATES_PER_UPLOAD = 1
 CLOCK_SKEW = timedelta(minutes=5)
 
 # Certificate names in the DPS registry: "alphanumerics and -._, no whitespace"
-# (iot-dps-https-x509-support.md) and at most 256 characters (ARM spec maxLength).
+# (DOCS iot-dps-https-x509-support) and at most 256 characters (ARM spec maxLength).
 MAX_CERTIFICATE_NAME_LENGTH = 256
 _CERTIFICATE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 

@@ -66,7 +66,8 @@ Device (leaf) certificates
         beside the required purpose it is accepted (CA/B 7.1.2.7.10 forbids that for TLS
         servers). RFC deviation (CA/B, kept from cryptography): the EKU must be non-critical.
   * E4  devprov: subjectAltName is optional. Deviation from CA/B 7.1.2.7.12, not from RFC 5280
-        4.2.1.6: devices are named by subject CN (dps-api.md 4 rule 1) and certGen.sh device
+        4.2.1.6: devices are named by subject CN
+        (docs/attestation.md#registration-id-and-the-certificate-cn) and certGen.sh device
         certificates carry no SAN. Without a SAN the subject must not be empty (4.1.2.6); with
         one, it is critical exactly when the subject is empty (4.2.1.6, CA/B 7.1.2.7.12).
   * E5  devprov: authorityKeyIdentifier is optional (non-critical when present, 4.2.1.1).
@@ -109,11 +110,11 @@ from cryptography.x509.verification import (
 
 from devprov.core.error import InvalidDeviceCertificateError
 
-# Intermediates allowed between the device certificate and its anchor (P5). DPS documents no
-# limit (dps-api.md 4 rule 6 and 8). certGen.sh chains have one intermediate and DPS's own example
-# two (dps-api.md 4 rule 5); five leaves room for a root, a policy CA and per-plant or per-line
-# issuing CAs, while bounding the path an unauthenticated device can make us walk (cryptography's
-# own default is 8).
+# Intermediates allowed between the device certificate and its anchor (P5). DPS documents no limit
+# (docs/attestation.md#chain-depth). certGen.sh chains have one intermediate and DPS's own example
+# two (docs/attestation.md#the-device-presents-its-chain); five leaves room for a root, a policy CA
+# and per-plant or per-line issuing CAs, while bounding the path an unauthenticated device can make
+# us walk (cryptography's own default is 8).
 DEFAULT_MAX_CHAIN_DEPTH = 5
 
 # cryptography keeps the depth in a u8.
@@ -410,7 +411,8 @@ def _describe_failure(
 ) -> str:
     """The log message: cryptography's reason verbatim, after the facts an operator looks for
     first and cryptography does not always name (which certificate is out of date, whether the
-    leaf's issuer was sent at all: DPS's most common 401002, dps-api.md 4 rule 7)."""
+    leaf's issuer was sent at all: DPS's most common 401002,
+    docs/attestation.md#errors-when-attestation-fails)."""
     notes: list[str] = []
     if at > leaf.not_valid_after_utc:
         notes.append(f"it expired at {leaf.not_valid_after_utc.isoformat()}")

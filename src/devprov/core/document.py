@@ -1,4 +1,5 @@
-"""DPS's JSON documents for enrollments and registration states (dps-api.md 2.5 and 3.3).
+"""DPS's JSON documents for enrollments and registration states (docs/dps-wire.md#enrollment-models,
+docs/dps-wire.md#registration-states and docs/dps-wire.md#device-request-and-response-models).
 
 Pure rendering, shared by the HTTP adapters and the custom allocation request.
 

@@ -1,5 +1,6 @@
 """Enrollments: individual enrollments and enrollment groups, their attestation, and the rules
-that hold for a record before it is stored (dps-api.md 2.5).
+that hold for a record before it is stored (docs/dps-wire.md#enrollment-models,
+docs/dps-wire.md#attestation-mechanisms).
 
 ``parse_*`` turns the JSON document a client sent (the DPS service API's IndividualEnrollment or
 EnrollmentGroup, already decoded) into a frozen value, or raises an input error naming the field.
@@ -27,8 +28,9 @@ from devprov.core.certificate import (
 from devprov.core.error import InvalidInputError, MalformedRequestError
 from devprov.core.sas import parse_symmetric_key
 
-# DPS's limits (dps-api.md 5.1): 100 X.509 and 100 symmetric-key groups per instance, a million
-# individual enrollments, 50 linked hubs. devprov keeps them so that what works here works there.
+# DPS's limits (docs/dps-wire.md#limits-and-quotas): 100 X.509 and 100 symmetric-key groups per
+# instance, a million individual enrollments, 50 linked hubs. devprov keeps them so that what works
+# here works there.
 MAX_ENROLLMENT_GROUPS_PER_TYPE = 100
 MAX_INDIVIDUAL_ENROLLMENTS = 1_000_000
 MAX_LINKED_HUBS = 50
@@ -37,7 +39,7 @@ MAX_LINKED_HUBS = 50
 # must be 16 to 64 bytes of valid base64 (core.sas.parse_symmetric_key).
 GENERATED_KEY_BYTES = 32
 
-# The oldest api-version that knows custom allocation (dps-api.md 2.5).
+# The oldest api-version that knows custom allocation (docs/dps-wire.md#enrollment-models).
 MIN_CUSTOM_ALLOCATION_API_VERSION = "2018-09-01-preview"
 
 # The size of a free-form JSON member (initialTwin, payloads) as stored; DPS's message limit.

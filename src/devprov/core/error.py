@@ -1,8 +1,8 @@
 """The one error tree of devprov.
 
 Every error is a leaf of :class:`DevprovError`, grouped by :class:`ErrorKind`. Each leaf has a
-stable string ``code`` (for humans, logs and the CLI) and a stable six-digit ``number`` that
-follows DPS's ``<HTTP status><3-digit sub-code>`` pattern (see dps-api.md section 5.3), so that
+stable string ``code`` (for humans, logs and the CLI) and a stable six-digit ``number`` that follows
+DPS's ``<HTTP status><3-digit sub-code>`` pattern (see docs/dps-wire.md#error-codes-seen), so that
 each transport can map the tree once, in one table, without knowing the leaves.
 
 ``message`` is precise and meant for the operator who made the call. Transports that face
@@ -336,7 +336,8 @@ class InvalidDeviceCertificateError(AuthenticationError):
     """A device's X.509 chain does not validate under devprov's device profile (core.chain).
 
     DPS answers every such failure, a missing intermediate included, with 401002 "Invalid
-    certificate" (dps-api.md 4 rule 7 and 5.3); the message names the precise rule for the log.
+    certificate" (docs/attestation.md#errors-when-attestation-fails,
+    docs/dps-wire.md#error-codes-seen); the message names the precise rule for the log.
     """
 
     code = "InvalidCertificate"
@@ -368,7 +369,8 @@ class InvalidSasSignatureError(AuthenticationError):
 
 
 class MissingRightError(NotPermittedError):
-    """A shared access policy lacks the right an operation needs (dps-api.md 2.2)."""
+    """A shared access policy lacks the right an operation needs
+    (docs/dps-wire.md#service-sas-tokens)."""
 
     code = "MissingRight"
     number = 403001
@@ -414,6 +416,7 @@ class NoHubError(InvalidInputError):
     """No IoT hub could be chosen (none linked, none eligible); DPS's registration errorCode 400208."""
 
     # DPS reports "hub not specified" as registrationState.errorCode 400208, which the C SDK maps
-    # to PROV_DEVICE_RESULT_HUB_NOT_SPECIFIED (dps-api.md 5.3); a device must see that number.
+    # to PROV_DEVICE_RESULT_HUB_NOT_SPECIFIED (docs/dps-wire.md#error-codes-seen); a device must
+    # see that number.
     code = "IotHubNotSpecified"
     number = 400208

@@ -1,15 +1,17 @@
 """Entity tags and If-Match, as RFC 7232 defines them and as Azure's clients send them.
 
-The current ARM SDK wraps the etag in double quotes (``If-Match: "AAAAAAA00001="``); the 1.x SDK
-and the Azure CLI send it bare (real-clients.md 2.2). Both must match. ``*`` matches any
-existing record (RFC 7232 3.1). If-Match uses the strong comparison, so weak tags never match.
+The current ARM SDK wraps the etag in double quotes (``If-Match: "AAAAAAA00001="``); the 1.x SDK and
+the Azure CLI send it bare (docs/sdk-clients.md#management-sdk-requests-etags-and-bodies). Both must
+match. ``*`` matches any existing record (RFC 7232 3.1). If-Match uses the strong comparison, so
+weak tags never match.
 """
 
 from __future__ import annotations
 
 import base64
 
-ETAG_BYTES = 8  # DPS's etags are base64 of 8 bytes, e.g. "AAAAAAExpNs=" (dps-api.md 1.2)
+# DPS's etags are base64 of 8 bytes, e.g. "AAAAAAExpNs=" (docs/dps-wire.md#the-certificate-resource)
+ETAG_BYTES = 8
 
 
 def build_etag(nonce: bytes) -> str:

@@ -1,10 +1,11 @@
 """Building certificates: root and intermediate CAs, device, verification and server certificates.
 
-Pure functions: keys, serial numbers and the time are arguments. Extensions follow what a CA or
-a TLS client or server certificate needs (RFC 5280 4.2.1), improving on certGen.sh's profile
-(dps-api.md 6.2): CA certificates carry a critical basicConstraints with an optional pathLen and a
-critical keyUsage of keyCertSign and cRLSign; leaves carry CA:FALSE, digitalSignature (plus
-keyEncipherment for RSA keys, RFC 5246 7.4.7), the EKU they are used for, SKI and AKI.
+Pure functions: keys, serial numbers and the time are arguments. Extensions follow what a CA or a
+TLS client or server certificate needs (RFC 5280 4.2.1), improving on certGen.sh's profile
+(docs/sdk-clients.md#certgensh-keys-extensions-and-validity): CA certificates carry a critical
+basicConstraints with an optional pathLen and a critical keyUsage of keyCertSign and cRLSign; leaves
+carry CA:FALSE, digitalSignature (plus keyEncipherment for RSA keys, RFC 5246 7.4.7), the EKU they
+are used for, SKI and AKI.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Proof-of-possession of a CA certificate's private key.
 
-The flow of DPS's "Verify X.509 CA certificates" page (how-to-verify-certificates.md): the service
+The flow of DPS's "Verify X.509 CA certificates" page (DOCS how-to-verify-certificates): the service
 issues a verification code, the operator signs a certificate whose subject CN is that code with the
 CA's private key, and the service checks that signature with the uploaded public key.
 
-DPS documents neither code lifetime nor single use (dps-api.md 8). devprov decides, deliberately:
-a code lives for a configurable lifetime (one hour by default), a new code supersedes the previous
-one, and a code that verified once cannot verify again. Each refusal is its own error so the
-operator learns exactly which rule failed.
+DPS documents neither code lifetime nor single use (docs/dps-wire.md#what-dps-does-not-document).
+devprov decides, deliberately: a code lives for a configurable lifetime (one hour by default), a new
+code supersedes the previous one, and a code that verified once cannot verify again. Each refusal is
+its own error so the operator learns exactly which rule failed.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from devprov.core.error import (
     VerificationSignerMismatchError,
 )
 
-# Every code seen from DPS is 48 upper-case hex characters, i.e. 24 random bytes (dps-api.md 1.6).
+# Every code seen from DPS is 48 upper-case hex characters, i.e. 24 random bytes
+# (docs/dps-wire.md#verification-codes).
 VERIFICATION_CODE_BYTES = 24
 
 # How long an issued code may be used. DPS documents none; an hour covers signing by hand with

@@ -1,9 +1,9 @@
 """Device registration states and the decision of what a registration does to them.
 
-DPS keeps one registration state per device (dps-api.md 2.5 DeviceRegistrationState). A device
+DPS keeps one registration state per device (docs/dps-wire.md#registration-states). A device
 that registers again is re-evaluated: when the enrollment and the hub it would get are unchanged,
 it keeps its assignment; otherwise the enrollment's reprovisionPolicy decides whether it moves and
-which substatus DPS reports (dps-api.md 3.3).
+which substatus DPS reports (docs/dps-wire.md#device-request-and-response-models).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class AttestationMethod(enum.Enum):
 
 @dataclass(frozen=True)
 class CertificateSummary:
-    """X509CertificateInfo as DPS returns it (dps-api.md 2.5)."""
+    """X509CertificateInfo as DPS returns it (docs/dps-wire.md#attestation-mechanisms)."""
 
     subject_name: str
     sha1_thumbprint: str

@@ -1,6 +1,7 @@
 """Registration ids and enrollment group ids: which strings DPS accepts, and their lookup key.
 
-The rules (dps-api.md 2.5 "Registration ID / enrollment ID rules" and 4.1):
+The rules (docs/dps-wire.md#registration-and-enrollment-ids and
+docs/attestation.md#registration-id-and-the-certificate-cn):
 
 - case-insensitive, so storage looks ids up by :func:`registration_key`;
 - ASCII letters and digits plus ``-``, ``.``, ``_`` and ``:``;
@@ -8,7 +9,8 @@ The rules (dps-api.md 2.5 "Registration ID / enrollment ID rules" and 4.1):
   (RFC 5280 Appendix A.1, ub-common-name = 64).
 
 The two sources disagree at the edges. The service spec (SVC-SPEC) says "no special characters
-allowed at start or end"; the docs (DOCS, also dps-api.md 4.1) say "the last character must be
+allowed at start or end"; the docs (DOCS, also
+docs/attestation.md#registration-id-and-the-certificate-cn) say "the last character must be
 alphanumeric or dash" and say nothing about the first. devprov takes each source where it is the
 more specific one:
 
@@ -24,9 +26,11 @@ import re
 
 from devprov.core.error import InvalidEnrollmentGroupIdError, InvalidRegistrationIdError
 
-MAX_REGISTRATION_ID_LENGTH = 128  # dps-api.md 2.5
-MAX_X509_REGISTRATION_ID_LENGTH = 64  # the CN's upper bound, dps-api.md 4.1
-MAX_ENROLLMENT_GROUP_ID_LENGTH = 128  # dps-api.md 2.5: same rules as registration ids
+MAX_REGISTRATION_ID_LENGTH = 128  # docs/dps-wire.md#registration-and-enrollment-ids
+# the CN's upper bound, docs/attestation.md#registration-id-and-the-certificate-cn
+MAX_X509_REGISTRATION_ID_LENGTH = 64
+# docs/dps-wire.md#registration-and-enrollment-ids: same rules as registration ids
+MAX_ENROLLMENT_GROUP_ID_LENGTH = 128
 
 # ASCII classes spelled out: str.isalnum() and \w would admit other scripts' letters and digits.
 _ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:-]*[A-Za-z0-9-])?")
@@ -86,7 +90,8 @@ def validate_enrollment_group_id(value: str) -> str:
 def registration_key(value: str) -> str:
     """The key storage finds a registration id under: validated, then lower-cased.
 
-    DPS treats ids case-insensitively (dps-api.md 2.5), so ``Dev-1`` and ``dev-1`` are one device.
+    DPS treats ids case-insensitively (docs/dps-wire.md#registration-and-enrollment-ids), so
+    ``Dev-1`` and ``dev-1`` are one device.
     The ids are ASCII, where lower-casing and case-folding agree.
     Raises :class:`InvalidRegistrationIdError`.
     """

@@ -1,10 +1,12 @@
 """DPS shared access signatures: parsing, building and verifying SAS tokens, and policy rights.
 
 A token is ``SharedAccessSignature sr=<resource>&sig=<signature>&se=<expiry>[&skn=<key name>]``
-(dps-api.md 2.2 for the service API, 3.4 for devices). The signature is
+(docs/dps-wire.md#service-sas-tokens for the service API, docs/dps-wire.md#device-sas-tokens for
+devices). The signature is
 ``base64(HMAC-SHA256(base64decode(key), sr + "\\n" + se))``, where ``sr`` is the text exactly as
 it appears in the token: Python and C send and sign it URL-encoded, Node sends and signs it raw,
-and signing what was sent covers all five clients observed (real-clients.md 6 point 5).
+and signing what was sent covers all five clients observed
+(docs/sdk-clients.md#sas-tokens-across-the-sdks).
 
 Where the DPS documents are silent, devprov follows Azure's own token parser,
 ``Microsoft.Azure.Devices.Client.SharedAccessSignature`` and its ``SharedAccessSignatureConstants``
@@ -36,10 +38,11 @@ from devprov.core.error import (
 SAS_SCHEME = "SharedAccessSignature"
 
 # The longest token a known client builds stays under 2 KiB: a device sr is the id scope plus
-# "/registrations/" plus at most 128 characters (dps-api.md 3.4, 2.5), a service sr a URL of a host
-# name (at most 253 characters, RFC 1035 2.3.4) and port; URL-encoding at most triples either; sig
-# is 44 characters before encoding, se a dozen digits, skn at most MAX_KEY_NAME_LENGTH characters.
-# 4 KiB admits all of them and turns a megabyte "token" away before any work is done on it.
+# "/registrations/" plus at most 128 characters (docs/dps-wire.md#device-sas-tokens,
+# docs/dps-wire.md#registration-and-enrollment-ids), a service sr a URL of a host name (at most 253
+# characters, RFC 1035 2.3.4) and port; URL-encoding at most triples either; sig is 44 characters
+# before encoding, se a dozen digits, skn at most MAX_KEY_NAME_LENGTH characters. 4 KiB admits all
+# of them and turns a megabyte "token" away before any work is done on it.
 MAX_SAS_TOKEN_LENGTH = 4096
 
 # The C# parser's MaxKeyNameLength.
@@ -49,7 +52,8 @@ MAX_KEY_NAME_LENGTH = 256
 # one) or a Python datetime can hold. A larger se is no expiry any implementation can represent.
 MAX_EXPIRY = 253_402_300_799
 
-# dps-api.md 2.5: "user-supplied keys must be 16 to 64 bytes of valid base64".
+# docs/dps-wire.md#attestation-mechanisms: keys a user supplies must be valid base64 of 16 to 64
+# bytes.
 MIN_SYMMETRIC_KEY_BYTES = 16
 MAX_SYMMETRIC_KEY_BYTES = 64
 _MAX_KEY_TEXT = 4 * math.ceil(MAX_SYMMETRIC_KEY_BYTES / 3)  # padded base64 of the longest key
@@ -73,7 +77,8 @@ class SasToken:
 
 
 class Right(Enum):
-    """The rights of a DPS shared access policy, spelled as ARM spells them (dps-api.md 2.2)."""
+    """The rights of a DPS shared access policy, spelled as ARM spells them
+    (docs/dps-wire.md#shared-access-policies-and-rights)."""
 
     SERVICE_CONFIG = "ServiceConfig"
     ENROLLMENT_READ = "EnrollmentRead"
@@ -129,8 +134,8 @@ def _key_name(text: str | None) -> str | None:
 def parse_sas_token(header: str) -> SasToken:
     """Parse an Authorization header value or MQTT password.
 
-    Fields may come in any order (dps-api.md 2.2); names other than sr, sig, se and skn are
-    ignored, as the C# parser ignores them.
+    Fields may come in any order (docs/dps-wire.md#service-sas-tokens); names other than sr, sig,
+    se and skn are ignored, as the C# parser ignores them.
 
     Raises :class:`MalformedSasTokenError` (an authentication error: DPS answers 401).
     """
@@ -161,7 +166,8 @@ def parse_sas_token(header: str) -> SasToken:
 
 
 def parse_symmetric_key(value: str) -> bytes:
-    """The bytes of a base64 symmetric key of 16 to 64 bytes (dps-api.md 2.5).
+    """The bytes of a base64 symmetric key of 16 to 64 bytes
+    (docs/dps-wire.md#attestation-mechanisms).
 
     Raises :class:`InvalidSymmetricKeyError`; the message never contains the key.
     """
@@ -206,7 +212,8 @@ def build_sas_token(
     """A token as the SDKs build them, fields in the order sr, sig, se, skn (Python and C).
 
     ``encode_resource`` sends and signs ``quote(resource, safe="")``, as the Python device SDK
-    does (real-clients.md 1.3); False sends and signs the raw text, as Node does (4.2).
+    does (docs/sdk-clients.md#python-device-mqtt-connect-and-sas-token); False sends and signs the
+    raw text, as Node does (docs/sdk-clients.md#node-device-http-transport).
     """
     if not 0 <= expiry <= MAX_EXPIRY:
         raise ValueError(f"se must be 0 to {MAX_EXPIRY}")
@@ -221,7 +228,7 @@ def build_sas_token(
 
 
 def derive_device_key(group_key_b64: str, registration_id: str) -> str:
-    """A device's key in a symmetric-key enrollment group (dps-api.md 3.4):
+    """A device's key in a symmetric-key enrollment group (docs/dps-wire.md#group-key-derivation):
     ``base64(HMAC-SHA256(base64decode(group key), registration id))``.
 
     The id is used as the device sends it: the device derived its key from its own spelling.
@@ -252,7 +259,7 @@ def verify_sas_token(
     now``, so a token is still accepted at exactly ``se``. That is the C# parser's ``IsExpired``
     (``ExpiresOn + MaxClockSkew < DateTime.UtcNow``). The C# parser grants five minutes of skew;
     devprov grants none unless asked, since every SDK renews its token well before ``se``
-    (Python 120 s before, dps-api.md 3.4).
+    (Python 120 s before, docs/dps-wire.md#device-sas-tokens).
 
     Raises :class:`InvalidSasSignatureError`, :class:`SasTokenExpiredError`, and
     :class:`InvalidSymmetricKeyError` for a malformed key in ``keys``.
@@ -284,7 +291,8 @@ def verify_sas_token(
 
 def resource_matches_device(token_resource: str, id_scope: str, registration_id: str) -> bool:
     """True when a device token's sr, URL-decoded, is ``{idScope}/registrations/{registrationId}``
-    (dps-api.md 3.4), compared case-insensitively as DPS compares scopes and ids (2.5).
+    (docs/dps-wire.md#device-sas-tokens), compared case-insensitively as DPS compares scopes and ids
+    (docs/dps-wire.md#registration-and-enrollment-ids).
 
     Decoding once accepts the encoded form (Python, C) and the raw one (Node): ids cannot hold '%'.
     """
@@ -307,10 +315,11 @@ def resource_matches_service(
     """True when a service token's sr covers ``path`` on one of ``host_names``.
 
     DPS's sr is the lower-case resource URI from the host name on, and covers by path segment:
-    "``/a/b`` covers ``/a/b/c`` but not ``/a/bc``" (dps-api.md 2.2). sr and host names are
-    URL-decoded, lower-cased and stripped of ``https://``/``http://`` and trailing slashes, since
-    the Python service client signs whatever endpoint text the user gave it, scheme and port
-    included (real-clients.md 3.2: ``localhost%3A8443``, ``https%3A%2F%2Flocalhost%3A8443``).
+    "``/a/b`` covers ``/a/b/c`` but not ``/a/bc``" (docs/dps-wire.md#service-sas-tokens). sr and
+    host names are URL-decoded, lower-cased and stripped of ``https://``/``http://`` and trailing
+    slashes, since the Python service client signs whatever endpoint text the user gave it, scheme
+    and port included (docs/sdk-clients.md#service-sdk-sas-tokens: ``localhost%3A8443``,
+    ``https%3A%2F%2Flocalhost%3A8443``).
 
     With the default ``path`` the sr must name a host exactly; pass the request path (without its
     query) to honour tokens scoped below the host (``host/enrollments`` covers ``/enrollments/x``).
@@ -342,8 +351,8 @@ def resource_matches_service(
 def require_right(granted: Collection[str], needed: Right, policy: str) -> None:
     """Raise :class:`MissingRightError` unless ``granted`` holds ``needed``.
 
-    Names compare case-insensitively. No right implies another: DPS documents none (dps-api.md
-    2.2), so EnrollmentWrite does not grant EnrollmentRead.
+    Names compare case-insensitively. No right implies another: DPS documents none
+    (docs/dps-wire.md#service-sas-tokens), so EnrollmentWrite does not grant EnrollmentRead.
     """
     if isinstance(granted, str):
         raise TypeError("granted is a collection of right names, not one string")

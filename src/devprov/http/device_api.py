@@ -1,4 +1,5 @@
-"""The DPS device API over HTTPS (dps-api.md 3.2): register, operation status, status lookup.
+"""The DPS device API over HTTPS: register, operation status, status lookup
+(docs/dps-wire.md#https-register-operation-status-and-status-lookup).
 
 X.509 devices authenticate with the TLS client chain the HTTPS server hands over in the ASGI
 scope (``extensions.tls["devprov.client_chain_der"]``, leaf first); symmetric-key devices with a
@@ -37,7 +38,8 @@ log = logging.getLogger("devprov.http.device")
 
 # The poll delay devprov suggests. The outcome is decided during the register call, so the first
 # poll already sees it; Node's transport honours this header, Python's waits 2 s regardless
-# (real-clients.md 1.5 and 4.2).
+# (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
+# docs/sdk-clients.md#node-device-http-transport).
 RETRY_AFTER_SECONDS = 1
 
 

@@ -1,9 +1,10 @@
 """The one mapping of devprov's error tree onto HTTP, and the two error bodies it speaks.
 
-The management API is ARM's, so its errors take ARM's ``ErrorDetails`` shape (dps-api.md 1.8:
-``code``, ``httpStatusCode``, ``message``, ``details``), plus the OData ``error`` object that
-azure-core reads to build an exception message. The service and device APIs are DPS's, whose
-errors carry ``errorCode``, ``trackingId``, ``message`` and ``timestampUtc`` (dps-api.md 2.5).
+The management API is ARM's, so its errors take ARM's ``ErrorDetails`` shape
+(docs/dps-wire.md#management-errors: ``code``, ``httpStatusCode``, ``message``, ``details``), plus
+the OData ``error`` object that azure-core reads to build an exception message. The service and
+device APIs are DPS's, whose errors carry ``errorCode``, ``trackingId``, ``message`` and
+``timestampUtc`` (docs/dps-wire.md#service-error-body).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The ARM-compatible management API for the certificate registry (dps-api.md section 1).
+"""The ARM-compatible management API for the certificate registry
+(docs/dps-wire.md#management-api-arm).
 
 Paths follow ARM: ``/subscriptions/{any}/resourceGroups/{any}/providers/Microsoft.Devices/
 provisioningServices/{service}/certificates[/{name}[/generateVerificationCode|/verify]]``.
@@ -58,8 +59,9 @@ def certificate_body(
         "isVerified": record.is_verified,
         "created": _rfc1123(record.created_at),
         "updated": _rfc1123(record.updated_at),
-        # The SDK base64-decodes this field (real-clients.md 2.2); base64 of the PEM text gives
-        # its users the PEM back.
+        # The SDK base64-decodes this field
+        # (docs/sdk-clients.md#management-sdk-requests-etags-and-bodies); base64 of the PEM text
+        # gives its users the PEM back.
         "certificate": base64.b64encode(to_pem(record.certificate).encode("ascii")).decode("ascii"),
     }
     if code:

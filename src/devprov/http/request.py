@@ -17,8 +17,8 @@ from devprov.core.error import (
     MissingCredentialsError,
 )
 
-# DPS's maximum message size (dps-api.md 5.1). The HTTPS server refuses larger bodies before
-# the app sees them; this guard covers other servers and chunked bodies.
+# DPS's maximum message size (docs/dps-wire.md#limits-and-quotas). The HTTPS server refuses larger
+# bodies before the app sees them; this guard covers other servers and chunked bodies.
 MAX_BODY_BYTES = 96 * 1024
 
 
@@ -59,7 +59,8 @@ def bearer_token(request: Request) -> str:
 
 
 def api_version(request: Request) -> str | None:
-    """Recorded, never required: every client pins a different one (real-clients.md 2.1)."""
+    """Recorded, never required: every client pins a different one
+    (docs/sdk-clients.md#management-sdk-pointing-it-at-a-local-server)."""
     for key, value in request.query_params.multi_items():
         if key.lower() == "api-version":
             return value
@@ -67,7 +68,8 @@ def api_version(request: Request) -> str | None:
 
 
 def case_insensitive(routes: list[Route]) -> list[Route]:
-    """ARM and DPS paths match case-insensitively (dps-api.md 2.1)."""
+    """ARM and DPS paths match case-insensitively
+    (docs/dps-wire.md#service-host-api-versions-and-headers)."""
     for route in routes:
         route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)
     return routes

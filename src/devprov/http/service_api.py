@@ -1,4 +1,5 @@
-"""The DPS service API: enrollments, enrollment groups and registration states (dps-api.md 2).
+"""The DPS service API: enrollments, enrollment groups and registration states
+(docs/dps-wire.md#service-api).
 
 Paths as DPS has them, matched case-insensitively; any api-version; DPS's shared access
 signatures with per-policy rights; DPS's error body on every failure.

@@ -15,7 +15,7 @@ import httpx
 from devprov.core.error import UnavailableError
 
 # Long enough for an Azure Function cold start, short of the 30 s a device waits for an answer
-# (real-clients.md 1.5).
+# (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts).
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 # A webhook's answer is a small JSON document; anything larger is refused unread.

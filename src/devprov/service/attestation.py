@@ -1,6 +1,6 @@
 """Device attestation: which enrollment governs a registering device, and is it who it says?
 
-X.509 (DPS's order of operations, docs/attestation.md): the registration id must be the leaf's
+X.509 (DPS's order of operations, docs/attestation.md#which-enrollment-applies): the registration id must be the leaf's
 CN; an individual enrollment for the device wins; otherwise the group of the nearest certificate
 above the device that has one, walking its chain up to the root, and that first match decides.
 Where trust is anchored is a separate question: the group's certificate must be verified (in the
@@ -8,9 +8,9 @@ registry, uploaded with isVerified or proven by proof-of-possession) or roll up,
 the device presents, to a verified one. A self-signed device certificate of an individual
 enrollment is its own anchor.
 
-Symmetric key (dps-api.md 3.4): the SAS token is checked against the individual enrollment's
-keys, or else against the keys derived from each symmetric-key group's keys; the first group
-whose derived key verifies the signature governs the device.
+Symmetric key (docs/dps-wire.md#device-sas-tokens): the SAS token is checked against the individual
+enrollment's keys, or else against the keys derived from each symmetric-key group's keys; the first
+group whose derived key verifies the signature governs the device.
 """
 
 from __future__ import annotations
@@ -41,14 +41,15 @@ from devprov.service.port import UnitOfWork
 
 class DeviceAttestationError(InvalidDeviceCertificateError):
     """The device could not be attested. The message is for logs and the audit trail only; the
-    number is DPS's 401002, its answer to every failed X.509 attestation (dps-api.md 4.7)."""
+    number is DPS's 401002, its answer to every failed X.509 attestation
+    (docs/attestation.md#errors-when-attestation-fails)."""
 
     code = "DeviceAttestationFailed"
 
 
 class DeviceSasError(AuthenticationError):
     """A symmetric-key device could not be attested; it inherits DPS's 401000 "Unauthorized"
-    (dps-api.md 5.3)."""
+    (docs/dps-wire.md#error-codes-seen)."""
 
     code = "DeviceUnauthorized"
 
@@ -143,7 +144,7 @@ class _DevicePath:
     verified: Mapping[str, CertificateRecord]  # the registry's verified certificates, by SHA-256
     # What validation may build a chain from: what the device sent, and the path's certificates
     # from the first verified one up. A device must send every certificate between its own and
-    # a verified one (docs/attestation.md); above that, the registry completes the chain.
+    # a verified one (docs/attestation.md#the-device-presents-its-chain); above that, the registry completes the chain.
     usable: tuple[x509.Certificate, ...]
 
     def anchors_from(self, index: int) -> list[x509.Certificate]:

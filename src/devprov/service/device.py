@@ -1,7 +1,8 @@
 """The device side of provisioning: register, poll an operation, look up a registration.
 
 A register call attests the device, allocates an IoT hub, stores the registration state and an
-operation, and answers with the operation (DPS's 202 + operationId flow, dps-api.md 3.2). devprov
+operation, and answers with the operation (DPS's 202 + operationId flow,
+docs/dps-wire.md#https-register-operation-status-and-status-lookup). devprov
 decides synchronously, so the first poll already sees the outcome; the custom-allocation webhook
 is the one slow step, bounded by its timeout, and runs outside any database transaction.
 """

@@ -1,10 +1,10 @@
 """Enrollment use cases of the DPS service API: create or update with DPS's etag rules, read,
 delete, query with continuation, bulk operations and attestation mechanisms.
 
-Etag rules (dps-api.md 2.6): PUT without If-Match creates and is refused with 409 when the record
-exists; PUT with If-Match updates and is refused with 412 when it does not match (``*`` matches
-any existing record; on a missing record any If-Match fails, RFC 7232 3.1). DELETE's If-Match is
-optional.
+Etag rules (docs/dps-wire.md#service-etags): PUT without If-Match creates and is refused with 409
+when the record exists; PUT with If-Match updates and is refused with 412 when it does not match
+(``*`` matches any existing record; on a missing record any If-Match fails, RFC 7232 3.1). DELETE's
+If-Match is optional.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from devprov.core.registration_id import validate_enrollment_group_id, validate_
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
 
-# The service API's bulk operations take at most 10 items (dps-api.md 2.3, SVC-SPEC).
+# The service API's bulk operations take at most 10 items (docs/dps-wire.md#bulk-operations).
 MAX_BULK_ITEMS = 10
 
 # Query paging: DPS leaves the default page size unstated; 100 keeps a page under the 96 KB
@@ -50,7 +50,8 @@ MAX_BULK_ITEMS = 10
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-# The only queries the DPS SDKs send are "*" (dps-api.md 2.4) and the SQL-like form below.
+# The only queries the DPS SDKs send are "*" (docs/dps-wire.md#query-and-continuation) and the
+# SQL-like form below.
 _SELECT_ALL = re.compile(
     r"\s*(\*|select\s+\*\s+from\s+(enrollments|enrollmentgroups)\s*)\s*", re.IGNORECASE
 )
@@ -281,7 +282,8 @@ class EnrollmentService:
         return Page(items, encode_continuation(items[-1].key) if more else None)
 
     def bulk(self, service: str, kind: EnrollmentKind, body: Any, *, actor: str) -> BulkResult:
-        """DPS's bulk operation: each item succeeds or fails on its own (dps-api.md 2.5)."""
+        """DPS's bulk operation: each item succeeds or fails on its own
+        (docs/dps-wire.md#bulk-operations)."""
         id_field = "registrationId" if kind is EnrollmentKind.INDIVIDUAL else "enrollmentGroupId"
         list_field = "enrollments" if kind is EnrollmentKind.INDIVIDUAL else "enrollmentGroups"
         if not isinstance(body, dict):
@@ -338,7 +340,8 @@ class EnrollmentService:
     # --- rules ---------------------------------------------------------------------------------
 
     def _with_keys(self, enrollment: Enrollment) -> Enrollment:
-        """Symmetric keys left out of a create body are generated (dps-api.md 2.5)."""
+        """Symmetric keys left out of a create body are generated
+        (docs/dps-wire.md#attestation-mechanisms)."""
         attestation = enrollment.attestation
         if attestation.type is not AttestationType.SYMMETRIC_KEY:
             return enrollment

@@ -12,11 +12,12 @@ from cryptography import x509
 from devprov.core.certificate import CertificateFacts, describe_der, load_der
 from devprov.core.possession import DEFAULT_CODE_LIFETIME, VerificationCodes
 
-# DPS allows 25 CA certificates per instance (dps-api.md 1.9); devprov makes it a per-service
-# setting with that default.
+# DPS allows 25 CA certificates per instance (docs/dps-wire.md#limits-and-quotas); devprov makes
+# it a per-service setting with that default.
 DEFAULT_MAX_CERTIFICATES = 25
 
-# DPS's rights (dps-api.md 1.1 and 2.2); the default policy holds all of them.
+# DPS's rights (docs/dps-wire.md#shared-access-policies-and-rights); the default policy holds all
+# of them.
 ALL_RIGHTS = frozenset(
     {
         "ServiceConfig",

@@ -33,7 +33,8 @@ _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{1,62}[A-Za-z0-9]")
 # Shared access keys are 32 random bytes, base64, as DPS generates them.
 ACCESS_KEY_BYTES = 32
 
-# ID scopes look like "0ne00111111": the prefix "0ne" and 8 hex digits (dps-api.md 3.1).
+# ID scopes look like "0ne00111111": the prefix "0ne" and 8 hex digits
+# (docs/dps-wire.md#device-endpoints-and-api-versions).
 ID_SCOPE_PREFIX = "0ne"
 ID_SCOPE_RANDOM_BYTES = 4
 

@@ -12,8 +12,10 @@
 //        finished within timeoutSeconds (default 60).
 //
 // The SDK's HTTP transport always connects to port 443 and takes a host name only
-// (real-clients.md 4.2); the agent below moves the connection to the test server's port. That
-// agent is test-only (real-clients.md 4.4): a real device talks to 443.
+// (docs/sdk-clients.md#node-device-http-transport); the agent below moves the connection to the
+// test server's port. That agent is test-only
+// (docs/sdk-clients.md#node-device-another-port-for-the-http-transport): a real device talks to
+// 443.
 'use strict';
 
 const fs = require('fs');

@@ -62,8 +62,10 @@ class KeyType(Enum):
     RSA_4096 = "rsa-4096"
 
 
-# P-256 signs about 15x faster than RSA-4096 and verifies as fast (perf-baseline.md 2); the TLS
-# stacks of the Azure device SDKs accept it and certGen's PowerShell twin offers it (dps-api.md 6).
+# P-256 signs about 15x faster than RSA-4096 and verifies as fast
+# (docs/performance.md#chain-validation-and-signatures-with-cryptography); the TLS stacks of the
+# Azure device SDKs accept it and certGen's PowerShell twin offers it
+# (docs/sdk-clients.md#certgensh).
 DEFAULT_KEY_TYPE = KeyType.EC_P256
 
 # The exponent every RSA implementation expects (RFC 8017 3.1 allows others; nobody uses them).
@@ -123,7 +125,7 @@ def validate_common_name(value: str, what: str = "common name") -> str:
 
 
 def is_dps_verification_code(value: str) -> bool:
-    """DPS's codes are 48 upper-case hex characters (dps-api.md 1.6)."""
+    """DPS's codes are 48 upper-case hex characters (docs/dps-wire.md#verification-codes)."""
     return re.fullmatch(f"[0-9A-F]{{{2 * VERIFICATION_CODE_BYTES}}}", value) is not None
 
 
@@ -273,7 +275,8 @@ def create_verification(
     key_path: Path | None,
     now: datetime,
 ) -> Issued:
-    """A proof-of-possession certificate, CN = ``code``, signed by ``issuer`` (dps-api.md 1.7).
+    """A proof-of-possession certificate, CN = ``code``, signed by ``issuer``
+    (docs/dps-wire.md#proof-of-possession).
 
     Its key is thrown away unless ``key_path`` is given: only the signature matters.
     """

@@ -43,7 +43,8 @@ class PkiFiles:
     """The files of one named certificate, sharing a path prefix such as ``pki/root``.
 
     A device's chain and full-chain files hold the same certificates (leaf, intermediates, root);
-    the second carries the name the Azure docs tell users to build by hand (dps-api.md 6.3).
+    the second carries the name the Azure docs tell users to build by hand
+    (docs/sdk-clients.md#certgensh-files).
     """
 
     prefix: Path
@@ -185,7 +186,8 @@ def load_private_key(
 ) -> PrivateKey:
     data = _read_file(path, "private key")
     try:
-        # Skipping the RSA consistency check saves ~450 ms per RSA-4096 load (perf-baseline.md 2).
+        # Skipping the RSA consistency check saves ~450 ms per RSA-4096 load
+        # (docs/performance.md#rsa-private-key-loading).
         # It guards against a damaged or doctored key, and here that costs nothing to give up:
         # the file is the operator's own, whoever can doctor it already holds the secret, the
         # public half is compared with the issuer's certificate (issuer.load_issuer), and every
