@@ -1,12 +1,13 @@
 """Device attestation: which enrollment governs a registering device, and is it who it says?
 
-X.509 (DPS's order of operations, docs/attestation.md#which-enrollment-applies): the registration id must be the leaf's
-CN; an individual enrollment for the device wins; otherwise the group of the nearest certificate
-above the device that has one, walking its chain up to the root, and that first match decides.
-Where trust is anchored is a separate question: the group's certificate must be verified (in the
-registry, uploaded with isVerified or proven by proof-of-possession) or roll up, within the chain
-the device presents, to a verified one. A self-signed device certificate of an individual
-enrollment is its own anchor.
+X.509 (DPS's order of operations, docs/attestation.md#which-enrollment-applies): the
+registration id must be the leaf's CN; an individual enrollment for the device wins; otherwise
+the group of the nearest certificate above the device that has one, walking its chain up to the
+root, and that first match decides. Where trust is anchored is a separate question: the group's
+certificate must be verified (in the registry, uploaded with isVerified or proven by
+proof-of-possession) or roll up, within the chain the device presents, to a verified one
+(docs/attestation.md#how-devprov-applies-these-rules). A self-signed device certificate of an
+individual enrollment is its own anchor.
 
 Symmetric key (docs/dps-wire.md#device-sas-tokens): the SAS token is checked against the individual
 enrollment's keys, or else against the keys derived from each symmetric-key group's keys; the first
@@ -143,8 +144,9 @@ class _DevicePath:
     shas: tuple[str, ...]  # SHA-256 thumbprints, upper-case hex
     verified: Mapping[str, CertificateRecord]  # the registry's verified certificates, by SHA-256
     # What validation may build a chain from: what the device sent, and the path's certificates
-    # from the first verified one up. A device must send every certificate between its own and
-    # a verified one (docs/attestation.md#the-device-presents-its-chain); above that, the registry completes the chain.
+    # from the first verified one up. A device must send every certificate between its own and a
+    # verified one (docs/attestation.md#the-device-presents-its-chain); the registry completes the
+    # chain above that.
     usable: tuple[x509.Certificate, ...]
 
     def anchors_from(self, index: int) -> list[x509.Certificate]:
