@@ -155,10 +155,12 @@ async def delete_registration(request: Request, c: Container, caller: Caller) ->
 
 async def query_registrations(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_READ)
+    body = await read_json(request, required=False)
     max_items = _max_items(request)
     page = c.registration_states.query(
         caller.service,
         request.path_params["id"],
+        body if body is not None else "*",
         continuation=request.headers.get("x-ms-continuation"),
         max_items=max_items,
     )
