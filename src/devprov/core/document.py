@@ -3,8 +3,11 @@
 Pure rendering, shared by the HTTP adapters and the custom allocation request.
 
 Records carry certificate *info* (subject, thumbprints, issuer, validity, serial, version), never
-certificates' private material; symmetric keys appear only in the attestation mechanism, as in
-DPS, where reading them is a separate call (the Azure CLI's ``--show-keys``).
+certificates' private material. Symmetric keys appear where Azure's DPS shows them
+(docs/dps-wire.md, service API symmetric keys): in the attestation mechanism, a separate call
+(the Azure CLI's ``--show-keys``), and in the answer to the PUT that created or updated the
+record, so a caller learns the keys the server generated. A GET, a query or a bulk result shows
+``"attestation": {"type": "symmetricKey"}`` and nothing more, as Azure's recorded answers do.
 """
 
 from __future__ import annotations
@@ -76,12 +79,11 @@ def attestation(value: Attestation, kind: EnrollmentKind, *, with_keys: bool) ->
             body["x509"] = {"clientCertificates": pair}
         else:
             body["x509"] = {"signingCertificates": pair}
-    elif value.type is AttestationType.SYMMETRIC_KEY:
-        body["symmetricKey"] = (
-            {"primaryKey": value.primary_key, "secondaryKey": value.secondary_key}
-            if with_keys
-            else {}
-        )
+    elif value.type is AttestationType.SYMMETRIC_KEY and with_keys:
+        body["symmetricKey"] = {
+            "primaryKey": value.primary_key,
+            "secondaryKey": value.secondary_key,
+        }
     elif value.type is AttestationType.TPM:
         body["tpm"] = {
             "endorsementKey": value.endorsement_key,
@@ -90,7 +92,10 @@ def attestation(value: Attestation, kind: EnrollmentKind, *, with_keys: bool) ->
     return body
 
 
-def enrollment(value: Enrollment, *, state: RegistrationState | None = None) -> dict[str, Any]:
+def enrollment(
+    value: Enrollment, *, state: RegistrationState | None = None, with_keys: bool = False
+) -> dict[str, Any]:
+    """IndividualEnrollment or EnrollmentGroup; ``with_keys`` only for the answer to a PUT."""
     body: dict[str, Any] = {}
     if value.kind is EnrollmentKind.INDIVIDUAL:
         body["registrationId"] = value.id
@@ -103,7 +108,7 @@ def enrollment(value: Enrollment, *, state: RegistrationState | None = None) -> 
         body["enrollmentGroupId"] = value.id
     body.update(
         {
-            "attestation": attestation(value.attestation, value.kind, with_keys=False),
+            "attestation": attestation(value.attestation, value.kind, with_keys=with_keys),
             "capabilities": {"iotEdge": value.iot_edge},
             "iotHubHostName": value.iot_hub_host_name,
             "initialTwin": value.initial_twin,

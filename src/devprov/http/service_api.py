@@ -80,7 +80,9 @@ async def put_enrollment(request: Request, c: Container, caller: Caller) -> Resp
         if_match=request.headers.get("if-match"),
         actor=caller.actor,
     )
-    return JSONResponse(document.enrollment(record))
+    # Azure answers a PUT with the record's keys, the generated ones included (docs/dps-wire.md,
+    # service API symmetric keys); a GET or a query leaves them out.
+    return JSONResponse(document.enrollment(record, with_keys=True))
 
 
 async def delete_enrollment(request: Request, c: Container, caller: Caller) -> Response:

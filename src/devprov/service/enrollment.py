@@ -24,6 +24,7 @@ from devprov.core.enrollment import (
     EnrollmentKind,
     InvalidEnrollmentError,
     keep_stored_certificates,
+    keep_stored_keys,
     parse_enrollment,
 )
 from devprov.core.error import (
@@ -196,7 +197,7 @@ class EnrollmentService:
         self._check_references(uow, parsed)
         now = self._clock()
         existing = uow.enrollments.get(service, kind, id)
-        parsed = keep_stored_certificates(parsed, existing)
+        parsed = keep_stored_keys(keep_stored_certificates(parsed, existing), existing)
         if existing is None:
             if if_match:
                 raise EtagMismatchError(
@@ -327,7 +328,8 @@ class EnrollmentService:
     # --- rules ---------------------------------------------------------------------------------
 
     def _with_keys(self, enrollment: Enrollment) -> Enrollment:
-        """Symmetric keys left out of a create body are generated (dps-api.md 2.5)."""
+        """Symmetric keys neither in the body nor stored are generated (dps-api.md 2.5): on a
+        create, or an update that turns a record into a symmetric-key one."""
         attestation = enrollment.attestation
         if attestation.type is not AttestationType.SYMMETRIC_KEY:
             return enrollment
