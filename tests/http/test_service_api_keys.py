@@ -104,17 +104,22 @@ def test_an_x509_answer_has_no_keys(client, container: Container) -> None:
 @pytest.mark.parametrize(
     ("attestation", "expected"),
     [
-        pytest.param({"type": "symmetricKey", "symmetricKey": {}}, (PRIMARY, SECONDARY),
-                     id="ok/empty-object-keeps-both"),
-        pytest.param({"type": "symmetricKey"}, (PRIMARY, SECONDARY),
-                     id="ok/as-fetched-keeps-both"),
-        pytest.param({"type": "symmetricKey", "symmetricKey": {"primaryKey": None}},
-                     (PRIMARY, SECONDARY), id="ok/null-primary-keeps-both"),
+        pytest.param(
+            {"type": "symmetricKey", "symmetricKey": {}},
+            (PRIMARY, SECONDARY),
+            id="ok/empty-object-keeps-both",
+        ),
+        pytest.param({"type": "symmetricKey"}, (PRIMARY, SECONDARY), id="ok/as-fetched-keeps-both"),
+        pytest.param(
+            {"type": "symmetricKey", "symmetricKey": {"primaryKey": None}},
+            (PRIMARY, SECONDARY),
+            id="ok/null-primary-keeps-both",
+        ),
         pytest.param(symmetric(NEW, None), (NEW, SECONDARY), id="ok/primary-only-changes-it"),
         pytest.param(symmetric(None, NEW), (PRIMARY, NEW), id="ok/secondary-only-changes-it"),
         pytest.param(symmetric(NEW, NEW), (NEW, NEW), id="ok/both-change-both"),
     ],
-)  # fmt: skip
+)
 def test_a_write_back_keeps_the_keys_it_leaves_out(
     client, kind: str, attestation: dict[str, Any], expected: tuple[str, str]
 ) -> None:

@@ -69,13 +69,17 @@ def test_accepted_queries_list_every_record(client, endpoint: str, query: str) -
             "is not supported",
             id="fail/where",
         ),
-        pytest.param("enrollments", {"query": "SELECT registrationId"}, "unsupported query",
-                     id="fail/projection"),
+        pytest.param(
+            "enrollments",
+            {"query": "SELECT registrationId"},
+            "unsupported query",
+            id="fail/projection",
+        ),
         pytest.param("groups", {"query": ""}, "the query is empty", id="fail/empty"),
         pytest.param("groups", {}, "'query' is missing", id="fail/no-query-member"),
         pytest.param("enrollments", ["*"], "got an array", id="fail/not-an-object"),
     ],
-)  # fmt: skip
+)
 def test_other_queries_are_refused_in_dps_error_body(
     client, endpoint: str, body: object, message: str
 ) -> None:

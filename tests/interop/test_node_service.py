@@ -219,16 +219,11 @@ def test_enrollment_group_etags(service: NodeService) -> None:
 
 def test_queries_page_with_continuation(service: NodeService) -> None:
     ids = [f"node-page-{n}" for n in range(5)]
+    sym = {"attestation": {"type": "symmetricKey"}}
     created = service.calls(
-        *[
-            ("createOrUpdateEnrollmentGroup", {"enrollmentGroupId": i, "attestation": {"type": "symmetricKey"}})
-            for i in ids
-        ],
-        *[
-            ("createOrUpdateIndividualEnrollment", {"registrationId": i, "attestation": {"type": "symmetricKey"}})
-            for i in ids
-        ],
-    )  # fmt: skip
+        *[("createOrUpdateEnrollmentGroup", {"enrollmentGroupId": i, **sym}) for i in ids],
+        *[("createOrUpdateIndividualEnrollment", {"registrationId": i, **sym}) for i in ids],
+    )
     assert all(outcome["ok"] for outcome in created), created
 
     groups, enrollments, wrong = service.calls(
