@@ -362,7 +362,8 @@ def build_host_name(url: str) -> str:
 
 def build_connection_string(url: str, policy: str, key: str) -> str:
     """``HostName=<host[:port]>;SharedAccessKeyName=<policy>;SharedAccessKey=<key>`` for the
-    server at ``url`` (dps-api.md 2.2), with :func:`build_host_name`'s HostName."""
+    server at ``url`` (docs/dps-wire.md, service API connection strings), with
+    :func:`build_host_name`'s HostName."""
     return f"HostName={build_host_name(url)};SharedAccessKeyName={policy};SharedAccessKey={key}"
 
 

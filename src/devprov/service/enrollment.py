@@ -328,8 +328,9 @@ class EnrollmentService:
     # --- rules ---------------------------------------------------------------------------------
 
     def _with_keys(self, enrollment: Enrollment) -> Enrollment:
-        """Symmetric keys neither in the body nor stored are generated (dps-api.md 2.5): on a
-        create, or an update that turns a record into a symmetric-key one."""
+        """Symmetric keys neither in the body nor stored are generated (docs/dps-wire.md, service
+        API symmetric keys): on a create, or an update that turns a record into a symmetric-key
+        one."""
         attestation = enrollment.attestation
         if attestation.type is not AttestationType.SYMMETRIC_KEY:
             return enrollment
