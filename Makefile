@@ -28,9 +28,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Microsoft's Node device SDK for tests/interop/test_node_device.py, as pinned by its lock file.
-# Reinstalled when the lock file is newer than npm's record of the last install; skipped without
-# npm (those tests then skip, or run `npm ci` themselves when only node_modules is missing).
+# Microsoft's Node device and service SDKs for tests/interop/test_node_*.py, as pinned by the lock
+# file. Reinstalled when the lock file is newer than npm's record of the last install; skipped
+# without npm (those tests then skip, or run `npm ci` themselves when only node_modules is
+# missing). `make serve` never needs Node.
 NODE_DIR := tests/interop/node
 
 $(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json

@@ -61,6 +61,37 @@ def test_info_without_the_owner_policy(data: Path, capsys) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("port", "host_name"),
+    [
+        pytest.param(443, "localhost", id="ok/443-left-out-for-node"),
+        pytest.param(8443, "localhost:8443", id="ok/other-port-kept"),
+    ],
+)
+def test_printed_connection_strings_leave_out_port_443(
+    data: Path, capsys, port: int, host_name: str
+) -> None:
+    c = open_container(data)
+    c.data.write_endpoint("0.0.0.0", port)  # as 'devprov serve --port PORT' records it
+    c.engine.dispose()
+    expected = f"HostName={host_name};SharedAccessKeyName="
+    code, out, _ = run(capsys, "info", "--data-dir", str(data), "--json")
+    (service,) = json.loads(out)["services"]
+    assert code == 0 and service["connectionString"].startswith(expected)
+    code, out, _ = run(capsys, "info", "--data-dir", str(data))
+    assert code == 0 and f"connection string: {expected}" in out
+    for argv in (["list"], ["add", "reader", "--rights", "EnrollmentRead"], ["rotate", "reader"]):
+        code, out, _ = run(capsys, "policy", *argv, "--data-dir", str(data), "--json")
+        data_out = json.loads(out)
+        policies = data_out if isinstance(data_out, list) else [data_out]
+        assert code == 0 and policies
+        for policy in policies:
+            assert policy["connectionString"].startswith(expected)
+            assert policy["secondaryConnectionString"].startswith(expected)
+    code, out, _ = run(capsys, "policy", "list", "--data-dir", str(data))
+    assert code == 0 and f"connection string: {expected}" in out
+
+
 def test_commands_need_an_existing_data_dir(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "info", "--data-dir", str(tmp_path / "missing"))
     assert code == 6 and "devprov serve" in err

@@ -14,6 +14,7 @@ from devprov.core.enrollment import (
     InvalidEnrollmentError,
     ProvisioningStatus,
     keep_stored_certificates,
+    keep_stored_keys,
     parse_enrollment,
 )
 from devprov.core.error import InvalidInputError, MalformedRequestError
@@ -298,6 +299,119 @@ def test_info_only_is_refused_when_it_cannot_be_kept(info, stored, message) -> N
     fetched = parse_group(_group_with({"info": info}))
     with pytest.raises(InvalidEnrollmentError, match=message):
         keep_stored_certificates(fetched, previous)
+
+
+# --- symmetric keys a written-back record leaves out -------------------------------------------
+
+STORED_PRIMARY = base64.b64encode(b"p" * 32).decode()
+STORED_SECONDARY = base64.b64encode(b"q" * 32).decode()
+NEW_KEY = base64.b64encode(b"n" * 32).decode()
+SYMMETRIC = {
+    "type": "symmetricKey",
+    "symmetricKey": {"primaryKey": STORED_PRIMARY, "secondaryKey": STORED_SECONDARY},
+}
+X509_GROUP = {"type": "x509", "x509": {"caReferences": {"primary": "root"}}}
+
+
+@pytest.mark.parametrize(
+    ("stored", "attestation", "primary", "secondary"),
+    [
+        pytest.param(
+            SYMMETRIC,
+            {"type": "symmetricKey", "symmetricKey": {}},
+            "stored",
+            "stored",
+            id="ok/empty-object-keeps-both",
+        ),
+        pytest.param(
+            SYMMETRIC,
+            {"type": "symmetricKey"},
+            "stored",
+            "stored",
+            id="ok/no-symmetricKey-keeps-both",
+        ),
+        pytest.param(
+            SYMMETRIC,
+            {"type": "symmetricKey", "symmetricKey": {"primaryKey": None, "secondaryKey": None}},
+            "stored",
+            "stored",
+            id="ok/null-keys-keep-both",
+        ),
+        pytest.param(
+            SYMMETRIC,
+            {"type": "symmetricKey", "symmetricKey": {"primaryKey": ""}},
+            "stored",
+            "stored",
+            id="ok/empty-key-keeps-it",
+        ),
+        pytest.param(
+            SYMMETRIC,
+            {"type": "symmetricKey", "symmetricKey": {"primaryKey": NEW_KEY}},
+            "new",
+            "stored",
+            id="ok/primary-only-changes-the-primary",
+        ),
+        pytest.param(
+            SYMMETRIC,
+            {"type": "symmetricKey", "symmetricKey": {"secondaryKey": NEW_KEY}},
+            "stored",
+            "new",
+            id="ok/secondary-only-changes-the-secondary",
+        ),
+        pytest.param(
+            SYMMETRIC,
+            {
+                "type": "symmetricKey",
+                "symmetricKey": {"primaryKey": NEW_KEY, "secondaryKey": NEW_KEY},
+            },
+            "new",
+            "new",
+            id="ok/both-keys-change-both",
+        ),
+        pytest.param(
+            None,
+            {"type": "symmetricKey", "symmetricKey": {}},
+            None,
+            None,
+            id="ok/create-keeps-nothing-so-keys-are-generated",
+        ),
+        pytest.param(
+            X509_GROUP,
+            {"type": "symmetricKey"},
+            None,
+            None,
+            id="ok/x509-to-symmetric-key-keeps-nothing-so-keys-are-generated",
+        ),
+        pytest.param(
+            X509_GROUP,
+            {"type": "symmetricKey", "symmetricKey": {"primaryKey": NEW_KEY}},
+            "new",
+            None,
+            id="ok/x509-to-symmetric-key-with-a-primary",
+        ),
+    ],
+)
+def test_keys_a_body_leaves_out_are_kept(stored, attestation, primary, secondary) -> None:
+    previous = parse_group(group(**stored)) if stored else None
+    merged = keep_stored_keys(parse_group(group(**attestation)), previous)
+    expected = {"stored": (STORED_PRIMARY, STORED_SECONDARY), "new": (NEW_KEY, NEW_KEY)}
+    assert merged.attestation.primary_key == (expected[primary][0] if primary else None)
+    assert merged.attestation.secondary_key == (expected[secondary][1] if secondary else None)
+
+
+def test_keys_are_kept_only_for_a_symmetric_key_record() -> None:
+    """The reject twins: a record that is not symmetric-key now takes no keys from the stored
+    one, and nothing else of the record changes."""
+    stored = parse_group(group(**SYMMETRIC))
+    to_x509 = parse_group(group(**X509_GROUP))
+    assert keep_stored_keys(to_x509, stored) == to_x509
+    assert keep_stored_keys(to_x509, stored).attestation.keys == ()
+    disabled = parse_group({**group(type="symmetricKey"), "provisioningStatus": "disabled"})
+    merged = keep_stored_keys(disabled, stored)
+    assert merged.provisioning_status is ProvisioningStatus.DISABLED
+    assert merged.attestation.keys == (STORED_PRIMARY, STORED_SECONDARY)
+    individual_record = parse_individual(individual(type="symmetricKey"))
+    assert keep_stored_keys(individual_record, None) is individual_record
 
 
 _json = st.recursive(

@@ -30,6 +30,8 @@ from devprov.core.sas import (
     MAX_SAS_TOKEN_LENGTH,
     Right,
     SasToken,
+    build_connection_string,
+    build_host_name,
     build_sas_token,
     build_signature,
     derive_device_key,
@@ -557,3 +559,42 @@ def test_require_right() -> None:
         require_right(set(), Right.SERVICE_CONFIG, "empty")
     with pytest.raises(TypeError):
         require_right("EnrollmentRead", Right.ENROLLMENT_READ, "p")
+
+
+# --- connection strings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host_name"),
+    [
+        pytest.param("https://localhost:443", "localhost", id="ok/443-left-out"),
+        pytest.param("https://localhost:8443", "localhost:8443", id="ok/other-port-kept"),
+        pytest.param("https://localhost", "localhost", id="ok/no-port"),
+        pytest.param("https://dps.example.net:443/", "dps.example.net", id="ok/443-trailing-slash"),
+        pytest.param("https://dps.example.net:4430", "dps.example.net:4430", id="ok/4430-kept"),
+        pytest.param("https://[::1]:443", "[::1]", id="ok/ipv6-443-left-out"),
+        pytest.param("https://[::1]:8443", "[::1]:8443", id="ok/ipv6-other-port-kept"),
+        pytest.param("https://127.0.0.1:443", "127.0.0.1", id="ok/ipv4-443-left-out"),
+        pytest.param("https://127.0.0.1:44300", "127.0.0.1:44300", id="ok/ipv4-other-port-kept"),
+        pytest.param("localhost:443", "localhost", id="ok/no-scheme-443-left-out"),
+        pytest.param("localhost:9443", "localhost:9443", id="ok/no-scheme-port-kept"),
+        pytest.param("https://localhost:port", "localhost:port", id="ok/not-a-port-left-as-given"),
+    ],
+)
+def test_host_name_leaves_out_only_port_443(url: str, host_name: str) -> None:
+    assert build_host_name(url) == host_name
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("https://localhost:443", "HostName=localhost;", id="ok/443"),
+        pytest.param("https://localhost:8443", "HostName=localhost:8443;", id="ok/8443"),
+    ],
+)
+def test_connection_string(url: str, expected: str) -> None:
+    text = build_connection_string(url, "provisioningserviceowner", SERVICE_KEY)
+    assert (
+        text
+        == f"{expected}SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={SERVICE_KEY}"
+    )

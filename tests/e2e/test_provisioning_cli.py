@@ -330,10 +330,13 @@ def test_a_symmetric_key_group_with_generated_keys(
         server, capsys, "enrollment-group", "create", "grp-sym", "--symmetric-key"
     )
     assert code == 0, err
-    assert group["attestation"] == {"type": "symmetricKey", "symmetricKey": {}}  # keys: not here
+    generated = group["attestation"]["symmetricKey"]  # the PUT's answer carries the keys
     code, mechanism, _ = run(server, capsys, "enrollment-group", "keys", "grp-sym")
     assert code == 0
     keys = mechanism["symmetricKey"]
+    assert keys == generated
+    code, shown, _ = run(server, capsys, "enrollment-group", "show", "grp-sym")
+    assert code == 0 and shown["attestation"] == {"type": "symmetricKey"}  # a GET's does not
     assert len(base64.b64decode(keys["primaryKey"])) == 32 and keys["secondaryKey"]
 
     code, operation, err = run(

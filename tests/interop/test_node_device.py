@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,36 +25,15 @@ from azure.iot.deviceprovisioning import DeviceProvisioningClient
 
 from devprov.cli.main import main
 from devprov.core.sas import derive_device_key
+from tests.interop.nodejs import NODE_DIR
 from tests.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.interop
 
-NODE_DIR = Path(__file__).parent / "node"
 DRIVER = NODE_DIR / "register.js"
 HUB = "node-hub.example.net"
 ROOT_NAME = "node-root"
 DRIVER_TIMEOUT_SECONDS = 60  # register.js gives up by itself after this
-NPM_CI_TIMEOUT_SECONDS = 300
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    """The node binary, with the SDK's packages installed from the lock file."""
-    binary = shutil.which("node")
-    if binary is None:
-        pytest.skip("node is not installed: the Node device SDK interop tests need Node.js 18+")
-    if not (NODE_DIR / "node_modules" / ".package-lock.json").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip(f"npm is not installed, so the packages of {NODE_DIR} cannot be installed")
-        # What `make node-deps` runs; the packages have no install step the driver needs.
-        subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
-            check=True,
-            capture_output=True,
-            timeout=NPM_CI_TIMEOUT_SECONDS,
-        )
-    return binary
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,78 @@ def test_symmetric_group_gets_generated_keys(
     )
 
 
+def test_put_answers_with_the_keys_get_and_query_do_not(
+    dps: Dps, client: DeviceProvisioningClient, recorder: Recorder
+) -> None:
+    created = client.enrollment_group.create_or_update(
+        id="sdk-keys-shown", enrollment_group=symmetric_group("sdk-keys-shown")
+    )
+    generated = created["attestation"]["symmetricKey"]  # as Azure's answer to a PUT
+    mechanism = client.enrollment_group.get_attestation_mechanism(id="sdk-keys-shown")
+    assert generated == mechanism["symmetricKey"]
+    got = client.enrollment_group.get(id="sdk-keys-shown")
+    assert got["attestation"] == {"type": "symmetricKey"}
+
+    # The query azure-iot-deviceprovisioning's own recorded tests send, answered as Azure does.
+    recorder.clear()
+    listed = {
+        g["enrollmentGroupId"]: g for g in client.enrollment_group.query({"query": "SELECT *"})
+    }
+    assert listed["sdk-keys-shown"]["attestation"] == {"type": "symmetricKey"}
+    assert json.loads(recorder.exchanges[0].body or b"") == {"query": "SELECT *"}
+    assert recorder.exchanges[0].status == 200
+
+    # The same over raw HTTP: the answer to a PUT of supplied keys carries them, a GET none.
+    body = symmetric_enrollment("raw-keys")
+    host = dps.connection_string.split(";", 1)[0].removeprefix("HostName=")
+    key = dps.connection_string.rsplit("SharedAccessKey=", 1)[1]
+    headers = {
+        "Authorization": build_sas_token(
+            key, host, int(time.time()) + 600, "provisioningserviceowner"
+        )
+    }
+    with httpx.Client(
+        base_url=dps.server.url,
+        verify=ssl.create_default_context(cafile=str(dps.server.ca_file)),
+        headers=headers,
+        timeout=30,
+    ) as http:
+        put = http.put("/enrollments/raw-keys?api-version=2021-10-01", json=body)
+        assert put.status_code == 200, put.text
+        assert put.json()["attestation"] == body["attestation"]
+        get = http.get("/enrollments/raw-keys?api-version=2021-10-01")
+        assert get.json()["attestation"] == {"type": "symmetricKey"}
+        http.delete("/enrollments/raw-keys")
+
+
+def test_a_group_written_back_keeps_its_keys_and_its_devices(
+    dps: Dps, client: DeviceProvisioningClient
+) -> None:
+    """The SDKs' usual read-modify-write: GET the group, change it, PUT it back with its etag.
+    The GET carries no keys, so the PUT sends none; the group keeps its keys and its devices."""
+    created = client.enrollment_group.create_or_update(
+        id="sdk-rmw", enrollment_group=symmetric_group("sdk-rmw", iotHubs=[HUB])
+    )
+    group_key = created["attestation"]["symmetricKey"]["primaryKey"]
+    register = ["device", "register", "sdk-rmw-1", "--group-key", group_key]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*register, *dps.server.cli_args()]) == 0
+
+    fetched = client.enrollment_group.get(id="sdk-rmw")
+    fetched["initialTwin"] = {"tags": {"floor": 2}, "properties": {"desired": {}}}
+    written = client.enrollment_group.create_or_update(
+        id="sdk-rmw", enrollment_group=fetched, if_match=fetched["etag"]
+    )
+    assert written["initialTwin"]["tags"] == {"floor": 2}
+    assert written["attestation"]["symmetricKey"] == created["attestation"]["symmetricKey"]
+    mechanism = client.enrollment_group.get_attestation_mechanism(id="sdk-rmw")
+    assert mechanism["symmetricKey"] == created["attestation"]["symmetricKey"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*register, *dps.server.cli_args()]) == 0  # the same device, the same key
+    state = client.device_registration_state.get(id="sdk-rmw-1")
+    assert state["status"] == "assigned" and state["assignedHub"] == HUB
+
+
 def test_x509_group_references_a_verified_root(client: DeviceProvisioningClient) -> None:
     created = client.enrollment_group.create_or_update(
         id="sdk-ca-ref",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
-from urllib.parse import urlsplit
 
 from devprov.bootstrap import DEFAULT_SERVICE
 from devprov.cli.common import add_data_dir, container
 from devprov.cli.output import add_json_flag, emit
-from devprov.cli.service_client import build_connection_string, local_url
+from devprov.cli.service_client import local_url
 from devprov.core.error import NotPermittedError
+from devprov.core.sas import build_connection_string
 from devprov.service.model import ALL_RIGHTS, OWNER_POLICY, AccessPolicy
 
 KEYS = ("primary", "secondary", "both")
@@ -73,15 +73,15 @@ def parse_rights(text: str) -> frozenset[str]:
     return frozenset(canonical.get(name.lower(), name) for name in names)
 
 
-def _json(policy: AccessPolicy, host: str) -> dict[str, Any]:
+def _json(policy: AccessPolicy, url: str) -> dict[str, Any]:
     return {
         "name": policy.name,
         "rights": sorted(policy.rights),
         "primaryKey": policy.primary_key,
         "secondaryKey": policy.secondary_key,
-        "connectionString": build_connection_string(host, policy.name, policy.primary_key),
+        "connectionString": build_connection_string(url, policy.name, policy.primary_key),
         "secondaryConnectionString": build_connection_string(
-            host, policy.name, policy.secondary_key
+            url, policy.name, policy.secondary_key
         ),
     }
 
@@ -97,13 +97,9 @@ def _human(data: dict[str, Any]) -> str:
     )
 
 
-def _host(args: argparse.Namespace) -> str:
-    return urlsplit(local_url(args)).netloc
-
-
 def _list(args: argparse.Namespace) -> int:
     policies = container(args).directory.policies(args.service)
-    data = [_json(p, _host(args)) for p in policies]
+    data = [_json(p, local_url(args)) for p in policies]
     emit(args, data, "\n".join(_human(d) for d in data) or f"'{args.service}' has no policies")
     return 0
 
@@ -112,14 +108,14 @@ def _add(args: argparse.Namespace) -> int:
     policy = container(args).directory.add_policy(
         args.service, args.name, parse_rights(args.rights)
     )
-    data = _json(policy, _host(args))
+    data = _json(policy, local_url(args))
     emit(args, data, f"added policy to '{args.service}'\n{_human(data)}")
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
     policy = container(args).directory.rotate_key(args.service, args.name, args.key)
-    data = _json(policy, _host(args))
+    data = _json(policy, local_url(args))
     which = "both keys" if args.key == "both" else f"the {args.key} key"
     emit(args, data, f"replaced {which} of '{args.name}'\n{_human(data)}")
     return 0

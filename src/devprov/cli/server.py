@@ -16,6 +16,7 @@ from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_contai
 from devprov.cli.common import add_data_dir, container, data_dir
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.error import InvalidInputError
+from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
 from devprov.http.server import HttpsServer
 from devprov.http.tls import build_server_context
@@ -54,7 +55,6 @@ def register(subparsers: Any) -> None:
 
 def describe(c: Container, url: str) -> dict[str, Any]:
     """The facts a user or a script needs to reach this installation."""
-    host_port = url.removeprefix("https://")
     services: list[dict[str, Any]] = []
     for service in c.directory.all():
         policies = c.directory.policies(service.name)
@@ -72,10 +72,7 @@ def describe(c: Container, url: str) -> dict[str, Any]:
                 "policy": owner.name,
                 "primaryKey": owner.primary_key,
                 "secondaryKey": owner.secondary_key,
-                "connectionString": (
-                    f"HostName={host_port};SharedAccessKeyName={owner.name};"
-                    f"SharedAccessKey={owner.primary_key}"
-                ),
+                "connectionString": build_connection_string(url, owner.name, owner.primary_key),
                 "managementUrl": (
                     f"{url}/subscriptions/local/resourceGroups/devprov/providers/Microsoft.Devices"
                     f"/provisioningServices/{service.name}"

@@ -119,10 +119,6 @@ def parse_connection_string(text: str) -> tuple[str, str, str]:
     return fields["hostname"], fields["sharedaccesskeyname"], fields["sharedaccesskey"]
 
 
-def build_connection_string(host: str, policy: str, key: str) -> str:
-    return f"HostName={host};SharedAccessKeyName={policy};SharedAccessKey={key}"
-
-
 def local_url(args: argparse.Namespace) -> str:
     """``--url``, or where the data directory's server last listened."""
     endpoint = data_dir(args).endpoint() or {}

@@ -4,8 +4,11 @@ docs/dps-wire.md#registration-states and docs/dps-wire.md#device-request-and-res
 Pure rendering, shared by the HTTP adapters and the custom allocation request.
 
 Records carry certificate *info* (subject, thumbprints, issuer, validity, serial, version), never
-certificates' private material; symmetric keys appear only in the attestation mechanism, as in
-DPS, where reading them is a separate call (the Azure CLI's ``--show-keys``).
+certificates' private material. Symmetric keys appear where Azure's DPS shows them
+(docs/dps-wire.md#symmetric-keys-in-answers): in the attestation mechanism, a separate call
+(the Azure CLI's ``--show-keys``), and in the answer to the PUT that created or updated the
+record, so a caller learns the keys the server generated. A GET, a query or a bulk result shows
+``"attestation": {"type": "symmetricKey"}`` and nothing more, as Azure's recorded answers do.
 """
 
 from __future__ import annotations
@@ -77,12 +80,11 @@ def attestation(value: Attestation, kind: EnrollmentKind, *, with_keys: bool) ->
             body["x509"] = {"clientCertificates": pair}
         else:
             body["x509"] = {"signingCertificates": pair}
-    elif value.type is AttestationType.SYMMETRIC_KEY:
-        body["symmetricKey"] = (
-            {"primaryKey": value.primary_key, "secondaryKey": value.secondary_key}
-            if with_keys
-            else {}
-        )
+    elif value.type is AttestationType.SYMMETRIC_KEY and with_keys:
+        body["symmetricKey"] = {
+            "primaryKey": value.primary_key,
+            "secondaryKey": value.secondary_key,
+        }
     elif value.type is AttestationType.TPM:
         body["tpm"] = {
             "endorsementKey": value.endorsement_key,
@@ -91,7 +93,10 @@ def attestation(value: Attestation, kind: EnrollmentKind, *, with_keys: bool) ->
     return body
 
 
-def enrollment(value: Enrollment, *, state: RegistrationState | None = None) -> dict[str, Any]:
+def enrollment(
+    value: Enrollment, *, state: RegistrationState | None = None, with_keys: bool = False
+) -> dict[str, Any]:
+    """IndividualEnrollment or EnrollmentGroup; ``with_keys`` only for the answer to a PUT."""
     body: dict[str, Any] = {}
     if value.kind is EnrollmentKind.INDIVIDUAL:
         body["registrationId"] = value.id
@@ -104,7 +109,7 @@ def enrollment(value: Enrollment, *, state: RegistrationState | None = None) -> 
         body["enrollmentGroupId"] = value.id
     body.update(
         {
-            "attestation": attestation(value.attestation, value.kind, with_keys=False),
+            "attestation": attestation(value.attestation, value.kind, with_keys=with_keys),
             "capabilities": {"iotEdge": value.iot_edge},
             "iotHubHostName": value.iot_hub_host_name,
             "initialTwin": value.initial_twin,

@@ -25,7 +25,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from devprov.core.error import (
     InvalidSasSignatureError,
@@ -44,6 +44,9 @@ SAS_SCHEME = "SharedAccessSignature"
 # before encoding, se a dozen digits, skn at most MAX_KEY_NAME_LENGTH characters. 4 KiB admits all
 # of them and turns a megabyte "token" away before any work is done on it.
 MAX_SAS_TOKEN_LENGTH = 4096
+
+# HTTPS's default port (RFC 9110 4.2.2): a client given a host name alone connects to it.
+HTTPS_PORT = 443
 
 # The C# parser's MaxKeyNameLength.
 MAX_KEY_NAME_LENGTH = 256
@@ -343,6 +346,34 @@ def resource_matches_service(
         if name and (target == resource or target.startswith(f"{resource}/")):
             return True
     return False
+
+
+# --- connection strings ----------------------------------------------------------------------
+
+
+def build_host_name(url: str) -> str:
+    """The ``HostName`` of a connection string for the server at ``url`` (``https://host:port``;
+    the scheme may be left out): the host alone on port 443, ``host:port`` on any other port.
+
+    Node's service SDK puts HostName straight into a DNS lookup and connects to 443, so
+    ``localhost:443`` fails (``ENOTFOUND``) where ``localhost`` works; the Python service SDK
+    takes either (docs/dps-wire.md#service-connection-strings). A port that is not a
+    number is left as given: this renders, it does not validate.
+    """
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    host = parts.netloc.rpartition("@")[2]
+    try:
+        port = parts.port
+    except ValueError:
+        return host
+    return host.rpartition(":")[0] if port == HTTPS_PORT else host
+
+
+def build_connection_string(url: str, policy: str, key: str) -> str:
+    """``HostName=<host[:port]>;SharedAccessKeyName=<policy>;SharedAccessKey=<key>`` for the
+    server at ``url`` (docs/dps-wire.md#service-connection-strings), with
+    :func:`build_host_name`'s HostName."""
+    return f"HostName={build_host_name(url)};SharedAccessKeyName={policy};SharedAccessKey={key}"
 
 
 # --- rights ----------------------------------------------------------------------------------

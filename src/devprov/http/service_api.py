@@ -81,7 +81,9 @@ async def put_enrollment(request: Request, c: Container, caller: Caller) -> Resp
         if_match=request.headers.get("if-match"),
         actor=caller.actor,
     )
-    return JSONResponse(document.enrollment(record))
+    # Azure answers a PUT with the record's keys, the generated ones included; a GET or a query
+    # leaves them out (docs/dps-wire.md#symmetric-keys-in-answers).
+    return JSONResponse(document.enrollment(record, with_keys=True))
 
 
 async def delete_enrollment(request: Request, c: Container, caller: Caller) -> Response:
@@ -156,10 +158,12 @@ async def delete_registration(request: Request, c: Container, caller: Caller) ->
 
 async def query_registrations(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_READ)
+    body = await read_json(request, required=False)
     max_items = _max_items(request)
     page = c.registration_states.query(
         caller.service,
         request.path_params["id"],
+        body if body is not None else "*",
         continuation=request.headers.get("x-ms-continuation"),
         max_items=max_items,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +24,7 @@ from devprov.core.enrollment import (
     EnrollmentKind,
     InvalidEnrollmentError,
     keep_stored_certificates,
+    keep_stored_keys,
     parse_enrollment,
 )
 from devprov.core.error import (
@@ -38,6 +38,7 @@ from devprov.core.error import (
     ServiceNotFoundError,
 )
 from devprov.core.etag import ETAG_BYTES, build_etag, is_etag_match
+from devprov.core.query import QueryCollection, parse_query
 from devprov.core.registration_id import validate_enrollment_group_id, validate_registration_id
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
@@ -45,16 +46,16 @@ from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFacto
 # The service API's bulk operations take at most 10 items (docs/dps-wire.md#bulk-operations).
 MAX_BULK_ITEMS = 10
 
+# What the query endpoint of each kind lists (devprov.core.query).
+QUERY_COLLECTIONS = {
+    EnrollmentKind.INDIVIDUAL: QueryCollection.ENROLLMENTS,
+    EnrollmentKind.GROUP: QueryCollection.ENROLLMENT_GROUPS,
+}
+
 # Query paging: DPS leaves the default page size unstated; 100 keeps a page under the 96 KB
 # message limit for typical records, and a client may ask for up to 1,000.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-
-# The only queries the DPS SDKs send are "*" (docs/dps-wire.md#query-and-continuation) and the
-# SQL-like form below.
-_SELECT_ALL = re.compile(
-    r"\s*(\*|select\s+\*\s+from\s+(enrollments|enrollmentgroups)\s*)\s*", re.IGNORECASE
-)
 
 
 class EnrollmentNotFoundError(NotFoundError):
@@ -76,13 +77,6 @@ class EnrollmentLimitError(ConflictError):
 
     code = "EnrollmentLimitExceeded"
     number = 409201
-
-
-class UnsupportedQueryError(InvalidInputError):
-    """Only '*' and 'SELECT * FROM enrollments|enrollmentGroups' are answered."""
-
-    code = "UnsupportedQuery"
-    number = 400402
 
 
 class BulkOperationError(InvalidInputError):
@@ -203,7 +197,7 @@ class EnrollmentService:
         self._check_references(uow, parsed)
         now = self._clock()
         existing = uow.enrollments.get(service, kind, id)
-        parsed = keep_stored_certificates(parsed, existing)
+        parsed = keep_stored_keys(keep_stored_certificates(parsed, existing), existing)
         if existing is None:
             if if_match:
                 raise EtagMismatchError(
@@ -266,12 +260,7 @@ class EnrollmentService:
         continuation: str | None,
         max_items: int | None,
     ) -> Page:
-        text = query.get("query") if isinstance(query, dict) else query
-        if not isinstance(text, str) or not _SELECT_ALL.fullmatch(text):
-            raise UnsupportedQueryError(
-                f"unsupported query {text!r}: devprov answers '*' and 'SELECT * FROM enrollments' "  # noqa: S608
-                "(or enrollmentGroups), the queries DPS's SDKs send"
-            )
+        parse_query(query, QUERY_COLLECTIONS[kind])
         limit = page_size(max_items)
         after = decode_continuation(continuation)
         with self._uow(read_only=True) as uow:
@@ -340,8 +329,9 @@ class EnrollmentService:
     # --- rules ---------------------------------------------------------------------------------
 
     def _with_keys(self, enrollment: Enrollment) -> Enrollment:
-        """Symmetric keys left out of a create body are generated
-        (docs/dps-wire.md#attestation-mechanisms)."""
+        """Symmetric keys neither in the body nor stored are generated: on a create, or an update
+        that turns a record into a symmetric-key one
+        (docs/dps-wire.md#symmetric-keys-in-answers)."""
         attestation = enrollment.attestation
         if attestation.type is not AttestationType.SYMMETRIC_KEY:
             return enrollment

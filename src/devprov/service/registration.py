@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from devprov.core.error import DevprovError, EtagMismatchError, ServiceNotFoundError
 from devprov.core.etag import is_etag_match
+from devprov.core.query import QueryCollection, parse_query
 from devprov.core.registration import RegistrationState
 from devprov.service.device import RegistrationNotFoundError
 from devprov.service.enrollment import decode_continuation, encode_continuation, page_size
@@ -59,8 +61,18 @@ class RegistrationStates:
             self._record(uow, service, registration_id, actor, None)
 
     def query(
-        self, service: str, group_id: str, *, continuation: str | None, max_items: int | None
+        self,
+        service: str,
+        group_id: str,
+        query: Any = "*",
+        *,
+        continuation: str | None,
+        max_items: int | None,
     ) -> StatePage:
+        """The registration states of one enrollment group. Microsoft's Python service SDK sends
+        no body here (the handler passes "*"); the Node and Java SDKs send a query
+        specification, checked by :func:`devprov.core.query.parse_query`."""
+        parse_query(query, QueryCollection.DEVICE_REGISTRATIONS)
         limit = page_size(max_items)
         with self._uow(read_only=True) as uow:
             _require_service(uow, service)

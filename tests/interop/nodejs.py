@@ -1,0 +1,38 @@
+"""Node.js for the interop tests: the node binary with Microsoft's Node SDK packages installed
+from ``tests/interop/node/package-lock.json``, or a skip that says what is missing.
+
+``make test`` works on a machine without Node: the Node tests then skip with that reason in
+pytest's summary (``-ra``); with Node.js 20+ and npm they run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+NODE_DIR = Path(__file__).parent / "node"
+NPM_CI_TIMEOUT_SECONDS = 300
+
+
+def node_with_packages() -> str:
+    """The node binary, after ``npm ci`` from the lock file when node_modules is missing or older than the lock (what
+    ``make node-deps`` runs; the packages have no install step the drivers need)."""
+    binary = shutil.which("node")
+    if binary is None:
+        pytest.skip("node is not installed: the Node SDK interop tests need Node.js 20+")
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip(f"npm is not installed, so the packages of {NODE_DIR} cannot be installed")
+        subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+            check=True,
+            capture_output=True,
+            timeout=NPM_CI_TIMEOUT_SECONDS,
+        )
+    return binary
