@@ -150,7 +150,7 @@ def test_an_encrypted_device_key_needs_its_password_file(
         )
     full_chain, key = pki / "enc-dev-full-chain.pem", pki / "enc-dev.key"
     code, _, err = register_x509(server, capsys, "enc-dev", full_chain, key)
-    assert code == 3 and "is encrypted: give --key-password-file" in err  # and no prompt
+    assert code == 3 and "is encrypted; give its password with --key-password-file" in err
     register = ["device", "register", "enc-dev", "--cert", str(full_chain), "--key", str(key)]
     code, operation, err = run(server, capsys, *register, "--key-password-file", str(password))
     assert code == 0, err
@@ -569,8 +569,14 @@ def test_a_read_only_policy_reads_but_cannot_write_and_rotation_revokes_its_key(
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("c.pem").write_text("files named are read first; this one only has to exist\n")
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--data-dir", str(tmp_path)])
     assert exit_info.value.code == 2

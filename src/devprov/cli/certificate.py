@@ -17,9 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from devprov.cli.client import ManagementClient
 from devprov.cli.common import add_server_options, server_target
+from devprov.cli.files import input_file, read_input
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.certificate import describe_certificate, parse_single_certificate, to_pem
-from devprov.core.error import CertificateNotFoundError, ConflictError, InvalidInputError
+from devprov.core.error import (
+    CertificateNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    MalformedVerificationCertificateError,
+)
 from devprov.core.issuance import Issuer, build_verification_certificate
 from devprov.service.pki.file import load_private_key, read_password_file
 
@@ -55,7 +61,10 @@ def register(subparsers: Any) -> None:
 
     upload = action("upload", "upload (or replace) a CA certificate", _upload)
     upload.add_argument(
-        "--cert", required=True, help="the CA certificate (.pem or .cer, PEM or DER)"
+        "--cert",
+        type=input_file,
+        required=True,
+        help="the CA certificate (.pem or .cer, PEM or DER)",
     )
     upload.add_argument(
         "--verified", action="store_true", help="self-attest it as verified on upload"
@@ -66,14 +75,21 @@ def register(subparsers: Any) -> None:
     action("generate-code", "issue a new verification code", _generate_code)
     verify = action("verify", "verify with a signed verification certificate", _verify)
     verify.add_argument(
-        "--cert", required=True, help="the verification certificate (CN = the code)"
+        "--cert",
+        type=input_file,
+        required=True,
+        help="the verification certificate (CN = the code)",
     )
     prove = action(
         "prove", "upload if missing, generate a code, sign the proof locally and verify", _prove
     )
-    prove.add_argument("--cert", required=True, help="the CA certificate")
-    prove.add_argument("--key", required=True, help="the CA's private key (used locally only)")
-    prove.add_argument("--password-file", help="file holding the CA key's password")
+    prove.add_argument("--cert", type=input_file, required=True, help="the CA certificate")
+    prove.add_argument(
+        "--key", type=input_file, required=True, help="the CA's private key (used locally only)"
+    )
+    prove.add_argument(
+        "--password-file", type=input_file, help="file holding the CA key's password"
+    )
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -91,8 +107,16 @@ def _summary(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _read(path: str) -> str:
-    raw = Path(path).read_bytes()
+def _read(path: Path, *, proof: bool = False) -> str:
+    """The certificate file as the API takes it, checked here first so that a file that is not
+    one certificate is named in the error."""
+    raw = read_input(path, "--cert")
+    try:
+        parse_single_certificate(raw)
+    except InvalidInputError as exc:
+        if proof:
+            raise MalformedVerificationCertificateError(f"--cert {path}: {exc.message}") from exc
+        raise type(exc)(f"--cert {path}: {exc.message}") from exc
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -110,11 +134,12 @@ def _current(client: ManagementClient, name: str, service: str) -> dict[str, Any
 
 
 def _upload(args: argparse.Namespace) -> int:
+    certificate = _read(args.cert)
     target = server_target(args)
     with ManagementClient(target) as client:
         existing = client.get(args.name)
         etag = existing.get("etag") if existing else None
-        data = client.upload(args.name, _read(args.cert), verified=args.verified, etag=etag)
+        data = client.upload(args.name, certificate, verified=args.verified, etag=etag)
     emit(args, data, _summary(data))
     return 0
 
@@ -158,25 +183,29 @@ def _generate_code(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    proof = _read(args.cert, proof=True)
     target = server_target(args)
     with ManagementClient(target) as client:
         data = _current(client, args.name, target.service)
-        result = client.verify(args.name, _read(args.cert), str(data.get("etag")))
+        result = client.verify(args.name, proof, str(data.get("etag")))
     emit(args, result, _summary(result))
     return 0
 
 
 def _prove(args: argparse.Namespace) -> int:
     """The whole proof-of-possession: the CA key never leaves this machine."""
-    target = server_target(args)
-    ca_certificate = parse_single_certificate(Path(args.cert).read_bytes())
-    password = read_password_file(Path(args.password_file)) if args.password_file else None
-    ca_key = load_private_key(Path(args.key), password)
+    try:
+        ca_certificate = parse_single_certificate(read_input(args.cert, "--cert"))
+    except InvalidInputError as exc:
+        raise type(exc)(f"--cert {args.cert}: {exc.message}") from exc
+    password = read_password_file(args.password_file) if args.password_file else None
+    ca_key = load_private_key(args.key, password)
     if ca_key.public_key() != ca_certificate.public_key():
         raise KeyMismatchError(
             f"the key in {args.key} does not belong to the certificate in {args.cert}"
         )
     thumbprint = describe_certificate(ca_certificate).thumbprint
+    target = server_target(args)
     steps: list[str] = []
     with ManagementClient(target) as client:
         existing = client.get(args.name)

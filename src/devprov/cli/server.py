@@ -21,6 +21,8 @@ from devprov.http.server import HttpsServer
 from devprov.http.tls import build_server_context
 from devprov.service.model import OWNER_POLICY
 
+MAX_PORT = 65535
+
 
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="start the server (creates the data directory)")
@@ -29,7 +31,10 @@ def register(subparsers: Any) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
     )
     serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"HTTPS port (default {DEFAULT_PORT})"
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"HTTPS port (default {DEFAULT_PORT}; 0 picks a free one)",
     )
     serve.add_argument(
         "--san",
@@ -50,6 +55,16 @@ def register(subparsers: Any) -> None:
     add_data_dir(info)
     add_json_flag(info)
     info.set_defaults(func=_info)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0 to {MAX_PORT})")
+    return value
 
 
 def describe(c: Container, url: str) -> dict[str, Any]:
@@ -132,9 +147,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.log_level)
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
     root = data_dir(args).root
@@ -169,6 +182,18 @@ async def _run(c: Container, host: str, port: int, workers: int, log_level: str)
     return 0
 
 
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
+    # outcome that matters, the registration, itself.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Alembic's INFO lines (the dialect found, at every start; each migration step) are no news
+    # to an operator; its warnings stay.
+    logging.getLogger("alembic.runtime.migration").setLevel(
+        max(logging.WARNING, logging.getLevelName(level))
+    )
+
+
 def _server(c: Container) -> HttpsServer:
     context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
     return HttpsServer(build_app(c), context)
@@ -193,7 +218,7 @@ def _start_worker(root: Path, host: str, port: int, log_level: str) -> BaseProce
 
 def _worker(root: Path, host: str, port: int, log_level: str) -> None:
     """A further server process on the same data directory and port."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(log_level)
     c = open_container(root)
 
     async def serve() -> None:

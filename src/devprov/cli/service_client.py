@@ -10,7 +10,6 @@ CLI's one exit-code table applies.
 from __future__ import annotations
 
 import argparse
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from devprov.bootstrap import DEFAULT_PORT, DEFAULT_SERVICE
-from devprov.cli.client import TIMEOUT_SECONDS, ServerUnreachableError, remote_error
+from devprov.cli.client import TIMEOUT_SECONDS, remote_error, transport_error, trust
 from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.files import input_file
 from devprov.core.error import InternalError, InvalidInputError
 from devprov.core.sas import build_sas_token
 from devprov.service.model import OWNER_POLICY
@@ -74,7 +74,9 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         "data directory's server listens)",
     )
     parser.add_argument(
-        "--ca-file", help="the CA file to trust (default: the data directory's server CA)"
+        "--ca-file",
+        type=input_file,
+        help="the CA file to trust (default: the data directory's server CA)",
     )
     parser.add_argument(
         "--service", default=DEFAULT_SERVICE, help="provisioning service (default: default)"
@@ -133,16 +135,6 @@ def local_ca_file(args: argparse.Namespace) -> Path | None:
         return Path(args.ca_file)
     ca_file = data_dir(args).ca_file
     return ca_file if ca_file.exists() else None
-
-
-def trust(ca_file: Path | None) -> ssl.SSLContext:
-    """A client TLS context trusting ``ca_file``, or the system's CAs.
-
-    An ``SSLContext`` rather than httpx's ``verify=<path>``, which is deprecated (a warning).
-    """
-    if ca_file is None:
-        return ssl.create_default_context()
-    return ssl.create_default_context(cafile=str(ca_file))
 
 
 def service_target(args: argparse.Namespace) -> ServiceTarget:
@@ -205,12 +197,8 @@ class ServiceClient:
         sent = {"Authorization": self._token(), **(headers or {})}
         try:
             response = self._http.request(method, path, json=body, headers=sent)
-        except httpx.ConnectError as exc:
-            raise ServerUnreachableError(
-                f"cannot reach {self._target.url}: {exc}; is 'devprov serve' running?"
-            ) from exc
         except httpx.HTTPError as exc:
-            raise ServerUnreachableError(f"request to {self._target.url} failed: {exc}") from exc
+            raise transport_error(exc, self._target.url, self._target.ca_file) from exc
         if response.status_code >= 400:
             raise remote_error(response)
         return response
