@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +42,8 @@ from devprov.core.etag import ETAG_BYTES, build_etag, is_etag_match
 from devprov.core.registration_id import validate_enrollment_group_id, validate_registration_id
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("devprov.enrollment")
 
 # The service API's bulk operations take at most 10 items (dps-api.md 2.3, SVC-SPEC).
 MAX_BULK_ITEMS = 10
@@ -179,12 +182,13 @@ class EnrollmentService:
     ) -> Enrollment:
         with self._uow() as uow:
             try:
-                record = self._write(uow, service, kind, id, doc, if_match=if_match)
+                record, created = self._write(uow, service, kind, id, doc, if_match=if_match)
             except DevprovError as exc:
                 self._audit(uow, service, kind, id, "createOrUpdate", actor, exc)
                 raise
             self._audit(uow, service, kind, id, "createOrUpdate", actor, None)
-            return record
+        _log_change(service, kind, record.id, "created" if created else "updated", actor)
+        return record
 
     def _write(
         self,
@@ -195,7 +199,8 @@ class EnrollmentService:
         doc: Any,
         *,
         if_match: str | None,
-    ) -> Enrollment:
+    ) -> tuple[Enrollment, bool]:
+        """The record written, and whether it was created (rather than replaced)."""
         _require_service(uow, service)
         validate_id(kind, id)
         parsed = parse_enrollment(doc, kind, service=service, path_id=id)
@@ -216,7 +221,7 @@ class EnrollmentService:
                 updated_at=now,
             )
             uow.enrollments.add(record)
-            return record
+            return record, True
         if not if_match:
             raise AlreadyExistsError(
                 f"'{existing.id}' already exists; send If-Match with its etag (or *) to update it"
@@ -235,7 +240,7 @@ class EnrollmentService:
             updated_at=now,
         )
         uow.enrollments.replace(record, expected_etag=existing.etag)
-        return record
+        return record, False
 
     def delete(
         self, service: str, kind: EnrollmentKind, id: str, *, if_match: str | None, actor: str
@@ -255,6 +260,7 @@ class EnrollmentService:
                 self._audit(uow, service, kind, id, "delete", actor, exc)
                 raise
             self._audit(uow, service, kind, id, "delete", actor, None)
+        _log_change(service, kind, existing.id, "deleted", actor)
 
     def query(
         self,
@@ -415,6 +421,12 @@ class EnrollmentService:
             )
         )
         uow.commit()
+
+
+def _log_change(service: str, kind: EnrollmentKind, id: str, done: str, actor: str) -> None:
+    """The one log line of a change; refusals are the adapter's to log (http.request)."""
+    label = "enrollment" if kind is EnrollmentKind.INDIVIDUAL else "enrollment group"
+    log.info("%s '%s' of service '%s' %s by %s", label, id, service, done, actor)
 
 
 def _require_service(uow: UnitOfWork, service: str) -> None:
