@@ -251,6 +251,9 @@ class Container:
     hubs: HubDirectory
     access: ServiceAccess
     server_names: frozenset[str]
+    # True when this opening created the admin token or the default service's keys: the one
+    # time `devprov serve` prints them (later starts point to `devprov info`).
+    created_secrets: bool = False
 
     def is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(hash_token(token), self.admin_token_sha256)
@@ -288,6 +291,7 @@ def open_container(
 
     registry = CertificateRegistry(uow, utc_now, secrets.token_bytes)
     directory = ServiceDirectory(uow, utc_now, secrets.token_bytes)
+    created_secrets = False
     with uow() as unit:
         token_hash = unit.settings.get(ADMIN_TOKEN_SETTING)
         if token_hash is None or (initialize and data.admin_token() is None):
@@ -301,10 +305,12 @@ def open_container(
             token_hash = hash_token(token)
             unit.settings.put(ADMIN_TOKEN_SETTING, token_hash)
             unit.commit()
+            created_secrets = True
     if initialize and not directory.all():
         # Another process initialising the same directory may have created it first.
         with contextlib.suppress(AlreadyExistsError):
             directory.create(DEFAULT_SERVICE)
+            created_secrets = True
     return Container(
         data=data,
         engine=engine,
@@ -319,6 +325,7 @@ def open_container(
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),
+        created_secrets=created_secrets,
     )
 
 

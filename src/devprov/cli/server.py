@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import shlex
 import signal
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -137,6 +138,18 @@ def render(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_restart(facts: dict[str, Any], info_command: str) -> str:
+    """What a start that created no secrets prints: where things are, not the secrets."""
+    return "\n".join(
+        [
+            f"URL:             {facts['url']}",
+            f"data directory:  {facts['dataDir']}",
+            f"server CA:       {facts['serverCaFile']}   (clients must trust this file)",
+            f"run '{info_command}' to see the admin token, keys and connection strings",
+        ]
+    )
+
+
 def _info(args: argparse.Namespace) -> int:
     c = container(args)
     endpoint = data_dir(args).endpoint() or {}
@@ -155,17 +168,26 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
     c = open_container(root, initialize=True, hosts=extra_hosts)
-    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level))
+    info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
+    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
 
 
-async def _run(c: Container, host: str, port: int, workers: int, log_level: str) -> int:
+async def _run(
+    c: Container, host: str, port: int, workers: int, log_level: str, info_command: str
+) -> int:
     server = _server(c)
     # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
     # spreads new connections across them; one Python process uses at most one core.
     bound = await server.start(host, port, reuse_port=workers > 1)
     url = c.data.write_endpoint(host, bound)
     children = [_start_worker(c.data.root, host, bound, log_level) for _ in range(workers - 1)]
-    print(render(describe(c, url)), flush=True)
+    facts = describe(c, url)
+    if c.created_secrets:
+        # The one time the secrets are printed: the start that created them.
+        print(render(facts), flush=True)
+        print(f"\n(printed once; '{info_command}' shows them again)", flush=True)
+    else:
+        print(render_restart(facts, info_command), flush=True)
     suffix = f", {workers} worker processes" if workers > 1 else ""
     print(
         f"\ndevprov is listening on {url} ({host}:{bound}{suffix}); press Ctrl+C to stop",
