@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import secrets
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,11 @@ def register(subparsers: Any) -> None:
     action("list", "list the registered certificates", _list, named=False)
     action("show", "show one certificate", _show)
     action("delete", "delete a certificate", _delete)
-    action("generate-code", "issue a new verification code", _generate_code)
+    action(
+        "generate-code",
+        "issue a new verification code; prints the code alone (details on stderr)",
+        _generate_code,
+    )
     verify = action("verify", "verify with a signed verification certificate", _verify)
     verify.add_argument(
         "--cert",
@@ -174,11 +179,29 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _generate_code(args: argparse.Namespace) -> int:
+    """The code alone on stdout, so that ``CODE=$(devprov certificate generate-code NAME)``
+    works; the certificate's details go to stderr, or everything to stdout with --json."""
     target = server_target(args)
     with ManagementClient(target) as client:
         data = _current(client, args.name, target.service)
         result = client.generate_code(args.name, str(data.get("etag")))
-    emit(args, result, _summary(result))
+    if args.json:
+        emit(args, result, "")
+        return 0
+    code = result.get("properties", {}).get("verificationCode")
+    print(_summary(result), file=sys.stderr)
+    if data.get("properties", {}).get("isVerified"):
+        print(
+            f"note: '{args.name}' is already verified; proving it again changes nothing",
+            file=sys.stderr,
+        )
+    print(
+        f"next: sign a certificate whose subject CN is this code with the key of '{args.name}' "
+        f'(devprov ca verification "$CODE" --issuer PREFIX --out proof.pem), then '
+        f"devprov certificate verify {args.name} --cert proof.pem",
+        file=sys.stderr,
+    )
+    print(code)
     return 0
 
 
