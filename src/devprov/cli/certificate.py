@@ -17,11 +17,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devprov.cli.client import ManagementClient
-from devprov.cli.common import add_server_options, server_target
+from devprov.cli.common import ServerTarget, add_server_options, server_target
+from devprov.cli.enrollment_body import ca_references
 from devprov.cli.files import input_file, read_input
 from devprov.cli.output import add_json_flag, emit
+from devprov.cli.service_client import ServiceClient, owner_target
 from devprov.core.certificate import describe_certificate, parse_single_certificate, to_pem
 from devprov.core.error import (
+    AuthenticationError,
     CertificateNotFoundError,
     ConflictError,
     InvalidInputError,
@@ -43,6 +46,14 @@ class CertificateDiffersError(ConflictError):
 
     code = "RegisteredCertificateDiffers"
     number = 409150
+
+
+class CertificateInUseError(ConflictError):
+    """`certificate delete`: enrollment groups name the certificate in caReferences; --force
+    deletes it anyway (the management API itself deletes it, as DPS does)."""
+
+    code = "CertificateInUse"
+    number = 409151
 
 
 def register(subparsers: Any) -> None:
@@ -72,7 +83,16 @@ def register(subparsers: Any) -> None:
     )
     action("list", "list the registered certificates", _list, named=False)
     action("show", "show one certificate", _show)
-    action("delete", "delete a certificate", _delete)
+    delete = action(
+        "delete",
+        "delete a certificate; refused while enrollment groups name it, unless --force",
+        _delete,
+    )
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even though enrollment groups name it (their devices are then refused)",
+    )
     action(
         "generate-code",
         "issue a new verification code; prints the code alone (details on stderr)",
@@ -169,11 +189,50 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _referencing_groups(args: argparse.Namespace, target: ServerTarget) -> list[str] | None:
+    """The enrollment groups whose caReferences name the certificate, or None when this machine
+    cannot ask (no local keys for the service API of that server)."""
+    service = owner_target(args, target)
+    if service is None:
+        return None
+    try:
+        with ServiceClient(service) as client:
+            groups = client.query("enrollmentGroups")
+    except AuthenticationError:  # the local keys are another server's
+        return None
+    name = args.name.lower()  # registry names compare case-insensitively
+    return [
+        str(group.get("enrollmentGroupId"))
+        for group in groups
+        if name in (reference.lower() for reference in ca_references(group))
+    ]
+
+
 def _delete(args: argparse.Namespace) -> int:
     target = server_target(args)
     with ManagementClient(target) as client:
         data = _current(client, args.name, target.service)
+        groups = _referencing_groups(args, target)
+        named = ", ".join(f"'{g}'" for g in groups or [])
+        if groups and not args.force:
+            raise CertificateInUseError(
+                f"certificate '{args.name}' is named by the caReferences of enrollment group(s) "
+                f"{named}, whose devices would be refused once it is gone; point those groups at "
+                "another CA or delete them first, or pass --force to delete it anyway"
+            )
         client.delete(args.name, str(data.get("etag")))
+    if groups:
+        print(
+            f"warning: enrollment group(s) {named} name '{args.name}'; their devices are refused "
+            "until a verified certificate of that name is uploaded again",
+            file=sys.stderr,
+        )
+    elif groups is None:
+        print(
+            f"warning: could not check which enrollment groups name '{args.name}' (no keys "
+            "for this server's service API in the local data directory)",
+            file=sys.stderr,
+        )
     emit(args, {"deleted": args.name}, f"deleted certificate '{args.name}'")
     return 0
 

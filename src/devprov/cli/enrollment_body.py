@@ -196,6 +196,13 @@ def read_json_option(value: str, option: str) -> dict[str, Any]:
     return data
 
 
+def ca_references(doc: dict[str, Any]) -> list[str]:
+    """The registry certificates an enrollment group names in caReferences, primary first."""
+    x509 = (doc.get("attestation") or {}).get("x509") or {}
+    pair = x509.get(CA_REFERENCES) or {}
+    return [str(pair[k]) for k in ("primary", "secondary") if pair.get(k)]
+
+
 def _certificate(path: Path, option: str) -> dict[str, Any]:
     raw = read_input(path, option)
     try:

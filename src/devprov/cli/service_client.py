@@ -19,11 +19,11 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from devprov.bootstrap import DEFAULT_PORT, DEFAULT_SERVICE
+from devprov.bootstrap import DEFAULT_PORT, DEFAULT_SERVICE, DataDirMissingError
 from devprov.cli.client import TIMEOUT_SECONDS, remote_error, transport_error, trust
-from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.common import ServerTarget, add_data_dir, container, data_dir
 from devprov.cli.files import input_file
-from devprov.core.error import InternalError, InvalidInputError
+from devprov.core.error import InternalError, InvalidInputError, ServiceNotFoundError
 from devprov.core.sas import build_sas_token
 from devprov.service.model import OWNER_POLICY
 from devprov.service.provisioning import PolicyNotFoundError
@@ -153,6 +153,34 @@ def service_target(args: argparse.Namespace) -> ServiceTarget:
     return ServiceTarget(
         url, local_ca_file(args), urlsplit(url).netloc, chosen.name, chosen.primary_key
     )
+
+
+def registry_target(args: argparse.Namespace) -> ServerTarget | None:
+    """The management API of the server the service options reach, when the local data
+    directory holds its admin token; None for a server named by a connection string, whose
+    registry this machine cannot read."""
+    if args.connection_string:
+        return None
+    token = data_dir(args).admin_token()
+    if not token:
+        return None
+    return ServerTarget(local_url(args), token, local_ca_file(args), args.service)
+
+
+def owner_target(args: argparse.Namespace, server: ServerTarget) -> ServiceTarget | None:
+    """The service API of ``server``, signed with the key of the local data directory's owner
+    policy (or its policy with the most rights); None when this machine holds no such key."""
+    try:
+        policies = container(args).directory.policies(server.service)
+    except (DataDirMissingError, ServiceNotFoundError):
+        return None
+    chosen = next((p for p in policies if p.name == OWNER_POLICY), None) or max(
+        policies, key=lambda p: len(p.rights), default=None
+    )
+    if chosen is None:
+        return None
+    host = urlsplit(server.url).netloc
+    return ServiceTarget(server.url, server.ca_file, host, chosen.name, chosen.primary_key)
 
 
 def _quoted(etag: str) -> str:
