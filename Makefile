@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: serve test lint typecheck unit bench clean node-deps
+.PHONY: serve reset test lint typecheck unit bench clean node-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,27 @@ install: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/devprov serve $(ARGS)
+
+# `make reset` deletes what `make serve` and README's tour create in this directory, and nothing
+# else: ./devprov-data (the database, the server's TLS keys, the admin token) and ./pki (the
+# tour's test PKI). Fixed relative paths, never DEVPROV_DATA_DIR or --data-dir; rm does not
+# follow a symbolic link given as an operand. It refuses while a server still answers on the
+# port devprov-data/endpoint.json records (stop it with Ctrl+C first).
+define SERVER_STILL_RUNNING
+import json, socket, sys, urllib.parse
+try:
+    url = json.load(open("devprov-data/endpoint.json"))["url"]
+    where = urllib.parse.urlsplit(url)
+    socket.create_connection((where.hostname, where.port), timeout=2).close()
+except (OSError, ValueError, KeyError, TypeError):
+    sys.exit(0)
+sys.exit(f"make reset: a devprov server still answers on {url}; stop it (Ctrl+C) first")
+endef
+export SERVER_STILL_RUNNING
+
+reset:
+	@$(PYTHON) -c "$$SERVER_STILL_RUNNING"
+	rm -rf -- ./devprov-data ./pki
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench

@@ -28,8 +28,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from devprov.core.error import AlreadyExistsError
+from devprov.core.error import (
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+    NotPermittedError,
+    StorageUnavailableError,
+)
 from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
@@ -56,6 +63,27 @@ SERVER_CERT_DAYS = 397  # the CA/B Forum's ceiling for TLS server certificates
 SERVER_CERT_RENEW_BEFORE = timedelta(days=30)
 SERVER_CA_DAYS = 3650
 ADMIN_TOKEN_SETTING = "admin_token_sha256"  # noqa: S105 - a settings key, not a secret
+
+
+class DataDirMissingError(NotFoundError):
+    """The data directory (or its admin token) does not exist yet; run `devprov serve` once."""
+
+    code = "DataDirectoryNotFound"
+    number = 404150
+
+
+class NotADataDirectoryError(InvalidInputError):
+    """--data-dir names a file, or a directory that cannot be one (a parent is a file)."""
+
+    code = "NotADataDirectory"
+    number = 400250
+
+
+class DataDirectoryAccessError(NotPermittedError):
+    """The data directory cannot be created or written (permissions, a read-only file system)."""
+
+    code = "DataDirectoryNotWritable"
+    number = 403250
 
 
 def utc_now() -> datetime:
@@ -103,6 +131,15 @@ class DataDir:
     @property
     def endpoint_file(self) -> Path:
         return self.root / "endpoint.json"
+
+    def check(self) -> None:
+        """Raise :class:`NotADataDirectoryError` when the root exists and is not a directory."""
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADataDirectoryError(
+                f"{self.root} is a file, not a data directory; point --data-dir (or "
+                f"${DATA_DIR_ENV}) at a directory, or at a path where 'devprov serve' may "
+                "create one"
+            )
 
     def database_url(self) -> str:
         return os.environ.get(DATABASE_URL_ENV) or sqlite_url(self.database.resolve())
@@ -214,6 +251,9 @@ class Container:
     hubs: HubDirectory
     access: ServiceAccess
     server_names: frozenset[str]
+    # True when this opening created the admin token or the default service's keys: the one
+    # time `devprov serve` prints them (later starts point to `devprov info`).
+    created_secrets: bool = False
 
     def is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(hash_token(token), self.admin_token_sha256)
@@ -224,36 +264,53 @@ def open_container(
 ) -> Container:
     """Open (and with ``initialize``, create) the data directory and wire the use cases."""
     data = DataDir(data_dir)
+    data.check()
     if initialize:
-        data.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ensure_tls_material(data, server_hosts(hosts), utc_now())
+        _create(data, hosts)
     elif not data.root.exists():
-        raise FileNotFoundError(
+        raise DataDirMissingError(
             f"data directory {data.root} does not exist; start the server once with "
             f"'devprov serve --data-dir {data.root}' to create it"
         )
+    elif not os.environ.get(DATABASE_URL_ENV) and not data.database.exists():
+        raise DataDirMissingError(
+            f"{data.root} is not a devprov data directory (it has no {data.database.name}); "
+            f"start the server once with 'devprov serve --data-dir {data.root}' to create one"
+        )
     engine = create_database_engine(data.database_url())
-    migrate(engine)
+    try:
+        migrate(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        raise StorageUnavailableError(
+            f"cannot open the database of {data.root}: {exc.orig}; is it a devprov data directory?"
+        ) from exc
 
     def uow(*, read_only: bool = False) -> UnitOfWork:
         return SqlUnitOfWork(engine, read_only=read_only)
 
     registry = CertificateRegistry(uow, utc_now, secrets.token_bytes)
     directory = ServiceDirectory(uow, utc_now, secrets.token_bytes)
+    created_secrets = False
     with uow() as unit:
         token_hash = unit.settings.get(ADMIN_TOKEN_SETTING)
         if token_hash is None or (initialize and data.admin_token() is None):
             if not initialize:
-                raise FileNotFoundError(f"{data.root} has no admin token; run 'devprov serve' once")
+                raise DataDirMissingError(
+                    f"{data.root} has no admin token; run 'devprov serve --data-dir {data.root}' "
+                    "once"
+                )
             token = secrets.token_urlsafe(32)
             _write_private(data.admin_token_file, token + "\n")
             token_hash = hash_token(token)
             unit.settings.put(ADMIN_TOKEN_SETTING, token_hash)
             unit.commit()
+            created_secrets = True
     if initialize and not directory.all():
         # Another process initialising the same directory may have created it first.
         with contextlib.suppress(AlreadyExistsError):
             directory.create(DEFAULT_SERVICE)
+            created_secrets = True
     return Container(
         data=data,
         engine=engine,
@@ -268,7 +325,30 @@ def open_container(
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),
+        created_secrets=created_secrets,
     )
+
+
+def _create(data: DataDir, hosts: list[str] | None) -> None:
+    """Create the data directory and its TLS material; file system refusals become errors that
+    say which path and what to do."""
+    try:
+        data.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_tls_material(data, server_hosts(hosts), utc_now())
+    except (NotADirectoryError, FileExistsError) as exc:
+        blocking = next(
+            (p for p in (data.root, *data.root.parents) if p.exists() and not p.is_dir()),
+            Path(str(exc.filename)),
+        )
+        raise NotADataDirectoryError(
+            f"cannot create the data directory {data.root}: {blocking} is a file, not a "
+            "directory; choose another --data-dir"
+        ) from exc
+    except OSError as exc:
+        raise DataDirectoryAccessError(
+            f"cannot create or write the data directory {data.root} ({exc.filename}: "
+            f"{exc.strerror}); choose a --data-dir you may write to"
+        ) from exc
 
 
 def _server_names(data: DataDir) -> list[str]:

@@ -218,10 +218,13 @@ def test_self_signed_device(tmp_path: Path) -> None:
 
 
 def test_self_signed_with_an_issuer_key_is_a_usage_error(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    key.write_text("not read: the options are refused first\n")
+    out = tmp_path / "out"
     with pytest.raises(SystemExit) as caught:
-        run("ca", "device", "x", "--self-signed", "--issuer-key", "k.key", "--dir", tmp_path)
+        run("ca", "device", "x", "--self-signed", "--issuer-key", key, "--dir", out)
     assert caught.value.code == 2
-    assert listing(tmp_path) == []
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

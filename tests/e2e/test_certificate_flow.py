@@ -191,6 +191,34 @@ def test_step_by_step_with_openssl(
     assert verified["properties"]["isVerified"] is True
 
 
+def test_generate_code_prints_the_code_alone(
+    server: ServerProcess, pki: Path, tmp_path: Path, capsys
+) -> None:
+    """README's step-by-step flow: CODE=$(devprov certificate generate-code NAME)."""
+    argv = ["certificate", "upload", "e2e-code", "--cert", str(pki / "intermediate.pem")]
+    assert main([*argv, *server.cli_args(), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["certificate", "generate-code", "e2e-code", *server.cli_args()]) == 0
+    out, err = capsys.readouterr()
+    code = out.strip()
+    assert out == code + "\n" and len(code) > 10 and " " not in code
+    assert f"verification code: {code}" in err and "name:       e2e-code" in err
+    proof = tmp_path / "proof.pem"
+    issuer = ["--issuer", str(pki / "intermediate"), "--out", str(proof), "--json"]
+    assert main(["ca", "verification", code, *issuer]) == 0
+    capsys.readouterr()
+    assert (
+        main(["certificate", "verify", "e2e-code", "--cert", str(proof), *server.cli_args()]) == 0
+    )
+    assert "verified:   yes" in capsys.readouterr().out
+    assert main(["certificate", "generate-code", "e2e-code", *server.cli_args()]) == 0
+    assert "'e2e-code' is already verified" in capsys.readouterr().err
+    # --json prints everything as JSON, on stdout
+    assert main(["certificate", "generate-code", "e2e-code", *server.cli_args(), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["properties"]["verificationCode"] and err == ""
+
+
 def test_errors_map_to_exit_codes(server: ServerProcess, pki: Path, capsys) -> None:
     assert main(["certificate", "show", "nothing-here", *server.cli_args()]) == 6
     assert (

@@ -150,7 +150,7 @@ def test_an_encrypted_device_key_needs_its_password_file(
         )
     full_chain, key = pki / "enc-dev-full-chain.pem", pki / "enc-dev.key"
     code, _, err = register_x509(server, capsys, "enc-dev", full_chain, key)
-    assert code == 3 and "is encrypted: give --key-password-file" in err  # and no prompt
+    assert code == 3 and "is encrypted; give its password with --key-password-file" in err
     register = ["device", "register", "enc-dev", "--cert", str(full_chain), "--key", str(key)]
     code, operation, err = run(server, capsys, *register, "--key-password-file", str(password))
     assert code == 0, err
@@ -318,6 +318,63 @@ def test_updating_a_signing_certificate_group_without_the_certificate(
     """A fetched record carries certificate info only; writing it back keeps the certificate."""
     code, _, err = run(server, capsys, "enrollment-group", "update", signing_group, "--disabled")
     assert code == 0, err
+
+
+# --- CA references: verified, unverified, deleted --------------------------------------------
+
+
+def test_a_group_on_a_verified_ca_gets_no_warning(
+    server: ServerProcess, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, group, err = run(server, capsys, "enrollment-group", "show", x509_group)
+    assert code == 0 and group["attestation"]["x509"]["caReferences"]["primary"] == ROOT
+    assert err == ""
+
+
+def test_a_ca_reference_that_cannot_admit_devices_is_told_and_kept_from_deletion(
+    server: ServerProcess, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upload = ["certificate", "upload", "ref-ca", "--cert", str(pki / "intermediate.pem")]
+    assert run(server, capsys, *upload)[0] == 0
+    unverified = (
+        "warning: CA 'ref-ca' is not verified: devices of this group will be refused until it "
+        "is (devprov certificate prove ref-ca --cert CA.pem --key CA.key)\n"
+    )
+    code, _, err = run(
+        server, capsys, "enrollment-group", "create", "grp-ref", "--ca-name", "ref-ca"
+    )
+    assert code == 0 and err == unverified
+    code, _, err = run(server, capsys, "enrollment-group", "show", "grp-ref")
+    assert code == 0 and err == unverified
+
+    # deleting the CA the group names is refused, and changes nothing
+    code, _, err = run(server, capsys, "certificate", "delete", "REF-CA")
+    assert code == 7 and err.count("\n") == 1 and err.startswith("error: CertificateInUse: ")
+    assert "enrollment group(s) 'grp-ref'" in err and "--force" in err
+    assert run(server, capsys, "certificate", "show", "ref-ca")[0] == 0
+
+    code, deleted, err = run(server, capsys, "certificate", "delete", "ref-ca", "--force")
+    assert code == 0 and deleted == {"deleted": "ref-ca"}
+    assert "warning: enrollment group(s) 'grp-ref' name 'ref-ca'" in err
+    assert run(server, capsys, "certificate", "show", "ref-ca")[0] == 6
+    try:
+        code, _, err = run(server, capsys, "enrollment-group", "show", "grp-ref")
+        assert code == 0
+        assert err.startswith(
+            "warning: CA 'ref-ca' is not in the certificate registry of service 'default' "
+            "(deleted?): devices of this group will be refused"
+        )
+    finally:
+        assert run(server, capsys, "enrollment-group", "delete", "grp-ref")[0] == 0
+
+
+def test_a_certificate_no_group_names_is_deleted_without_force(
+    server: ServerProcess, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upload = ["certificate", "upload", "free-ca", "--cert", str(pki / "intermediate.pem")]
+    assert run(server, capsys, *upload)[0] == 0
+    code, deleted, err = run(server, capsys, "certificate", "delete", "free-ca")
+    assert code == 0 and deleted == {"deleted": "free-ca"} and err == ""
 
 
 # --- symmetric keys ------------------------------------------------------------------------
@@ -572,8 +629,14 @@ def test_a_read_only_policy_reads_but_cannot_write_and_rotation_revokes_its_key(
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("c.pem").write_text("files named are read first; this one only has to exist\n")
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--data-dir", str(tmp_path)])
     assert exit_info.value.code == 2

@@ -27,7 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from devprov.http.server import HttpsServer, LifespanStartupFailed
+from devprov.http.server import (
+    CannotListenError,
+    HttpsServer,
+    LifespanStartupFailed,
+    PortInUseError,
+)
 from devprov.http.tls import build_server_context
 from tests.http.conftest import (
     HOST,
@@ -684,6 +689,40 @@ def test_lifespan_startup_failure_stops_start(pki: Pki):
             await server.close()
 
     run(scenario, server_errors=True)
+
+
+def test_a_port_in_use_is_refused_and_the_startup_undone(pki: Pki):
+    events: list[str] = []
+
+    async def scenario() -> int:
+        context = build_server_context(pki.server_chain_file, pki.server_key_file)
+        server = HttpsServer(starlette_app(events), context)
+        with socket.socket() as taken:
+            taken.bind((HOST, 0))
+            taken.listen()
+            port = int(taken.getsockname()[1])
+            with pytest.raises(PortInUseError, match=f"{HOST}:{port} is already in use"):
+                await server.start(HOST, port)
+        assert server.sockets == []
+        assert events == ["startup", "shutdown"]  # ended at once, not cancelled at exit
+        # the twin: the same server listens on a free port, with a fresh startup
+        free = await server.start(HOST, 0)
+        await server.close()
+        return free
+
+    assert run(scenario) > 0  # and nothing was logged as an error
+    assert events == ["startup", "shutdown", "startup", "shutdown"]
+
+
+def test_a_host_that_is_not_local_cannot_be_listened_on(pki: Pki):
+    async def scenario() -> None:
+        context = build_server_context(pki.server_chain_file, pki.server_key_file)
+        server = HttpsServer(EchoApp(), context)
+        with pytest.raises(CannotListenError, match="is not an address of this machine"):
+            await server.start("192.0.2.1", 0)  # TEST-NET-1 (RFC 5737)
+        await server.close()
+
+    run(scenario)
 
 
 # --- listeners -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devprov.cli.files import input_file, input_prefix
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.certificate import describe_certificate
 from devprov.service.pki.ca import (
@@ -100,7 +101,7 @@ def _add_new_key_options(parser: argparse.ArgumentParser, *, days: int) -> None:
     )
     parser.add_argument(
         "--password-file",
-        type=Path,
+        type=input_file,
         metavar="FILE",
         help="encrypt the new key with the first line of FILE (default: not encrypted)",
     )
@@ -112,11 +113,12 @@ def _add_issuer_options(parser: argparse.ArgumentParser, *, self_signed: bool = 
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument(
         "--issuer",
+        type=input_prefix,
         metavar="PREFIX",
         help="the signing CA: PREFIX.pem and PREFIX.key; a bare name is looked up in --dir",
     )
     group.add_argument(
-        "--issuer-cert", type=Path, metavar="FILE", help="the signing CA's certificate"
+        "--issuer-cert", type=input_file, metavar="FILE", help="the signing CA's certificate"
     )
     if self_signed:
         group.add_argument(
@@ -126,12 +128,15 @@ def _add_issuer_options(parser: argparse.ArgumentParser, *, self_signed: bool = 
         )
     parser.add_argument(
         "--issuer-key",
-        type=Path,
+        type=input_file,
         metavar="FILE",
         help="the signing CA's key (default: PREFIX.key, or the certificate file with .key)",
     )
     parser.add_argument(
-        "--issuer-password-file", type=Path, metavar="FILE", help="password of the issuer's key"
+        "--issuer-password-file",
+        type=input_file,
+        metavar="FILE",
+        help="password of the issuer's key",
     )
     parser.set_defaults(ca_parser=parser)
 
@@ -162,7 +167,7 @@ def _register_device(commands: _Subparsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("--pfx", action="store_true", help="also write NAME.pfx (PKCS#12)")
     parser.add_argument(
         "--pfx-password-file",
-        type=Path,
+        type=input_file,
         metavar="FILE",
         help="encrypt NAME.pfx with the first line of FILE (implies --pfx)",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import secrets
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,19 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devprov.cli.client import ManagementClient
-from devprov.cli.common import add_server_options, server_target
+from devprov.cli.common import ServerTarget, add_server_options, server_target
+from devprov.cli.enrollment_body import ca_references
+from devprov.cli.files import input_file, read_input
 from devprov.cli.output import add_json_flag, emit
+from devprov.cli.service_client import ServiceClient, owner_target
 from devprov.core.certificate import describe_certificate, parse_single_certificate, to_pem
-from devprov.core.error import CertificateNotFoundError, ConflictError, InvalidInputError
+from devprov.core.error import (
+    AuthenticationError,
+    CertificateNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    MalformedVerificationCertificateError,
+)
 from devprov.core.issuance import Issuer, build_verification_certificate
 from devprov.service.pki.file import load_private_key, read_password_file
 
@@ -36,6 +46,14 @@ class CertificateDiffersError(ConflictError):
 
     code = "RegisteredCertificateDiffers"
     number = 409150
+
+
+class CertificateInUseError(ConflictError):
+    """`certificate delete`: enrollment groups name the certificate in caReferences; --force
+    deletes it anyway (the management API itself deletes it, as DPS does)."""
+
+    code = "CertificateInUse"
+    number = 409151
 
 
 def register(subparsers: Any) -> None:
@@ -55,25 +73,48 @@ def register(subparsers: Any) -> None:
 
     upload = action("upload", "upload (or replace) a CA certificate", _upload)
     upload.add_argument(
-        "--cert", required=True, help="the CA certificate (.pem or .cer, PEM or DER)"
+        "--cert",
+        type=input_file,
+        required=True,
+        help="the CA certificate (.pem or .cer, PEM or DER)",
     )
     upload.add_argument(
         "--verified", action="store_true", help="self-attest it as verified on upload"
     )
     action("list", "list the registered certificates", _list, named=False)
     action("show", "show one certificate", _show)
-    action("delete", "delete a certificate", _delete)
-    action("generate-code", "issue a new verification code", _generate_code)
+    delete = action(
+        "delete",
+        "delete a certificate; refused while enrollment groups name it, unless --force",
+        _delete,
+    )
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even though enrollment groups name it (their devices are then refused)",
+    )
+    action(
+        "generate-code",
+        "issue a new verification code; prints the code alone (details on stderr)",
+        _generate_code,
+    )
     verify = action("verify", "verify with a signed verification certificate", _verify)
     verify.add_argument(
-        "--cert", required=True, help="the verification certificate (CN = the code)"
+        "--cert",
+        type=input_file,
+        required=True,
+        help="the verification certificate (CN = the code)",
     )
     prove = action(
         "prove", "upload if missing, generate a code, sign the proof locally and verify", _prove
     )
-    prove.add_argument("--cert", required=True, help="the CA certificate")
-    prove.add_argument("--key", required=True, help="the CA's private key (used locally only)")
-    prove.add_argument("--password-file", help="file holding the CA key's password")
+    prove.add_argument("--cert", type=input_file, required=True, help="the CA certificate")
+    prove.add_argument(
+        "--key", type=input_file, required=True, help="the CA's private key (used locally only)"
+    )
+    prove.add_argument(
+        "--password-file", type=input_file, help="file holding the CA key's password"
+    )
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -91,8 +132,16 @@ def _summary(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _read(path: str) -> str:
-    raw = Path(path).read_bytes()
+def _read(path: Path, *, proof: bool = False) -> str:
+    """The certificate file as the API takes it, checked here first so that a file that is not
+    one certificate is named in the error."""
+    raw = read_input(path, "--cert")
+    try:
+        parse_single_certificate(raw)
+    except InvalidInputError as exc:
+        if proof:
+            raise MalformedVerificationCertificateError(f"--cert {path}: {exc.message}") from exc
+        raise type(exc)(f"--cert {path}: {exc.message}") from exc
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -110,11 +159,12 @@ def _current(client: ManagementClient, name: str, service: str) -> dict[str, Any
 
 
 def _upload(args: argparse.Namespace) -> int:
+    certificate = _read(args.cert)
     target = server_target(args)
     with ManagementClient(target) as client:
         existing = client.get(args.name)
         etag = existing.get("etag") if existing else None
-        data = client.upload(args.name, _read(args.cert), verified=args.verified, etag=etag)
+        data = client.upload(args.name, certificate, verified=args.verified, etag=etag)
     emit(args, data, _summary(data))
     return 0
 
@@ -139,44 +189,105 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _referencing_groups(args: argparse.Namespace, target: ServerTarget) -> list[str] | None:
+    """The enrollment groups whose caReferences name the certificate, or None when this machine
+    cannot ask (no local keys for the service API of that server)."""
+    service = owner_target(args, target)
+    if service is None:
+        return None
+    try:
+        with ServiceClient(service) as client:
+            groups = client.query("enrollmentGroups")
+    except AuthenticationError:  # the local keys are another server's
+        return None
+    name = args.name.lower()  # registry names compare case-insensitively
+    return [
+        str(group.get("enrollmentGroupId"))
+        for group in groups
+        if name in (reference.lower() for reference in ca_references(group))
+    ]
+
+
 def _delete(args: argparse.Namespace) -> int:
     target = server_target(args)
     with ManagementClient(target) as client:
         data = _current(client, args.name, target.service)
+        groups = _referencing_groups(args, target)
+        named = ", ".join(f"'{g}'" for g in groups or [])
+        if groups and not args.force:
+            raise CertificateInUseError(
+                f"certificate '{args.name}' is named by the caReferences of enrollment group(s) "
+                f"{named}, whose devices would be refused once it is gone; point those groups at "
+                "another CA or delete them first, or pass --force to delete it anyway"
+            )
         client.delete(args.name, str(data.get("etag")))
+    if groups:
+        print(
+            f"warning: enrollment group(s) {named} name '{args.name}'; their devices are refused "
+            "until a verified certificate of that name is uploaded again",
+            file=sys.stderr,
+        )
+    elif groups is None:
+        print(
+            f"warning: could not check which enrollment groups name '{args.name}' (no keys "
+            "for this server's service API in the local data directory)",
+            file=sys.stderr,
+        )
     emit(args, {"deleted": args.name}, f"deleted certificate '{args.name}'")
     return 0
 
 
 def _generate_code(args: argparse.Namespace) -> int:
+    """The code alone on stdout, so that ``CODE=$(devprov certificate generate-code NAME)``
+    works; the certificate's details go to stderr, or everything to stdout with --json."""
     target = server_target(args)
     with ManagementClient(target) as client:
         data = _current(client, args.name, target.service)
         result = client.generate_code(args.name, str(data.get("etag")))
-    emit(args, result, _summary(result))
+    if args.json:
+        emit(args, result, "")
+        return 0
+    code = result.get("properties", {}).get("verificationCode")
+    print(_summary(result), file=sys.stderr)
+    if data.get("properties", {}).get("isVerified"):
+        print(
+            f"note: '{args.name}' is already verified; proving it again changes nothing",
+            file=sys.stderr,
+        )
+    print(
+        f"next: sign a certificate whose subject CN is this code with the key of '{args.name}' "
+        f'(devprov ca verification "$CODE" --issuer PREFIX --out proof.pem), then '
+        f"devprov certificate verify {args.name} --cert proof.pem",
+        file=sys.stderr,
+    )
+    print(code)
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    proof = _read(args.cert, proof=True)
     target = server_target(args)
     with ManagementClient(target) as client:
         data = _current(client, args.name, target.service)
-        result = client.verify(args.name, _read(args.cert), str(data.get("etag")))
+        result = client.verify(args.name, proof, str(data.get("etag")))
     emit(args, result, _summary(result))
     return 0
 
 
 def _prove(args: argparse.Namespace) -> int:
     """The whole proof-of-possession: the CA key never leaves this machine."""
-    target = server_target(args)
-    ca_certificate = parse_single_certificate(Path(args.cert).read_bytes())
-    password = read_password_file(Path(args.password_file)) if args.password_file else None
-    ca_key = load_private_key(Path(args.key), password)
+    try:
+        ca_certificate = parse_single_certificate(read_input(args.cert, "--cert"))
+    except InvalidInputError as exc:
+        raise type(exc)(f"--cert {args.cert}: {exc.message}") from exc
+    password = read_password_file(args.password_file) if args.password_file else None
+    ca_key = load_private_key(args.key, password)
     if ca_key.public_key() != ca_certificate.public_key():
         raise KeyMismatchError(
             f"the key in {args.key} does not belong to the certificate in {args.cert}"
         )
     thumbprint = describe_certificate(ca_certificate).thumbprint
+    target = server_target(args)
     steps: list[str] = []
     with ManagementClient(target) as client:
         existing = client.get(args.name)

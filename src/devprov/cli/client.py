@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from devprov.cli.common import ServerTarget
+from devprov.cli.files import read_input
 from devprov.core.error import (
     AuthenticationError,
     ConflictError,
     DevprovError,
     InternalError,
     InvalidInputError,
+    MalformedCertificateError,
     NotFoundError,
     NotPermittedError,
     PreconditionFailedError,
@@ -39,12 +42,90 @@ _BY_STATUS: dict[int, type[DevprovError]] = {
 
 TIMEOUT_SECONDS = 30.0
 
+E = TypeVar("E", bound=BaseException)
+
 
 class ServerUnreachableError(UnavailableError):
-    """The CLI cannot reach the server (not running, wrong URL or CA)."""
+    """The CLI cannot reach the server (not running, wrong URL or port)."""
 
     code = "ServerUnreachable"
     number = 503150
+
+
+class ServerNotTrustedError(AuthenticationError):
+    """The server's TLS certificate does not chain to the CA the CLI trusts (--ca-file), or does
+    not name the host of --url; the message names the file."""
+
+    code = "ServerNotTrusted"
+    number = 401160
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the certificate chains, but not to this name.
+_HOSTNAME_MISMATCH = 62
+
+
+def trust(ca_file: Path | None) -> ssl.SSLContext:
+    """A client TLS context trusting only ``ca_file``, or the system's CAs when None.
+
+    The file is read here, so that one that is missing or holds no certificate is named in the
+    error (an ``SSLContext`` rather than httpx's ``verify=<path>``, which is deprecated).
+    """
+    if ca_file is None:
+        return ssl.create_default_context()
+    data = read_input(ca_file, "--ca-file")
+    try:
+        return ssl.create_default_context(cadata=_cadata(data))
+    except (ssl.SSLError, ValueError) as exc:
+        raise MalformedCertificateError(
+            f"--ca-file {ca_file} holds no CA certificate ({exc}); give the server's CA, "
+            "the serverCaFile that 'devprov info' prints"
+        ) from exc
+
+
+def _cadata(data: bytes) -> str | bytes:
+    """PEM as text, DER as bytes: the two forms ``cadata`` takes."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return data
+    return text if "-----BEGIN" in text else data
+
+
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def transport_error(exc: httpx.HTTPError, url: str, ca_file: Path | None) -> DevprovError:
+    """The devprov error for a request that got no HTTP answer: an untrusted server certificate
+    (named with the CA file), or a server that cannot be reached."""
+    refused = _cause(exc, ssl.SSLCertVerificationError)
+    if refused is not None:
+        reason = refused.verify_message or str(refused)
+        if refused.verify_code == _HOSTNAME_MISMATCH:
+            return ServerNotTrustedError(
+                f"the server at {url} presented a certificate that does not name its host "
+                f"({reason}); use a --url whose host the certificate names (localhost, the "
+                "machine's name, or a 'devprov serve --san' name)"
+            )
+        trusted = f"the CA file {ca_file}" if ca_file else "the system's trusted CAs"
+        return ServerNotTrustedError(
+            f"the server at {url} presented a certificate that does not chain to {trusted} "
+            f"({reason}); pass the server's CA with --ca-file (the serverCaFile that "
+            "'devprov info' prints on the server's machine)"
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return ServerUnreachableError(
+            f"cannot reach devprov at {url}: {exc}; is 'devprov serve' running, and on this --url?"
+        )
+    return ServerUnreachableError(f"request to {url} failed: {exc}")
 
 
 class ManagementClient:
@@ -54,11 +135,8 @@ class ManagementClient:
             f"{target.url}/subscriptions/local/resourceGroups/devprov/providers/Microsoft.Devices"
             f"/provisioningServices/{target.service}/certificates"
         )
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(target.ca_file)) if target.ca_file else True
-        )
         self._http = httpx.Client(
-            verify=verify,
+            verify=trust(target.ca_file),
             timeout=TIMEOUT_SECONDS,
             headers={"Authorization": f"Bearer {target.token}"},
             params={"api-version": "2025-02-01-preview"},
@@ -79,12 +157,8 @@ class ManagementClient:
         headers = {"If-Match": f'"{etag}"'} if etag else {}
         try:
             response = self._http.request(method, self._base + path, headers=headers, json=body)
-        except httpx.ConnectError as exc:
-            raise ServerUnreachableError(
-                f"cannot reach devprov at {self._target.url}: {exc}; is 'devprov serve' running?"
-            ) from exc
         except httpx.HTTPError as exc:
-            raise ServerUnreachableError(f"request to {self._target.url} failed: {exc}") from exc
+            raise transport_error(exc, self._target.url, self._target.ca_file) from exc
         if response.status_code >= 400:
             raise remote_error(response)
         if not response.content:

@@ -12,17 +12,11 @@ from devprov.bootstrap import (
     DEFAULT_SERVICE,
     Container,
     DataDir,
+    DataDirMissingError,
     open_container,
     resolve_data_dir,
 )
-from devprov.core.error import NotFoundError
-
-
-class DataDirMissingError(NotFoundError):
-    """The data directory (or its admin token) does not exist yet; run `devprov serve` once."""
-
-    code = "DataDirectoryNotFound"
-    number = 404150
+from devprov.cli.files import input_file
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -33,14 +27,13 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def data_dir(args: argparse.Namespace) -> DataDir:
-    return DataDir(resolve_data_dir(args.data_dir))
+    data = DataDir(resolve_data_dir(args.data_dir))
+    data.check()
+    return data
 
 
 def container(args: argparse.Namespace) -> Container:
-    try:
-        return open_container(data_dir(args).root)
-    except FileNotFoundError as exc:
-        raise DataDirMissingError(str(exc)) from exc
+    return open_container(data_dir(args).root)
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +43,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token", help="the admin bearer token (default: the data directory's)")
     parser.add_argument(
-        "--ca-file", help="the CA file to trust (default: the data directory's server CA)"
+        "--ca-file",
+        type=input_file,
+        help="the CA file to trust (default: the data directory's server CA)",
     )
     parser.add_argument(
         "--service", default=DEFAULT_SERVICE, help="provisioning service (default: default)"
@@ -75,7 +70,5 @@ def server_target(args: argparse.Namespace) -> ServerTarget:
             f"no admin token: pass --token or point --data-dir at the server's data directory "
             f"({data.root} has none)"
         )
-    ca_file = (
-        Path(args.ca_file) if args.ca_file else (data.ca_file if data.ca_file.exists() else None)
-    )
+    ca_file = args.ca_file or (data.ca_file if data.ca_file.exists() else None)
     return ServerTarget(url=url.rstrip("/"), token=token, ca_file=ca_file, service=args.service)

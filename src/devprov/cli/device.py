@@ -20,16 +20,20 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from devprov.bootstrap import DEFAULT_SERVICE
-from devprov.cli.client import ServerUnreachableError, remote_error
+from devprov.cli.client import ServerNotTrustedError, remote_error, transport_error, trust
 from devprov.cli.common import add_data_dir, container
 from devprov.cli.enrollment_body import read_json_option
+from devprov.cli.files import input_file, json_or_file
 from devprov.cli.output import add_json_flag, emit
-from devprov.cli.service_client import UnexpectedResponseError, local_ca_file, local_url, trust
+from devprov.cli.service_client import UnexpectedResponseError, local_ca_file, local_url
 from devprov.core.error import AuthenticationError, InvalidInputError, UnavailableError
+from devprov.core.issuance import PrivateKey
 from devprov.core.sas import build_sas_token, derive_device_key
-from devprov.service.pki.file import read_password_file
+from devprov.service.pki.file import load_certificates, load_private_key, read_password_file
 
 # DEV-SPEC's stable api-version (docs/dps-wire.md#device-endpoints-and-api-versions); devprov
 # accepts any.
@@ -83,17 +87,29 @@ def register(subparsers: Any) -> None:
     sub.add_argument("registration_id", metavar="REGISTRATION_ID")
     how = sub.add_argument_group("credentials (one of)")
     how.add_argument(
-        "--cert", metavar="FULLCHAIN", help="the device's chain, leaf first (NAME-full-chain.pem)"
+        "--cert",
+        type=input_file,
+        metavar="FULLCHAIN",
+        help="the device's chain, leaf first (NAME-full-chain.pem)",
     )
-    how.add_argument("--key", metavar="KEY", help="the device's private key (with --cert)")
-    how.add_argument("--key-password-file", metavar="FILE", help="password of --key")
+    how.add_argument(
+        "--key", type=input_file, metavar="KEY", help="the device's private key (with --cert)"
+    )
+    how.add_argument(
+        "--key-password-file", type=input_file, metavar="FILE", help="password of --key"
+    )
     how.add_argument("--symmetric-key", metavar="KEY", help="the device's own key (base64)")
     how.add_argument(
         "--group-key",
         metavar="KEY",
         help="an enrollment group's key: the device key is derived from it and the id",
     )
-    sub.add_argument("--payload", metavar="JSON|@FILE", help="custom data for the allocation")
+    sub.add_argument(
+        "--payload",
+        type=json_or_file,
+        metavar="JSON|@FILE",
+        help="custom data for the allocation",
+    )
     sub.add_argument(
         "--id-scope", help="the service's ID scope (default: the --service's, from --data-dir)"
     )
@@ -113,7 +129,9 @@ def register(subparsers: Any) -> None:
         "--url", help="the server's URL (default: where the data directory's server listens)"
     )
     sub.add_argument(
-        "--ca-file", help="the CA file to trust (default: the data directory's server CA)"
+        "--ca-file",
+        type=input_file,
+        help="the CA file to trust (default: the data directory's server CA)",
     )
     sub.add_argument(
         "--service", default=DEFAULT_SERVICE, help="provisioning service (default: default)"
@@ -141,13 +159,20 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext:
     context = trust(local_ca_file(args))
     if not args.cert:
         return context
-    given = read_password_file(Path(args.key_password_file)) if args.key_password_file else None
+    given = read_password_file(args.key_password_file) if args.key_password_file else None
+    # Read here first, so that each file's own fault is named (not a certificate, encrypted
+    # without --key-password-file, another certificate's key) before OpenSSL reads them again.
+    chain = load_certificates(args.cert)
+    key = load_private_key(args.key, given, flag="--key-password-file")
+    if not _same_key(key, chain[0]):
+        raise DeviceCredentialsError(
+            f"the key in {args.key} does not belong to the certificate in {args.cert} "
+            "(the first certificate of the chain file must be the device's own)"
+        )
 
     def password() -> bytes:
         # A callable, so that OpenSSL never prompts on the terminal for an encrypted key.
-        if given is None:
-            raise DeviceCredentialsError(f"{args.key} is encrypted: give --key-password-file")
-        return given
+        return given or b""
 
     try:
         context.load_cert_chain(args.cert, args.key, password)
@@ -157,6 +182,11 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext:
             "and its password right?)"
         ) from exc
     return context
+
+
+def _same_key(key: PrivateKey, certificate: x509.Certificate) -> bool:
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki)
 
 
 def _authorization(args: argparse.Namespace, scope: str, now: float) -> str | None:
@@ -188,8 +218,10 @@ class DeviceSession:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        ca_file: Path | None = None,
     ) -> None:
         self._http = http
+        self._ca_file = ca_file
         self._base = f"/{quote(scope, safe='')}/registrations/{quote(registration_id, safe='')}"
         self._sleep = sleep
         self._clock = clock
@@ -200,7 +232,8 @@ class DeviceSession:
         except httpx.TimeoutException as exc:
             raise RegistrationTimeoutError(f"no answer from the device API: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise ServerUnreachableError(f"cannot reach the device API: {exc}") from exc
+            url = str(self._http.base_url).rstrip("/")
+            raise transport_error(exc, url, self._ca_file) from exc
         if response.status_code >= 400:
             raise remote_error(response)
         return response
@@ -235,6 +268,7 @@ def _operation(response: httpx.Response) -> dict[str, Any]:
 def _register(args: argparse.Namespace) -> int:
     _check_options(args)
     payload = read_json_option(args.payload, "--payload") if args.payload else None
+    tls = _tls(args)
     scope = args.id_scope or container(args).directory.get(args.service).id_scope
     body: dict[str, Any] = {"registrationId": args.registration_id}
     if payload is not None:
@@ -246,14 +280,16 @@ def _register(args: argparse.Namespace) -> int:
         headers["Authorization"] = authorization
     with httpx.Client(
         base_url=url,
-        verify=_tls(args),
+        verify=tls,
         timeout=args.timeout,
         headers=headers,
         params={"api-version": DEVICE_API_VERSION},
     ) as http:
-        session = DeviceSession(http, scope, args.registration_id)
+        session = DeviceSession(http, scope, args.registration_id, ca_file=local_ca_file(args))
         try:
             operation = session.register(body, force=args.force_registration, timeout=args.timeout)
+        except ServerNotTrustedError:
+            raise  # the device did not trust the server; the service refused nothing
         except AuthenticationError as exc:
             raise DeviceRefusedError(
                 f"the service refused the credentials of '{args.registration_id}' ({exc.message}); "

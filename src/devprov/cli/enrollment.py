@@ -9,8 +9,10 @@ instead of overwritten, and nobody copies an etag by hand.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from devprov.cli.client import ManagementClient
 from devprov.cli.enrollment_body import (
     GROUP,
     INDIVIDUAL,
@@ -18,11 +20,22 @@ from devprov.cli.enrollment_body import (
     Kind,
     add_attestation_options,
     add_common_options,
+    ca_references,
     new_document,
     updated_document,
 )
 from devprov.cli.output import add_json_flag, emit
-from devprov.cli.service_client import ServiceClient, add_service_options, service_target
+from devprov.cli.service_client import (
+    ServiceClient,
+    add_service_options,
+    registry_target,
+    service_target,
+)
+from devprov.core.error import DevprovError
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
 
 
 def _positive_int(text: str) -> int:
@@ -165,12 +178,43 @@ def _state_line(state: dict[str, Any]) -> str:
 # --- enrollments and groups ------------------------------------------------------------------
 
 
+def warn_about_ca_references(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """A warning on stderr for each CA the group names that cannot admit its devices: one not
+    verified, or one deleted from the registry since. Checked through the management API when
+    the local data directory holds the server's admin token; skipped otherwise."""
+    names = ca_references(doc)
+    target = registry_target(args) if names else None
+    if target is None:
+        return
+    with ManagementClient(target) as registry:
+        for name in names:
+            try:
+                found = registry.get(name)
+            except DevprovError as exc:
+                _warn(f"could not check CA '{name}': {exc.code}: {exc.message}")
+                continue
+            if found is None:
+                _warn(
+                    f"CA '{name}' is not in the certificate registry of service "
+                    f"'{args.service}' (deleted?): devices of this group will be refused until a "
+                    f"certificate of that name is uploaded and verified (devprov certificate "
+                    f"prove {name} --cert CA.pem --key CA.key)"
+                )
+            elif not found.get("properties", {}).get("isVerified"):
+                _warn(
+                    f"CA '{name}' is not verified: devices of this group will be "
+                    f"refused until it is (devprov certificate prove {name} --cert CA.pem "
+                    "--key CA.key)"
+                )
+
+
 def _create(args: argparse.Namespace) -> int:
     kind: Kind = args.kind
     body = new_document(args, kind, args.id)
     with ServiceClient(service_target(args)) as client:
         created = client.put(kind.collection, args.id, body, etag=None)
     emit(args, created, f"created {_summary(kind, created)}")
+    warn_about_ca_references(args, created)
     return 0
 
 
@@ -184,6 +228,7 @@ def _update(args: argparse.Namespace) -> int:
         body = updated_document(args, kind, fetched, keys)
         updated = client.put(kind.collection, args.id, body, etag=str(fetched.get("etag")))
     emit(args, updated, f"updated {_summary(kind, updated)}")
+    warn_about_ca_references(args, updated)
     return 0
 
 
@@ -192,6 +237,7 @@ def _show(args: argparse.Namespace) -> int:
     with ServiceClient(service_target(args)) as client:
         doc = client.get(kind.collection, args.id)
     emit(args, doc, _summary(kind, doc))
+    warn_about_ca_references(args, doc)
     return 0
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devprov.cli.files import input_file, json_or_file, read_input
 from devprov.core.certificate import parse_single_certificate, to_pem
 from devprov.core.error import InvalidInputError
 
@@ -84,19 +85,29 @@ def add_attestation_options(parser: argparse.ArgumentParser, kind: Kind) -> None
         group.add_argument("--secondary-ca-name", metavar="NAME", help="caReferences.secondary")
         group.add_argument(
             "--signing-cert",
+            type=input_file,
             metavar="FILE",
             help="a root or intermediate CA certificate, inline (signingCertificates.primary)",
         )
         group.add_argument(
-            "--secondary-signing-cert", metavar="FILE", help="signingCertificates.secondary"
+            "--secondary-signing-cert",
+            type=input_file,
+            metavar="FILE",
+            help="signingCertificates.secondary",
         )
     else:
         group.add_argument(
             "--cert",
+            type=input_file,
             metavar="FILE",
             help="the device's own certificate, e.g. self-signed (clientCertificates.primary)",
         )
-        group.add_argument("--secondary-cert", metavar="FILE", help="clientCertificates.secondary")
+        group.add_argument(
+            "--secondary-cert",
+            type=input_file,
+            metavar="FILE",
+            help="clientCertificates.secondary",
+        )
     group.add_argument(
         "--symmetric-key",
         action="store_true",
@@ -154,7 +165,10 @@ def add_common_options(parser: argparse.ArgumentParser, kind: Kind) -> None:
             flag, dest="reprovision", action="store_const", const=value, help=text
         )
     parser.add_argument(
-        "--initial-twin", metavar="JSON|@FILE", help="the initial twin, as JSON or @file"
+        "--initial-twin",
+        type=json_or_file,
+        metavar="JSON|@FILE",
+        help="the initial twin, as JSON or @file",
     )
     parser.add_argument(
         "--edge",
@@ -169,27 +183,34 @@ def add_common_options(parser: argparse.ArgumentParser, kind: Kind) -> None:
 
 def read_json_option(value: str, option: str) -> dict[str, Any]:
     """A JSON object given inline or as ``@file``."""
-    text = value
+    text: str | bytes = value
+    source = option
     if value.startswith("@"):
-        try:
-            text = Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidOptionError(f"{option}: cannot read {value[1:]}: {exc}") from exc
+        text = read_input(Path(value[1:]), option)
+        source = f"{option} file {value[1:]}"
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise InvalidOptionError(f"{option} is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise InvalidOptionError(f"{source} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise InvalidOptionError(f"{option} must be a JSON object")
+        raise InvalidOptionError(f"{source} must be a JSON object")
     return data
 
 
-def _certificate(path: str) -> dict[str, Any]:
+def ca_references(doc: dict[str, Any]) -> list[str]:
+    """The registry certificates an enrollment group names in caReferences, primary first."""
+    x509 = (doc.get("attestation") or {}).get("x509") or {}
+    pair = x509.get(CA_REFERENCES) or {}
+    return [str(pair[k]) for k in ("primary", "secondary") if pair.get(k)]
+
+
+def _certificate(path: Path, option: str) -> dict[str, Any]:
+    raw = read_input(path, option)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise InvalidOptionError(f"cannot read {path}: {exc}") from exc
-    return {"certificate": to_pem(parse_single_certificate(raw))}
+        certificate = parse_single_certificate(raw)
+    except InvalidInputError as exc:
+        raise type(exc)(f"{option} {path}: {exc.message}") from exc
+    return {"certificate": to_pem(certificate)}
 
 
 def _families(args: argparse.Namespace, kind: Kind) -> list[str]:
@@ -260,7 +281,7 @@ def build_attestation(
 
 def _read_certificate(args: argparse.Namespace, option: str) -> dict[str, Any] | None:
     path = getattr(args, option)
-    return _certificate(path) if path else None
+    return _certificate(path, f"--{option.replace('_', '-')}") if path else None
 
 
 def apply_common_options(args: argparse.Namespace, kind: Kind, doc: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from devprov import __version__
+from devprov.cli.files import check_input_files
 from devprov.core.error import DevprovError, ErrorKind
 
 # One table from error kind to exit code. 2 stays argparse's "usage error".
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser((module,) if module in COMMAND_MODULES else COMMAND_MODULES)
     args = parser.parse_args(arguments)
     try:
+        check_input_files(parser, args)
         code: int = args.func(args)
     except DevprovError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import shlex
 import signal
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -22,6 +23,8 @@ from devprov.http.server import HttpsServer
 from devprov.http.tls import build_server_context
 from devprov.service.model import OWNER_POLICY
 
+MAX_PORT = 65535
+
 
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="start the server (creates the data directory)")
@@ -30,7 +33,10 @@ def register(subparsers: Any) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
     )
     serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"HTTPS port (default {DEFAULT_PORT})"
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"HTTPS port (default {DEFAULT_PORT}; 0 picks a free one)",
     )
     serve.add_argument(
         "--san",
@@ -51,6 +57,16 @@ def register(subparsers: Any) -> None:
     add_data_dir(info)
     add_json_flag(info)
     info.set_defaults(func=_info)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0 to {MAX_PORT})")
+    return value
 
 
 def describe(c: Container, url: str) -> dict[str, Any]:
@@ -119,6 +135,18 @@ def render(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_restart(facts: dict[str, Any], info_command: str) -> str:
+    """What a start that created no secrets prints: where things are, not the secrets."""
+    return "\n".join(
+        [
+            f"URL:             {facts['url']}",
+            f"data directory:  {facts['dataDir']}",
+            f"server CA:       {facts['serverCaFile']}   (clients must trust this file)",
+            f"run '{info_command}' to see the admin token, keys and connection strings",
+        ]
+    )
+
+
 def _info(args: argparse.Namespace) -> int:
     c = container(args)
     endpoint = data_dir(args).endpoint() or {}
@@ -129,9 +157,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.log_level)
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
     root = data_dir(args).root
@@ -139,17 +165,26 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
     c = open_container(root, initialize=True, hosts=extra_hosts)
-    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level))
+    info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
+    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
 
 
-async def _run(c: Container, host: str, port: int, workers: int, log_level: str) -> int:
+async def _run(
+    c: Container, host: str, port: int, workers: int, log_level: str, info_command: str
+) -> int:
     server = _server(c)
     # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
     # spreads new connections across them; one Python process uses at most one core.
     bound = await server.start(host, port, reuse_port=workers > 1)
     url = c.data.write_endpoint(host, bound)
     children = [_start_worker(c.data.root, host, bound, log_level) for _ in range(workers - 1)]
-    print(render(describe(c, url)), flush=True)
+    facts = describe(c, url)
+    if c.created_secrets:
+        # The one time the secrets are printed: the start that created them.
+        print(render(facts), flush=True)
+        print(f"\n(printed once; '{info_command}' shows them again)", flush=True)
+    else:
+        print(render_restart(facts, info_command), flush=True)
     suffix = f", {workers} worker processes" if workers > 1 else ""
     print(
         f"\ndevprov is listening on {url} ({host}:{bound}{suffix}); press Ctrl+C to stop",
@@ -164,6 +199,18 @@ async def _run(c: Container, host: str, port: int, workers: int, log_level: str)
     c.engine.dispose()
     print("devprov stopped", flush=True)
     return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
+    # outcome that matters, the registration, itself.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Alembic's INFO lines (the dialect found, at every start; each migration step) are no news
+    # to an operator; its warnings stay.
+    logging.getLogger("alembic.runtime.migration").setLevel(
+        max(logging.WARNING, logging.getLevelName(level))
+    )
 
 
 def _server(c: Container) -> HttpsServer:
@@ -190,7 +237,7 @@ def _start_worker(root: Path, host: str, port: int, log_level: str) -> BaseProce
 
 def _worker(root: Path, host: str, port: int, log_level: str) -> None:
     """A further server process on the same data directory and port."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(log_level)
     c = open_container(root)
 
     async def serve() -> None:

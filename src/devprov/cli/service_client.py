@@ -10,7 +10,6 @@ elsewhere. HTTP failures come back as devprov errors of the matching kind
 from __future__ import annotations
 
 import argparse
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from devprov.bootstrap import DEFAULT_PORT, DEFAULT_SERVICE
-from devprov.cli.client import TIMEOUT_SECONDS, ServerUnreachableError, remote_error
-from devprov.cli.common import add_data_dir, container, data_dir
-from devprov.core.error import InternalError, InvalidInputError
+from devprov.bootstrap import DEFAULT_PORT, DEFAULT_SERVICE, DataDirMissingError
+from devprov.cli.client import TIMEOUT_SECONDS, remote_error, transport_error, trust
+from devprov.cli.common import ServerTarget, add_data_dir, container, data_dir
+from devprov.cli.files import input_file
+from devprov.core.error import InternalError, InvalidInputError, ServiceNotFoundError
 from devprov.core.sas import build_sas_token
 from devprov.service.model import OWNER_POLICY
 from devprov.service.provisioning import PolicyNotFoundError
@@ -75,7 +75,9 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         "data directory's server listens)",
     )
     parser.add_argument(
-        "--ca-file", help="the CA file to trust (default: the data directory's server CA)"
+        "--ca-file",
+        type=input_file,
+        help="the CA file to trust (default: the data directory's server CA)",
     )
     parser.add_argument(
         "--service", default=DEFAULT_SERVICE, help="provisioning service (default: default)"
@@ -133,16 +135,6 @@ def local_ca_file(args: argparse.Namespace) -> Path | None:
     return ca_file if ca_file.exists() else None
 
 
-def trust(ca_file: Path | None) -> ssl.SSLContext:
-    """A client TLS context trusting ``ca_file``, or the system's CAs.
-
-    An ``SSLContext`` rather than httpx's ``verify=<path>``, which is deprecated (a warning).
-    """
-    if ca_file is None:
-        return ssl.create_default_context()
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
 def service_target(args: argparse.Namespace) -> ServiceTarget:
     if args.connection_string:
         host, policy, key = parse_connection_string(args.connection_string)
@@ -159,6 +151,34 @@ def service_target(args: argparse.Namespace) -> ServiceTarget:
     return ServiceTarget(
         url, local_ca_file(args), urlsplit(url).netloc, chosen.name, chosen.primary_key
     )
+
+
+def registry_target(args: argparse.Namespace) -> ServerTarget | None:
+    """The management API of the server the service options reach, when the local data
+    directory holds its admin token; None for a server named by a connection string, whose
+    registry this machine cannot read."""
+    if args.connection_string:
+        return None
+    token = data_dir(args).admin_token()
+    if not token:
+        return None
+    return ServerTarget(local_url(args), token, local_ca_file(args), args.service)
+
+
+def owner_target(args: argparse.Namespace, server: ServerTarget) -> ServiceTarget | None:
+    """The service API of ``server``, signed with the key of the local data directory's owner
+    policy (or its policy with the most rights); None when this machine holds no such key."""
+    try:
+        policies = container(args).directory.policies(server.service)
+    except (DataDirMissingError, ServiceNotFoundError):
+        return None
+    chosen = next((p for p in policies if p.name == OWNER_POLICY), None) or max(
+        policies, key=lambda p: len(p.rights), default=None
+    )
+    if chosen is None:
+        return None
+    host = urlsplit(server.url).netloc
+    return ServiceTarget(server.url, server.ca_file, host, chosen.name, chosen.primary_key)
 
 
 def _quoted(etag: str) -> str:
@@ -203,12 +223,8 @@ class ServiceClient:
         sent = {"Authorization": self._token(), **(headers or {})}
         try:
             response = self._http.request(method, path, json=body, headers=sent)
-        except httpx.ConnectError as exc:
-            raise ServerUnreachableError(
-                f"cannot reach {self._target.url}: {exc}; is 'devprov serve' running?"
-            ) from exc
         except httpx.HTTPError as exc:
-            raise ServerUnreachableError(f"request to {self._target.url} failed: {exc}") from exc
+            raise transport_error(exc, self._target.url, self._target.ca_file) from exc
         if response.status_code >= 400:
             raise remote_error(response)
         return response

@@ -29,7 +29,7 @@ from devprov.core.error import (
 )
 from devprov.core.registration import RegistrationState
 from devprov.http.error import dps_error_response, new_tracking_id
-from devprov.http.request import case_insensitive, read_json
+from devprov.http.request import case_insensitive, log_refusal, read_json
 from devprov.service.attestation import Credentials, DeviceAttestationError
 from devprov.service.device import WebhookCall
 from devprov.service.model import Operation
@@ -152,14 +152,7 @@ def _endpoint(
         try:
             response = await handler(request, container)
         except DevprovError as exc:
-            log.info(
-                "device %s %s -> %s: %s (tracking %s)",
-                request.method,
-                request.url.path,
-                exc.code,
-                exc.message,
-                tracking_id,
-            )
+            log_refusal(log, request, exc, tracking_id)  # the precise reason, for the operator
             generic = None
             if isinstance(exc, AuthenticationError):
                 generic = (

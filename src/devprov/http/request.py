@@ -15,6 +15,7 @@ from devprov.core.error import (
     DevprovError,
     MalformedRequestError,
     MissingCredentialsError,
+    NotFoundError,
 )
 
 # DPS's maximum message size (docs/dps-wire.md#limits-and-quotas). The HTTPS server refuses larger
@@ -78,8 +79,17 @@ def case_insensitive(routes: list[Route]) -> list[Route]:
 def log_refusal(
     log: logging.Logger, request: Request, error: DevprovError, tracking_id: str
 ) -> None:
-    """One line per refused request: what, why, and the id the client was given."""
-    log.info(
+    """One line per refused request: what, why, and the id the client was given.
+
+    The use cases log what succeeded, never what they refused, so this is the only line a
+    refusal gets. A read of something that does not exist is no refusal an operator needs to
+    see (the CLI asks for a certificate before it uploads one): DEBUG.
+    """
+    level = logging.INFO
+    if isinstance(error, NotFoundError) and request.method in ("GET", "HEAD"):
+        level = logging.DEBUG
+    log.log(
+        level,
         "%s %s -> %s %s (api-version %s, tracking %s)",
         request.method,
         request.url.path,

@@ -16,12 +16,15 @@ ASGI type aliases.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 from collections.abc import Awaitable
 from typing import Any
 
 from OpenSSL import SSL
 
+from devprov.core.error import ConflictError, InvalidInputError
 from devprov.http.asgi import AsgiApp, Message, Receive, Scope, Send
 from devprov.http.connection import HttpsConnection
 from devprov.http.cycle import ClientDisconnected
@@ -29,10 +32,12 @@ from devprov.http.lifespan import Lifespan, LifespanStartupFailed
 
 __all__ = [
     "AsgiApp",
+    "CannotListenError",
     "ClientDisconnected",
     "HttpsServer",
     "LifespanStartupFailed",
     "Message",
+    "PortInUseError",
     "Receive",
     "Scope",
     "Send",
@@ -40,6 +45,44 @@ __all__ = [
 
 # close(): how long requests in flight get before their connections are cut.
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+class PortInUseError(ConflictError):
+    """The port is taken by another process (often a devprov server already running)."""
+
+    code = "PortInUse"
+    number = 409160
+
+
+class CannotListenError(InvalidInputError):
+    """The server cannot listen on that host and port (no such local address, a port below 1024
+    without the right to bind it)."""
+
+    code = "CannotListen"
+    number = 400260
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> InvalidInputError | ConflictError:
+    where = f"{host}:{port}"
+    # asyncio's strerror repeats the address; the errno's own text is enough beside ``where``.
+    reason = exc.strerror if isinstance(exc, socket.gaierror) else None
+    reason = reason or (os.strerror(exc.errno) if exc.errno else str(exc))
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUseError(
+            f"{where} is already in use (is another 'devprov serve' running?); stop that "
+            "process or choose another port with --port"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return CannotListenError(
+            f"not permitted to listen on {where}: ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE; choose another port with --port"
+        )
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return CannotListenError(
+            f"cannot listen on {where}: {host!r} is not an address of this machine "
+            f"({reason}); pass --host 127.0.0.1, 0.0.0.0 or one of its addresses"
+        )
+    return CannotListenError(f"cannot listen on {where}: {reason}")
 
 
 class HttpsServer:
@@ -78,7 +121,8 @@ class HttpsServer:
         """Listen on ``host``:``port`` (0 picks a port) and return the port bound.
 
         May be called again for more listeners. The first call runs the app's lifespan startup
-        and raises :class:`LifespanStartupFailed` if the app reports a failure.
+        and raises :class:`LifespanStartupFailed` if the app reports a failure. Raises
+        :class:`PortInUseError` or :class:`CannotListenError` when the address cannot be bound.
         """
         if self._closed:
             raise RuntimeError("the server is closed")
@@ -86,9 +130,16 @@ class HttpsServer:
             self._lifespan = Lifespan(self.app)
             await self._lifespan.startup()
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: HttpsConnection(self), host, port, reuse_port=reuse_port
-        )
+        try:
+            server = await loop.create_server(
+                lambda: HttpsConnection(self), host, port, reuse_port=reuse_port
+            )
+        except OSError as exc:
+            if not self._servers and self._lifespan is not None:
+                # Nothing listens: end the startup just run, as close() would have.
+                await self._lifespan.shutdown()
+                self._lifespan = None
+            raise _listen_error(exc, host, port) from exc
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

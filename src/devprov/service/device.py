@@ -315,6 +315,12 @@ class DeviceRegistration:
                 )
             )
             uow.commit()
+        log.info(
+            "device '%s' of service '%s': %s",
+            state.registration_id,
+            service.name,
+            _outcome_line(state, attested.enrollment),
+        )
         return RegistrationOutcome(operation, state)
 
     # --- poll and lookup ------------------------------------------------------------------
@@ -369,14 +375,8 @@ class DeviceRegistration:
     def _audit(
         self, uow: UnitOfWork, service: str, registration_id: str, action: str, error: DevprovError
     ) -> None:
-        log.info(
-            "device %s of service %s: %s refused: %s (%s)",
-            registration_id,
-            service,
-            action,
-            error.message,
-            error.code,
-        )
+        """Record a refused device in the audit trail. The log line is the adapter's, which
+        answers the device (http.device_api), so that a refusal is logged once."""
         uow.rollback()
         uow.audit.record(
             AuditEvent(
@@ -401,6 +401,22 @@ def _reason(state: RegistrationState, enrollment: Enrollment) -> str:
     if state.status is RegistrationStatus.DISABLED:
         return f"{label} '{enrollment.id}' is disabled"
     return f"{label} '{enrollment.id}': {state.error_message}"
+
+
+def _outcome_line(state: RegistrationState, enrollment: Enrollment) -> str:
+    """The log's account of a decided registration: the hub, the device id and substatus, and
+    the enrollment that decided."""
+    label = "enrollment" if enrollment.kind is EnrollmentKind.INDIVIDUAL else "enrollment group"
+    decided = f"by {label} '{enrollment.id}'"
+    if state.status is RegistrationStatus.ASSIGNED:
+        substatus = state.substatus.value if state.substatus else "-"
+        return (
+            f"assigned to {state.assigned_hub} as device '{state.device_id}' ({substatus}) "
+            + decided
+        )
+    if state.status is RegistrationStatus.DISABLED:
+        return f"not assigned: {label} '{enrollment.id}' is disabled"
+    return f"not assigned {decided}: {state.error_code} {state.error_message}"
 
 
 def _service(uow: UnitOfWork, id_scope: str) -> ProvisioningService:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +43,8 @@ from devprov.core.query import QueryCollection, parse_query
 from devprov.core.registration_id import validate_enrollment_group_id, validate_registration_id
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("devprov.enrollment")
 
 # The service API's bulk operations take at most 10 items (docs/dps-wire.md#bulk-operations).
 MAX_BULK_ITEMS = 10
@@ -174,12 +177,13 @@ class EnrollmentService:
     ) -> Enrollment:
         with self._uow() as uow:
             try:
-                record = self._write(uow, service, kind, id, doc, if_match=if_match)
+                record, created = self._write(uow, service, kind, id, doc, if_match=if_match)
             except DevprovError as exc:
                 self._audit(uow, service, kind, id, "createOrUpdate", actor, exc)
                 raise
             self._audit(uow, service, kind, id, "createOrUpdate", actor, None)
-            return record
+        _log_change(service, kind, record.id, "created" if created else "updated", actor)
+        return record
 
     def _write(
         self,
@@ -190,7 +194,8 @@ class EnrollmentService:
         doc: Any,
         *,
         if_match: str | None,
-    ) -> Enrollment:
+    ) -> tuple[Enrollment, bool]:
+        """The record written, and whether it was created (rather than replaced)."""
         _require_service(uow, service)
         validate_id(kind, id)
         parsed = parse_enrollment(doc, kind, service=service, path_id=id)
@@ -211,7 +216,7 @@ class EnrollmentService:
                 updated_at=now,
             )
             uow.enrollments.add(record)
-            return record
+            return record, True
         if not if_match:
             raise AlreadyExistsError(
                 f"'{existing.id}' already exists; send If-Match with its etag (or *) to update it"
@@ -230,7 +235,7 @@ class EnrollmentService:
             updated_at=now,
         )
         uow.enrollments.replace(record, expected_etag=existing.etag)
-        return record
+        return record, False
 
     def delete(
         self, service: str, kind: EnrollmentKind, id: str, *, if_match: str | None, actor: str
@@ -250,6 +255,7 @@ class EnrollmentService:
                 self._audit(uow, service, kind, id, "delete", actor, exc)
                 raise
             self._audit(uow, service, kind, id, "delete", actor, None)
+        _log_change(service, kind, existing.id, "deleted", actor)
 
     def query(
         self,
@@ -408,6 +414,12 @@ class EnrollmentService:
             )
         )
         uow.commit()
+
+
+def _log_change(service: str, kind: EnrollmentKind, id: str, done: str, actor: str) -> None:
+    """The one log line of a change; refusals are the adapter's to log (http.request)."""
+    label = "enrollment" if kind is EnrollmentKind.INDIVIDUAL else "enrollment group"
+    log.info("%s '%s' of service '%s' %s by %s", label, id, service, done, actor)
 
 
 def _require_service(uow: UnitOfWork, service: str) -> None:

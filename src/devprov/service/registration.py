@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from devprov.service.device import RegistrationNotFoundError
 from devprov.service.enrollment import decode_continuation, encode_continuation, page_size
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.port import Clock, UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("devprov.registration")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,12 @@ class RegistrationStates:
                 self._record(uow, service, registration_id, actor, exc)
                 raise
             self._record(uow, service, registration_id, actor, None)
+        log.info(
+            "registration state of '%s' in service '%s' deleted by %s",
+            state.registration_id,
+            service,
+            actor,
+        )
 
     def query(
         self,

@@ -1,11 +1,14 @@
 """The certificate registry use cases: upload, read, delete, issue a verification code, verify.
 
 Each call runs in one unit of work. A refused proof-of-possession changes nothing but the audit
-log, which records every state change and every failed verification with its reason.
+log, which records every state change and every failed verification with its reason. Each
+change also gets one INFO line in the server log; refusals are logged by the adapter that
+answers them (``http.request.log_refusal``), once.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from devprov.core.certificate import (
@@ -37,6 +40,17 @@ from devprov.service.model import (
     VerificationMethod,
 )
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("devprov.registry")
+
+# What the log says happened, per audited action.
+_DONE = {
+    "upload": "uploaded",
+    "update": "replaced",
+    "delete": "deleted",
+    "generateVerificationCode": "given a new verification code",
+    "verify": "verified",
+}
 
 
 class CertificateRegistry:
@@ -97,7 +111,8 @@ class CertificateRegistry:
                 raise
             action = "upload" if existing is None else "update"
             reason = "self-attested as verified" if is_verified else None
-            self._succeed(uow, service, name, action, actor, reason, api_version)
+            detail = reason or ("still verified" if record.is_verified else "not verified")
+            self._succeed(uow, service, name, action, actor, reason, api_version, detail=detail)
             return record
 
     def delete(
@@ -249,6 +264,8 @@ class CertificateRegistry:
         actor: str,
         reason: str | None,
         api_version: str | None,
+        *,
+        detail: str | None = None,
     ) -> None:
         uow.audit.record(
             AuditEvent(
@@ -263,6 +280,14 @@ class CertificateRegistry:
             )
         )
         uow.commit()
+        log.info(
+            "certificate '%s' of service '%s' %s by %s%s",
+            name,
+            service,
+            _DONE.get(action, action),
+            actor,
+            f" ({detail or reason})" if detail or reason else "",
+        )
 
     def _fail(
         self,

@@ -82,14 +82,16 @@ class IssuerExpiresTooSoonError(InvalidInputError):
 
 
 class FileAccessError(InvalidInputError):
-    """A PKI file could not be written or read (exists without --force, permissions)."""
+    """A file named on the command line could not be read or written (a directory, no
+    permission, or it exists and --force was not given)."""
 
     code = "FileAccessFailed"
     number = 400161
 
 
 class PkiFileNotFoundError(NotFoundError):
-    """A certificate or key file named on the command line does not exist."""
+    """A file named on the command line (certificate, key, password, CA or JSON file) does not
+    exist."""
 
     code = "PkiFileNotFound"
     number = 404165
