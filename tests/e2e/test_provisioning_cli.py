@@ -416,6 +416,21 @@ def test_a_symmetric_key_group_with_generated_keys(
     assert {"sym-dev-1", "sym-dev-2"} <= {s["registrationId"] for s in states}
 
 
+def test_keys_prints_one_key_alone_for_scripts(
+    server: ServerProcess, x509_group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``KEY=$(devprov enrollment-group keys G --primary)``, as the README's tour does; an X.509
+    group has no key to print."""
+    assert run(server, capsys, "enrollment-group", "create", "grp-one", "--symmetric-key")[0] == 0
+    keys = run(server, capsys, "enrollment-group", "keys", "grp-one")[1]["symmetricKey"]
+    for flag, member in (("--primary", "primaryKey"), ("--secondary", "secondaryKey")):
+        assert main(["enrollment-group", "keys", "grp-one", flag, *server.cli_args()]) == 0
+        assert capsys.readouterr().out == keys[member] + "\n"
+    assert main(["enrollment-group", "keys", x509_group, "--primary", *server.cli_args()]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "NoSymmetricKey" in captured.err
+
+
 def test_an_update_keeps_the_symmetric_keys(
     server: ServerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:

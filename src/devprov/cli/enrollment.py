@@ -31,11 +31,18 @@ from devprov.cli.service_client import (
     registry_target,
     service_target,
 )
-from devprov.core.error import DevprovError
+from devprov.core.error import DevprovError, InvalidInputError
 
 
 def _warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
+
+
+class NoSymmetricKeyError(InvalidInputError):
+    """`keys --primary|--secondary`: the enrollment has no symmetric key to print."""
+
+    code = "NoSymmetricKey"
+    number = 400191
 
 
 def _positive_int(text: str) -> int:
@@ -83,7 +90,16 @@ def _register_enrollments(subparsers: Any, kind: Kind, command: str, metavar: st
         help="page size (x-ms-max-item-count, as the SDKs' top); every page is fetched",
     )
     action("delete", f"delete an {kind.label} (checked against its current etag)", _delete)
-    action("keys", "show the attestation mechanism, with symmetric keys", _keys)
+    keys = action("keys", "show the attestation mechanism, with symmetric keys", _keys)
+    only = keys.add_mutually_exclusive_group()
+    for slot in ("primary", "secondary"):
+        only.add_argument(
+            f"--{slot}",
+            dest="only",
+            action="store_const",
+            const=f"{slot}Key",
+            help=f"print the {slot} key alone (for KEY=$(...) in scripts)",
+        )
 
 
 def _register_registrations(subparsers: Any) -> None:
@@ -267,8 +283,17 @@ def _keys(args: argparse.Namespace) -> int:
     kind: Kind = args.kind
     with ServiceClient(service_target(args)) as client:
         attestation = client.attestation_mechanism(kind.collection, args.id)
-    lines = [f"{kind.label} '{args.id}': {describe_attestation(attestation)}"]
     keys = attestation.get(SYMMETRIC_KEY) or {}
+    if args.only and not args.json:
+        key = keys.get(args.only)
+        if not isinstance(key, str):
+            raise NoSymmetricKeyError(
+                f"{kind.label} '{args.id}' has no {args.only}: its attestation is "
+                f"{describe_attestation(attestation)}, not a symmetric key"
+            )
+        print(key)
+        return 0
+    lines = [f"{kind.label} '{args.id}': {describe_attestation(attestation)}"]
     if keys:
         lines += [
             f"  primary key:   {keys.get('primaryKey')}",
