@@ -293,6 +293,7 @@ class DeviceRegistration:
             error_code=state.error_code,
             error_message=state.error_message,
         )
+        outcome = _outcome(state, attested.enrollment)
         with self._uow() as uow:
             if state is not existing:
                 if existing is None:
@@ -309,7 +310,7 @@ class DeviceRegistration:
                     if status is RegistrationStatus.ASSIGNED
                     else Outcome.FAILED,
                     actor=f"device:{state.registration_id}",
-                    reason=_reason(state, attested.enrollment),
+                    reason=outcome,
                     registration_id=state.registration_id,
                     error_code=str(state.error_code) if state.error_code else None,
                 )
@@ -319,7 +320,7 @@ class DeviceRegistration:
             "device '%s' of service '%s': %s",
             state.registration_id,
             service.name,
-            _outcome_line(state, attested.enrollment),
+            outcome,
         )
         return RegistrationOutcome(operation, state)
 
@@ -393,19 +394,9 @@ class DeviceRegistration:
         uow.commit()
 
 
-def _reason(state: RegistrationState, enrollment: Enrollment) -> str:
-    label = "enrollment" if enrollment.kind.value == "individual" else "enrollment group"
-    if state.status is RegistrationStatus.ASSIGNED:
-        substatus = state.substatus.value if state.substatus else "-"
-        return f"{label} '{enrollment.id}': assigned to {state.assigned_hub} ({substatus})"
-    if state.status is RegistrationStatus.DISABLED:
-        return f"{label} '{enrollment.id}' is disabled"
-    return f"{label} '{enrollment.id}': {state.error_message}"
-
-
-def _outcome_line(state: RegistrationState, enrollment: Enrollment) -> str:
-    """The log's account of a decided registration: the hub, the device id and substatus, and
-    the enrollment that decided."""
+def _outcome(state: RegistrationState, enrollment: Enrollment) -> str:
+    """A decided registration in one sentence, for the audit trail and the log: the hub, the
+    device id and substatus, and the enrollment that decided."""
     label = "enrollment" if enrollment.kind is EnrollmentKind.INDIVIDUAL else "enrollment group"
     decided = f"by {label} '{enrollment.id}'"
     if state.status is RegistrationStatus.ASSIGNED:
