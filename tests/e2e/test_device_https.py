@@ -81,6 +81,15 @@ def register(
     return response, polled.json()
 
 
+def logged(server: ServerProcess, text: str, *, wait: float = 5.0) -> int:
+    """How many lines of the server's output contain ``text``, once one does (the output is read
+    by another thread, a moment after the answer arrives)."""
+    deadline = time.monotonic() + wait
+    while not any(text in line for line in server.output) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sum(text in line for line in server.output)
+
+
 def test_trust_changes_take_effect_without_restart(server: ServerProcess, pki: Path) -> None:
     id_scope = scope(server)
     with service_client(server) as svc:
@@ -111,6 +120,16 @@ def test_trust_changes_take_effect_without_restart(server: ServerProcess, pki: P
                 refused.json()["errorCode"] == 401002
                 and refused.json()["message"] == "Invalid certificate"
             )
+            # The device learns nothing more; the operator reads why, once in the log and in
+            # the audit trail, as the group's CA, not as a path-building error.
+            reason = "enrollment group 'runtime': CA 'runtime-root' is not verified"
+            assert logged(server, reason) == 1, "".join(server.output[-5:])
+            audit = open_container(server.data_dir)
+            try:
+                events = audit.audit.events(registration_id="my-device")
+            finally:
+                audit.engine.dispose()
+            assert [e.reason for e in events if e.action == "register"][-1].startswith(reason)
             assert (
                 main(
                     [
