@@ -50,39 +50,39 @@ SCOPE = "0ne00000001"
 DEVICE = "sym-device-1"
 HOSTS = {"localhost:8443", "localhost", "127.0.0.1:8443", "127.0.0.1", "127.0.0.1:8081"}
 
-PY_DEVICE = (  # azure-iot-device 2.14.0 over MQTT: sr encoded, no skn (cap_py_sym.log)
+PY_DEVICE = (  # azure-iot-device 2.14.0 over MQTT: sr encoded, no skn
     "SharedAccessSignature sr=0ne00000001%2Fregistrations%2Fsym-device-1"
     "&sig=%2Fk2KSkItX74wzwPTe9TFODkuRTu5KHQz89sspfpyplY%3D&se=1795780846"
 )
-NODE_DEVICE = (  # Node HTTP transport: sr raw, skn=registration before se (cap_node_http_sym.log)
+NODE_DEVICE = (  # Node HTTP transport: sr raw, skn=registration before se
     "SharedAccessSignature sr=0ne00000001/registrations/sym-device-1"
     "&sig=malxbtomBUxJToul3sTRzdUCvxeoIH%2BonkS7LVYub6M%3D&skn=registration&se=1795781053"
 )
-NODE_MQTT_DEVICE = (  # Node MQTT transport (cap_node_mqtt_sym.log)
+NODE_MQTT_DEVICE = (  # Node MQTT transport
     "SharedAccessSignature sr=0ne00000001/registrations/sym-device-1"
     "&sig=CUVauhqoWg2ZEX01q7e9esx17vhDo4T5%2FdyKOn%2FwOk0%3D&skn=registration&se=1795781071"
 )
-PY_SERVICE = (  # azure-iot-deviceprovisioning, HostName=localhost:8443 (cap_dp_cs.log)
+PY_SERVICE = (  # azure-iot-deviceprovisioning, HostName=localhost:8443
     "SharedAccessSignature sr=localhost%3A8443"
     "&sig=osubCpKOkz5UwqXSIsPGo%2BtZcx8KfZa%2FoUSZhqZ3%2Fgw%3D&se=1795781021"
     "&skn=provisioningserviceowner"
 )
-PY_SERVICE_HTTPS = (  # endpoint "https://localhost:8443" (cap_dp_named.log)
+PY_SERVICE_HTTPS = (  # endpoint "https://localhost:8443"
     "SharedAccessSignature sr=https%3A%2F%2Flocalhost%3A8443"
     "&sig=qcNoAftG8VztO67BnoAwsWrbkSKE8Z%2B%2FHkkopmbu6pc%3D&se=1795781027"
     "&skn=provisioningserviceowner"
 )
-PY_SERVICE_HTTP = (  # endpoint "http://127.0.0.1:8081" (cap_dp_http.log)
+PY_SERVICE_HTTP = (  # endpoint "http://127.0.0.1:8081"
     "SharedAccessSignature sr=http%3A%2F%2F127.0.0.1%3A8081"
     "&sig=XfigOF1XPlVAqxak%2BY5QixcSiD2svpPcQrjmKNLdnj8%3D&se=1795781029"
     "&skn=provisioningserviceowner"
 )
-OLD_PY_SERVICE = (  # azure-iothub-provisioningserviceclient 1.2.0 (cap_oldsvc.log)
+OLD_PY_SERVICE = (  # azure-iothub-provisioningserviceclient 1.2.0
     "SharedAccessSignature sr=localhost%3A8443"
     "&sig=6iToWTM8lozMuohT9NHPV0MfIBJj7Md7iwUb%2BbLgkXs%3D&se=1795781036"
     "&skn=provisioningserviceowner"
 )
-NODE_SERVICE = (  # azure-iot-provisioning-service 1.11.2: sr raw, skn before se (cap_node_svc.log)
+NODE_SERVICE = (  # azure-iot-provisioning-service 1.11.2: sr raw, skn before se
     "SharedAccessSignature sr=localhost"
     "&sig=kEQxgsHv13q1laCfIPgI%2FJznrdMIA0M1lHdS43kVLuA%3D&skn=provisioningserviceowner"
     "&se=1795781089"
