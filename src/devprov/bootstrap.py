@@ -38,6 +38,7 @@ from devprov.core.error import (
     StorageUnavailableError,
 )
 from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
+from devprov.core.sas import build_host_name
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
@@ -158,7 +159,10 @@ class DataDir:
         return data if isinstance(data, dict) else None
 
     def write_endpoint(self, host: str, port: int) -> str:
-        url = f"https://{public_host(host)}:{port}"
+        # https://localhost on 443, as connection strings print it (build_host_name).
+        name = public_host(host)
+        name = f"[{name}]" if ":" in name else name  # an IPv6 address, RFC 3986 3.2.2
+        url = f"https://{build_host_name(f'{name}:{port}')}"
         _write_private(self.endpoint_file, json.dumps({"host": host, "port": port, "url": url}))
         return url
 

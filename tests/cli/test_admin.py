@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devprov.bootstrap import open_container
+from devprov.bootstrap import DataDir, open_container
 from devprov.cli.main import main
 
 
@@ -90,6 +90,25 @@ def test_printed_connection_strings_leave_out_port_443(
             assert policy["secondaryConnectionString"].startswith(expected)
     code, out, _ = run(capsys, "policy", "list", "--data-dir", str(data))
     assert code == 0 and f"connection string: {expected}" in out
+    code, out, _ = run(capsys, "info", "--data-dir", str(data), "--json")
+    assert json.loads(out)["url"] == f"https://{host_name}"  # the URL line as well
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        pytest.param("0.0.0.0", 443, "https://localhost", id="ok/any-address-443"),
+        pytest.param("127.0.0.1", 8443, "https://localhost:8443", id="ok/loopback-other-port"),
+        pytest.param("dps.example", 443, "https://dps.example", id="ok/name-443"),
+        pytest.param("fe80::1", 8443, "https://[fe80::1]:8443", id="ok/ipv6-bracketed"),
+        pytest.param("fe80::1", 443, "https://[fe80::1]", id="ok/ipv6-443"),
+    ],
+)
+def test_the_recorded_url_names_the_port_unless_it_is_443(
+    tmp_path: Path, host: str, port: int, url: str
+) -> None:
+    assert DataDir(tmp_path).write_endpoint(host, port) == url
+    assert json.loads((tmp_path / "endpoint.json").read_text())["url"] == url
 
 
 def test_commands_need_an_existing_data_dir(tmp_path: Path, capsys) -> None:
