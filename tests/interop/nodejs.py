@@ -7,14 +7,18 @@ pytest's summary (``-ra``); with Node.js 20+ and npm they run.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 NODE_DIR = Path(__file__).parent / "node"
 NPM_CI_TIMEOUT_SECONDS = 300
+DRIVER_TIMEOUT_SECONDS = 60  # each driver gives up by itself after this (node/driver.js)
 
 
 def node_with_packages() -> str:
@@ -36,3 +40,24 @@ def node_with_packages() -> str:
             timeout=NPM_CI_TIMEOUT_SECONDS,
         )
     return binary
+
+
+@dataclass(frozen=True)
+class DriverRun:
+    returncode: int
+    line: dict[str, Any]  # the one JSON line the driver printed last
+    stderr: str
+
+
+def run_driver(node: str, driver: Path, args: dict[str, Any]) -> DriverRun:
+    """Run one driver of ``tests/interop/node`` with its JSON arguments; its last line parsed."""
+    done = subprocess.run(
+        [node, str(driver), json.dumps({"timeoutSeconds": DRIVER_TIMEOUT_SECONDS, **args})],
+        capture_output=True,
+        text=True,
+        timeout=DRIVER_TIMEOUT_SECONDS + 30,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"{driver.name} printed nothing (exit {done.returncode}):\n{done.stderr}"
+    return DriverRun(done.returncode, json.loads(lines[-1]), done.stderr)

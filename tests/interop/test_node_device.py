@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from azure.iot.deviceprovisioning import DeviceProvisioningClient
 
 from devprov.cli.main import main
 from devprov.core.sas import derive_device_key
-from tests.interop.nodejs import NODE_DIR
+from tests.interop.nodejs import NODE_DIR, run_driver
 from tests.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.interop
@@ -33,7 +32,6 @@ pytestmark = pytest.mark.interop
 DRIVER = NODE_DIR / "register.js"
 HUB = "node-hub.example.net"
 ROOT_NAME = "node-root"
-DRIVER_TIMEOUT_SECONDS = 60  # register.js gives up by itself after this
 
 
 @dataclass(frozen=True)
@@ -76,20 +74,11 @@ class Dps:
             "ca": str(self.server.ca_file),
             "idScope": self.id_scope,
             "registrationId": registration_id,
-            "timeoutSeconds": DRIVER_TIMEOUT_SECONDS,
             **{k: str(v) if isinstance(v, Path) else v for k, v in credentials.items()},
         }
-        done = subprocess.run(
-            [self.node, str(DRIVER), json.dumps(args)],
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT_SECONDS + 30,
-            check=False,
-        )
-        lines = done.stdout.strip().splitlines()
-        assert lines, f"register.js printed nothing (exit {done.returncode}):\n{done.stderr}"
-        line = json.loads(lines[-1])
-        assert done.returncode == (0 if line["ok"] else 1), (done.returncode, line, done.stderr)
+        run = run_driver(self.node, DRIVER, args)
+        line = run.line
+        assert run.returncode == (0 if line["ok"] else 1), (run.returncode, line, run.stderr)
         return Outcome.parse(line)
 
 

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import io
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +24,12 @@ import pytest
 
 from devprov.cli.main import main
 from devprov.core.sas import derive_device_key
-from tests.interop.nodejs import NODE_DIR
+from tests.interop.nodejs import NODE_DIR, run_driver
 from tests.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.interop
 
 DRIVER = NODE_DIR / "service.js"
-DRIVER_TIMEOUT_SECONDS = 60  # service.js gives up by itself after this
 HUB = "node-svc-hub.example.net"
 KEY_BYTES = 32  # what devprov generates
 
@@ -58,19 +56,10 @@ class NodeService:
             "policy": self.policy,
             "key": self.key,
             "calls": [{"method": method, "args": list(rest)} for method, *rest in calls],
-            "timeoutSeconds": DRIVER_TIMEOUT_SECONDS,
         }
-        done = subprocess.run(
-            [self.node, str(DRIVER), json.dumps(args)],
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT_SECONDS + 30,
-            check=False,
-        )
-        lines = done.stdout.strip().splitlines()
-        assert lines, f"service.js printed nothing (exit {done.returncode}):\n{done.stderr}"
-        line = json.loads(lines[-1])
-        assert done.returncode == 0 and "results" in line, (done.returncode, line, done.stderr)
+        run = run_driver(self.node, DRIVER, args)
+        line = run.line
+        assert run.returncode == 0 and "results" in line, (run.returncode, line, run.stderr)
         results: list[dict[str, Any]] = line["results"]
         assert len(results) == len(calls)
         return results

@@ -19,28 +19,13 @@
 'use strict';
 
 const fs = require('fs');
-const https = require('https');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const HttpBase = require('azure-iot-http-base').Http;
 const { X509Security } = require('azure-iot-security-x509');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 
-const args = JSON.parse(process.argv[2] || '{}');
-
-function finish(line, code) {
-  process.stdout.write(JSON.stringify(line) + '\n', () => process.exit(code));
-}
-
-setTimeout(() => {
-  finish({ ok: false, name: 'Timeout', message: `no outcome within ${args.timeoutSeconds || 60} s` }, 2);
-}, (args.timeoutSeconds || 60) * 1000);
-
-class PortAgent extends https.Agent {
-  createConnection(options, callback) {
-    return super.createConnection(Object.assign({}, options, { port: args.port }), callback);
-  }
-}
+const { args, finish, PortAgent } = require('./driver');
 
 function security() {
   if (args.symmetricKey !== undefined) {

@@ -25,7 +25,6 @@
 'use strict';
 
 const fs = require('fs');
-const https = require('https');
 const path = require('path');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 
@@ -43,21 +42,7 @@ const QUERIES = new Set([
 ]);
 const MAX_PAGES = 100; // a server that never stops answering with a continuation fails the test
 
-const args = JSON.parse(process.argv[2] || '{}');
-
-function finish(line, code) {
-  process.stdout.write(JSON.stringify(line) + '\n', () => process.exit(code));
-}
-
-setTimeout(() => {
-  finish({ ok: false, name: 'Timeout', message: `no outcome within ${args.timeoutSeconds || 60} s` }, 2);
-}, (args.timeoutSeconds || 60) * 1000);
-
-class PortAgent extends https.Agent {
-  createConnection(options, callback) {
-    return super.createConnection(Object.assign({}, options, { port: args.port }), callback);
-  }
-}
+const { args, finish, PortAgent } = require('./driver');
 
 function client() {
   const connectionString =

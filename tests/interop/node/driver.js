@@ -1,0 +1,26 @@
+// What every driver of tests/interop/node shares: its arguments (one JSON object in argv[2]),
+// how it ends (one JSON line on stdout, then the exit code), a deadline, and the test-only
+// https.Agent that moves a connection the SDK makes to port 443 onto the test server's port
+// (docs/sdk-clients.md#node-device-another-port-for-the-http-transport).
+'use strict';
+
+const https = require('https');
+
+const args = JSON.parse(process.argv[2] || '{}');
+
+function finish(line, code) {
+  process.stdout.write(JSON.stringify(line) + '\n', () => process.exit(code));
+}
+
+const timeoutSeconds = args.timeoutSeconds || 60;
+setTimeout(() => {
+  finish({ ok: false, name: 'Timeout', message: `no outcome within ${timeoutSeconds} s` }, 2);
+}, timeoutSeconds * 1000);
+
+class PortAgent extends https.Agent {
+  createConnection(options, callback) {
+    return super.createConnection(Object.assign({}, options, { port: args.port }), callback);
+  }
+}
+
+module.exports = { args, finish, PortAgent };
