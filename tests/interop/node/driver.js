@@ -23,4 +23,24 @@ class PortAgent extends https.Agent {
   }
 }
 
-module.exports = { args, finish, PortAgent };
+// An SDK error as a JSON object: its class, message, HTTP status and body (parsed when JSON).
+function describe(err) {
+  const response = err.response || err.transportObject;
+  let body = err.responseBody;
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch (_) {
+      // not JSON: keep the text
+    }
+  }
+  return {
+    ok: false,
+    name: err.constructor ? err.constructor.name : String(err.name),
+    message: err.message,
+    statusCode: response && response.statusCode !== undefined ? response.statusCode : null,
+    responseBody: body === undefined ? null : body,
+  };
+}
+
+module.exports = { args, describe, finish, PortAgent };

@@ -25,7 +25,7 @@ const HttpBase = require('azure-iot-http-base').Http;
 const { X509Security } = require('azure-iot-security-x509');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 
-const { args, finish, PortAgent } = require('./driver');
+const { args, describe, finish, PortAgent } = require('./driver');
 
 function security() {
   if (args.symmetricKey !== undefined) {
@@ -37,24 +37,8 @@ function security() {
   });
 }
 
-function describe(err) {
-  const response = err.response || err.transportObject;
-  let body = err.responseBody;
-  if (typeof body === 'string') {
-    try {
-      body = JSON.parse(body);
-    } catch (_) {
-      // not JSON: keep the text
-    }
-  }
-  return {
-    ok: false,
-    name: err.constructor ? err.constructor.name : String(err.name),
-    message: err.message,
-    statusCode: response && response.statusCode !== undefined ? response.statusCode : null,
-    result: err.result === undefined ? null : err.result,
-    responseBody: body === undefined ? null : body,
-  };
+function describeRefusal(err) {
+  return Object.assign(describe(err), { result: err.result === undefined ? null : err.result });
 }
 
 const httpBase = new HttpBase();
@@ -65,7 +49,7 @@ if (args.payload !== undefined) {
 }
 client.register((err, registrationState) => {
   if (err) {
-    finish(describe(err), 1);
+    finish(describeRefusal(err), 1);
   } else {
     finish({ ok: true, result: registrationState }, 0);
   }

@@ -42,7 +42,7 @@ const QUERIES = new Set([
 ]);
 const MAX_PAGES = 100; // a server that never stops answering with a continuation fails the test
 
-const { args, finish, PortAgent } = require('./driver');
+const { args, describe, finish, PortAgent } = require('./driver');
 
 function client() {
   const connectionString =
@@ -59,24 +59,6 @@ function client() {
   return new ProvisioningServiceClient(config, rest);
 }
 
-function describe(err) {
-  const response = err.response || err.transportObject;
-  let body = err.responseBody;
-  if (typeof body === 'string') {
-    try {
-      body = JSON.parse(body);
-    } catch (_) {
-      // not JSON: keep the text
-    }
-  }
-  return {
-    ok: false,
-    name: err.constructor ? err.constructor.name : String(err.name),
-    message: err.message,
-    statusCode: response && response.statusCode !== undefined ? response.statusCode : null,
-    responseBody: body === undefined ? null : body,
-  };
-}
 
 async function runQuery(query) {
   const pages = [];
