@@ -337,8 +337,9 @@ def test_a_ca_reference_that_cannot_admit_devices_is_told_and_kept_from_deletion
     upload = ["certificate", "upload", "ref-ca", "--cert", str(pki / "intermediate.pem")]
     assert run(server, capsys, *upload)[0] == 0
     unverified = (
-        "warning: CA 'ref-ca' is not verified: devices of this group will be refused until it "
-        "is (devprov certificate prove ref-ca --cert CA.pem --key CA.key)\n"
+        "warning: CA 'ref-ca' is not verified: devices of this group are refused unless their "
+        "chain reaches a verified certificate above it; verify it to admit them by it alone "
+        "(devprov certificate prove ref-ca --cert CA.pem --key CA.key)\n"
     )
     code, _, err = run(
         server, capsys, "enrollment-group", "create", "grp-ref", "--ca-name", "ref-ca"

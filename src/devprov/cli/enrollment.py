@@ -217,9 +217,12 @@ def warn_about_ca_references(args: argparse.Namespace, doc: dict[str, Any]) -> N
                     f"prove {name} --cert CA.pem --key CA.key)"
                 )
             elif not found.get("properties", {}).get("isVerified"):
+                # A group's CA may also roll up to a verified certificate above it, when its
+                # devices send it in their chain (docs/attestation.md#how-devprov-applies-these-rules).
                 _warn(
-                    f"CA '{name}' is not verified: devices of this group will be "
-                    f"refused until it is (devprov certificate prove {name} --cert CA.pem "
+                    f"CA '{name}' is not verified: devices of this group are refused unless "
+                    "their chain reaches a verified certificate above it; verify it to admit "
+                    f"them by it alone (devprov certificate prove {name} --cert CA.pem "
                     "--key CA.key)"
                 )
 
