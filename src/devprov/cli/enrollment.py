@@ -218,7 +218,8 @@ def warn_about_ca_references(args: argparse.Namespace, doc: dict[str, Any]) -> N
                 )
             elif not found.get("properties", {}).get("isVerified"):
                 # A group's CA may also roll up to a verified certificate above it, when its
-                # devices send it in their chain (docs/attestation.md#how-devprov-applies-these-rules).
+                # devices send it in their chain
+                # (docs/attestation.md#how-devprov-applies-these-rules).
                 _warn(
                     f"CA '{name}' is not verified: devices of this group are refused unless "
                     "their chain reaches a verified certificate above it; verify it to admit "
