@@ -19,11 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
+from devprov.cli.client import remote_detail
 from devprov.cli.device import DeviceSession, RegistrationTimeoutError
 from devprov.cli.main import main
 from devprov.cli.policy import parse_rights
 from devprov.cli.service_client import parse_connection_string
-from devprov.core.error import AuthenticationError, InvalidInputError
+from devprov.core.error import (
+    AuthenticationError,
+    InvalidDeviceCertificateError,
+    InvalidInputError,
+)
 from devprov.core.sas import derive_device_key
 from tests.server import ServerProcess, running_server
 
@@ -777,7 +782,15 @@ def test_the_device_gives_up_after_its_timeout() -> None:
 
 
 def test_a_refused_device_is_an_authentication_error() -> None:
+    """DPS's errorCode names the error when devprov knows it; otherwise the number stays in the
+    message. Both are authentication failures (exit 4)."""
     refused = {"errorCode": 401002, "trackingId": "t", "message": "Invalid certificate"}
     script = Script([(401, refused, {})])
-    with pytest.raises(AuthenticationError, match="401002: Invalid certificate"):
+    with pytest.raises(InvalidDeviceCertificateError, match="Invalid certificate") as known:
         script.session().register({}, force=False, timeout=10)
+    assert remote_detail(known.value) == "401002: Invalid certificate"
+    unknown = {"errorCode": 401999, "trackingId": "t", "message": "Go away"}
+    with pytest.raises(AuthenticationError) as other:
+        Script([(401, unknown, {})]).session().register({}, force=False, timeout=10)
+    assert type(other.value) is AuthenticationError
+    assert remote_detail(other.value) == other.value.message == "401999: Go away"

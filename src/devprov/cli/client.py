@@ -192,6 +192,14 @@ class ManagementClient:
         return self._call("POST", f"/{name}/verify", etag=etag, body={"certificate": pem}) or {}
 
 
+def remote_detail(error: DevprovError) -> str:
+    """``<number>: <message>`` of an error :func:`remote_error` made: a known error's own number,
+    or the server's code that an unknown one already starts its message with."""
+    if type(error) in (*_BY_STATUS.values(), InternalError):
+        return error.message
+    return f"{error.number}: {error.message}"
+
+
 def remote_error(response: httpx.Response) -> DevprovError:
     """The devprov error for a failed response, from ARM's error shape or DPS's (``errorCode``)."""
     try:
@@ -202,6 +210,17 @@ def remote_error(response: httpx.Response) -> DevprovError:
     code = error.get("code") if isinstance(error, dict) else None
     if code is None and isinstance(body, dict):
         code = body.get("errorCode")
-    message = (body.get("message") if isinstance(body, dict) else None) or response.text
+    message = (
+        (body.get("message") if isinstance(body, dict) else None)
+        or (error.get("message") if isinstance(error, dict) else None)  # ARM's OData error
+        or response.text
+    )
     kind = _BY_STATUS.get(response.status_code, InternalError)
+    # The server's own error, when this devprov knows it: the CLI then prints its code and exits
+    # with its kind's status, as for a local error. Imported here: it loads every module.
+    from devprov.cli.errors import known_error  # noqa: PLC0415
+
+    leaf = known_error(code if isinstance(code, (str, int)) else None)
+    if leaf is not None and leaf.kind is kind.kind:
+        return leaf(message)
     return kind(f"{code or response.status_code}: {message}")

@@ -24,7 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from devprov.bootstrap import DEFAULT_SERVICE
-from devprov.cli.client import ServerNotTrustedError, remote_error, transport_error, trust
+from devprov.cli.client import (
+    ServerNotTrustedError,
+    remote_detail,
+    remote_error,
+    transport_error,
+    trust,
+)
 from devprov.cli.common import add_data_dir, container
 from devprov.cli.enrollment_body import read_json_option
 from devprov.cli.files import input_file, json_or_file
@@ -292,7 +298,8 @@ def _register(args: argparse.Namespace) -> int:
             raise  # the device did not trust the server; the service refused nothing
         except AuthenticationError as exc:
             raise DeviceRefusedError(
-                f"the service refused the credentials of '{args.registration_id}' ({exc.message}); "
+                f"the service refused the credentials of '{args.registration_id}' "
+                f"({remote_detail(exc)}); "
                 f"'devprov audit --service {args.service}' on the server says why"
             ) from exc
     return _report(args, scope, operation)

@@ -35,18 +35,37 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_errors)
 
 
-def error_table() -> list[dict[str, Any]]:
-    """Every error class that defines its own code, by number."""
+def error_leaves() -> list[type[DevprovError]]:
+    """Every error class that defines its own code (the root included), once every module that
+    may define one is imported."""
     for module in pkgutil.walk_packages(devprov.__path__, "devprov."):
         if not module.name.startswith(("devprov.cli.main", "devprov.http.server")):
             importlib.import_module(module.name)
-    rows: list[dict[str, Any]] = []
+    leaves: list[type[DevprovError]] = []
     pending: list[type[DevprovError]] = [DevprovError]
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
-        if "code" not in cls.__dict__ and cls is not DevprovError:
-            continue
+        if "code" in cls.__dict__ or cls is DevprovError:
+            leaves.append(cls)
+    return leaves
+
+
+def known_error(code: str | int | None) -> type[DevprovError] | None:
+    """The error class a server's answer names: by ``code`` (the ARM API's ``error.code``) or by
+    ``number`` (the service and device APIs' ``errorCode``), when it defines that one itself."""
+    if code is None:
+        return None
+    for cls in error_leaves():
+        if code in (cls.code, cls.number if "number" in cls.__dict__ else None):
+            return cls
+    return None
+
+
+def error_table() -> list[dict[str, Any]]:
+    """Every error class that defines its own code, by number."""
+    rows: list[dict[str, Any]] = []
+    for cls in error_leaves():
         doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         rows.append(
             {
