@@ -197,9 +197,15 @@ def _check_signer(verification: x509.Certificate, ca_certificate: x509.Certifica
         verification.verify_directly_issued_by(ca_certificate)
     except ValueError as exc:
         # The issuer name differs, or the signature algorithm does not fit the CA key.
+        if verification.issuer != ca_certificate.subject:
+            raise VerificationSignerMismatchError(
+                f"the verification certificate names issuer '{named}', but the uploaded "
+                f"certificate is '{expected}': sign it with the private key of '{expected}'"
+            ) from exc
         raise VerificationSignerMismatchError(
-            f"the verification certificate names issuer '{named}', but the uploaded certificate "
-            f"is '{expected}': sign it with the private key of '{expected}' ({exc})"
+            f"the verification certificate names issuer '{named}', but its signature algorithm "
+            f"does not fit the key of the uploaded certificate (an RSA signature for an EC key, "
+            f"or the reverse): sign it with the private key of '{expected}'"
         ) from exc
     except (InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
         raise VerificationSignerMismatchError(
