@@ -344,3 +344,42 @@ def test_certificate_name_rejects(name: str) -> None:
 def test_pem_and_der_round_trip(ca: f.Ca) -> None:
     assert c.parse_single_certificate(c.to_pem(ca.certificate)) == ca.certificate
     assert c.parse_single_certificate(c.to_der(ca.certificate)) == ca.certificate
+
+
+def _named(*attributes: tuple[object, str]) -> f.Ca:
+    from cryptography import x509
+
+    return f.raw_certificate(subject=x509.Name([x509.NameAttribute(o, v) for o, v in attributes]))
+
+
+# docs/management-answers.md#the-subject-rule: the CN value; without a CN, the whole subject.
+@pytest.mark.parametrize(
+    ("attributes", "shown"),
+    [
+        pytest.param(
+            [("CN", "TESTCERTp52ge6w33t3wbmnd")], "TESTCERTp52ge6w33t3wbmnd", id="ok/cn-only"
+        ),
+        pytest.param([("O", "Contoso"), ("CN", "Contoso Root")], "Contoso Root", id="ok/cn-and-o"),
+        pytest.param([("CN", "Outer"), ("CN", "Inner")], "Inner", id="ok/last-of-two-cns"),
+        pytest.param(
+            [("O", "Contoso"), ("OU", "Devices")], "OU=Devices, O=Contoso", id="no-cn/whole"
+        ),
+        pytest.param([("O", "Org")], "O=Org", id="no-cn/one-attribute"),
+    ],
+)
+def test_resource_subject(attributes: list[tuple[str, str]], shown: str) -> None:
+    from cryptography.x509.oid import NameOID
+
+    oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
+    oids["OU"] = NameOID.ORGANIZATIONAL_UNIT_NAME
+    odd = _named(*[(oids[key], value) for key, value in attributes])
+    facts = c.describe_certificate(odd.certificate)
+    assert c.resource_subject(facts) == shown
+
+
+def test_resource_subject_of_an_empty_cn_is_the_whole_subject() -> None:
+    from dataclasses import replace
+
+    facts = c.describe_certificate(f.root("Named").certificate)
+    assert c.resource_subject(replace(facts, common_name="")) == "CN=Named"
+    assert c.resource_subject(facts) == "Named"

@@ -254,6 +254,14 @@ def format_name(name: x509.Name) -> str:
     return ", ".join(rdn.rfc4514_string() for rdn in reversed(name.rdns))
 
 
+def resource_subject(facts: CertificateFacts) -> str:
+    """``properties.subject`` of the certificate resource
+    (docs/management-answers.md#the-subject-rule): the value of the subject's common name, as
+    the real service answers; a subject without one (or with an empty one) shows whole, most
+    specific RDN first."""
+    return facts.common_name if facts.common_name else facts.subject
+
+
 def common_name(certificate: x509.Certificate) -> str | None:
     """The subject's last common name, or None where there is none."""
     attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
