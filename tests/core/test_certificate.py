@@ -72,6 +72,112 @@ def test_parse_rejects_malformed(data: bytes, message: str) -> None:
         c.parse_certificates(data)
 
 
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def cli_cer(data: bytes) -> bytes:
+    """What the Azure CLI extension sends for a file: the text when the bytes are UTF-8, else
+    base64 of them, trailing white space removed, then base64-encoded once more by the SDK, the
+    field being ``bytes`` (docs/management-answers.md#what-the-azure-cli-sends)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = base64.b64encode(data).decode("utf-8")
+    return b64(text.rstrip().encode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def other() -> f.Ca:
+    return f.root("Other Encodings Root")
+
+
+# Every encoding a client sends, each accept beside the refusal it must not be mistaken for.
+@pytest.mark.parametrize(
+    ("encode", "error", "message"),
+    [
+        pytest.param(lambda ca, o: ca.pem, None, None, id="ok/pem"),
+        pytest.param(
+            lambda ca, o: ca.pem + o.pem, TooManyCertificatesError, "holds 2", id="fail/bundle-pem"
+        ),
+        pytest.param(lambda ca, o: ca.der, None, None, id="ok/der"),
+        pytest.param(
+            lambda ca, o: ca.der + o.der, TooManyCertificatesError, "holds 2", id="fail/bundle-der"
+        ),
+        pytest.param(
+            lambda ca, o: ca.der + b"\x00\x01",
+            MalformedCertificateError,
+            "2 bytes after its certificate 1 that are not a certificate",
+            id="fail/der-trailing-bytes",
+        ),
+        pytest.param(lambda ca, o: b64(ca.pem), None, None, id="ok/b64-pem"),
+        pytest.param(
+            lambda ca, o: b64(ca.pem + o.pem),
+            TooManyCertificatesError,
+            "holds 2",
+            id="fail/bundle-b64-pem",
+        ),
+        pytest.param(lambda ca, o: b64(ca.der), None, None, id="ok/b64-der"),
+        pytest.param(
+            lambda ca, o: b64(ca.der + o.der),
+            TooManyCertificatesError,
+            "holds 2",
+            id="fail/bundle-b64-der",
+        ),
+        pytest.param(lambda ca, o: b64(b64(ca.der)), None, None, id="ok/b64-b64-der"),
+        pytest.param(
+            lambda ca, o: b64(b64(b64(ca.der))),
+            MalformedCertificateError,
+            "nested more than twice",
+            id="fail/b64-b64-b64-der",
+        ),
+        pytest.param(
+            lambda ca, o: b64(b64(ca.der + o.der)),
+            TooManyCertificatesError,
+            "holds 2",
+            id="fail/bundle-b64-b64-der",
+        ),
+        pytest.param(
+            lambda ca, o: b64(base64.encodebytes(ca.der)), None, None, id="ok/b64-b64-der-wrapped"
+        ),
+        pytest.param(
+            lambda ca, o: b64(b64(ca.pem)),
+            MalformedCertificateError,
+            "base64 of base64 of PEM",
+            id="fail/b64-b64-pem",
+        ),
+        pytest.param(lambda ca, o: cli_cer(ca.der), None, None, id="ok/cli-binary-cer"),
+        pytest.param(lambda ca, o: cli_cer(ca.pem), None, None, id="ok/cli-pem-file"),
+        pytest.param(lambda ca, o: cli_cer(b64(ca.der)), None, None, id="ok/cli-base64-text-file"),
+        pytest.param(
+            lambda ca, o: cli_cer(b64(b64(ca.der))),
+            MalformedCertificateError,
+            "nested more than twice",
+            id="fail/cli-base64-of-base64-file",
+        ),
+        pytest.param(
+            lambda ca, o: b64(b64(b"\x31\x00garbage")),
+            MalformedCertificateError,
+            "neither PEM",
+            id="fail/b64-b64-not-der",
+        ),
+    ],
+)
+def test_encodings_accept_exactly_one_certificate(ca: f.Ca, other: f.Ca, encode, error, message):
+    data = encode(ca, other)
+    if error is None:
+        assert c.parse_single_certificate(data) == ca.certificate
+        if data.isascii():  # what arrives in a JSON string
+            assert c.parse_single_certificate(data.decode("ascii")) == ca.certificate
+    else:
+        with pytest.raises(error, match=message):
+            c.parse_single_certificate(data)
+
+
+def test_parse_keeps_a_der_bundle_in_order(ca: f.Ca, other: f.Ca) -> None:
+    assert c.parse_certificates(ca.der + other.der) == [ca.certificate, other.certificate]
+
+
 def test_parse_rejects_a_private_key(ca: f.Ca) -> None:
     with pytest.raises(MalformedCertificateError, match="private key, not a certificate"):
         c.parse_certificates(ca.key_pem())
@@ -100,6 +206,26 @@ def test_single_rejects_a_bundle_but_parse_keeps_it(ca: f.Ca) -> None:
 def test_parse_raises_only_our_input_errors(data: bytes | str) -> None:
     with contextlib.suppress(InvalidInputError):
         c.parse_certificates(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=3))
+def test_parse_of_nested_base64_raises_only_our_input_errors(payload: bytes, layers: int) -> None:
+    data = payload
+    for _ in range(layers):
+        data = base64.b64encode(data)
+    with contextlib.suppress(InvalidInputError):
+        c.parse_certificates(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\x30", b"\x30\x82", b"\x30\x84\xff"]))
+def test_parse_of_der_lookalikes_raises_only_our_input_errors(noise: bytes, prefix: bytes) -> None:
+    """Bytes that start like a DER SEQUENCE, alone, after a real certificate, and base64'd."""
+    for data in (prefix + noise, f.root("Prefix").der + prefix + noise):
+        for form in (data, base64.b64encode(data), base64.b64encode(base64.b64encode(data))):
+            with contextlib.suppress(InvalidInputError):
+                c.parse_certificates(form)
 
 
 @settings(max_examples=100, deadline=None)
@@ -218,3 +344,42 @@ def test_certificate_name_rejects(name: str) -> None:
 def test_pem_and_der_round_trip(ca: f.Ca) -> None:
     assert c.parse_single_certificate(c.to_pem(ca.certificate)) == ca.certificate
     assert c.parse_single_certificate(c.to_der(ca.certificate)) == ca.certificate
+
+
+def _named(*attributes: tuple[object, str]) -> f.Ca:
+    from cryptography import x509
+
+    return f.raw_certificate(subject=x509.Name([x509.NameAttribute(o, v) for o, v in attributes]))
+
+
+# docs/management-answers.md#the-subject-rule: the CN value; without a CN, the whole subject.
+@pytest.mark.parametrize(
+    ("attributes", "shown"),
+    [
+        pytest.param(
+            [("CN", "TESTCERTp52ge6w33t3wbmnd")], "TESTCERTp52ge6w33t3wbmnd", id="ok/cn-only"
+        ),
+        pytest.param([("O", "Contoso"), ("CN", "Contoso Root")], "Contoso Root", id="ok/cn-and-o"),
+        pytest.param([("CN", "Outer"), ("CN", "Inner")], "Inner", id="ok/last-of-two-cns"),
+        pytest.param(
+            [("O", "Contoso"), ("OU", "Devices")], "OU=Devices, O=Contoso", id="no-cn/whole"
+        ),
+        pytest.param([("O", "Org")], "O=Org", id="no-cn/one-attribute"),
+    ],
+)
+def test_resource_subject(attributes: list[tuple[str, str]], shown: str) -> None:
+    from cryptography.x509.oid import NameOID
+
+    oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
+    oids["OU"] = NameOID.ORGANIZATIONAL_UNIT_NAME
+    odd = _named(*[(oids[key], value) for key, value in attributes])
+    facts = c.describe_certificate(odd.certificate)
+    assert c.resource_subject(facts) == shown
+
+
+def test_resource_subject_of_an_empty_cn_is_the_whole_subject() -> None:
+    from dataclasses import replace
+
+    facts = c.describe_certificate(f.root("Named").certificate)
+    assert c.resource_subject(replace(facts, common_name="")) == "CN=Named"
+    assert c.resource_subject(facts) == "Named"

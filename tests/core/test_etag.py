@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import base64
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devprov.core.etag import build_etag, format_etag, is_etag_match
+from devprov.core.etag import build_etag, build_resource_etag, format_etag, is_etag_match
 
 CURRENT = "AAAAAAExpNs="
 
@@ -55,3 +58,30 @@ def test_etags_are_never_weak_looking(nonce: bytes) -> None:
 def test_the_etag_that_broke_the_bench() -> None:
     # base64 of bytes 5a 54 4c ... reads "W/..." and was sent back unquoted as a weak tag
     assert not build_etag(bytes.fromhex("5bf4534cd3a3a0")[:7] + b"\x01").startswith("W")
+
+
+# docs/management-answers.md#certificate-answers-as-recorded: the real service's etag decodes to
+# a double-quoted GUID-shaped string.
+RECORDED = "IjA1MDA2YmVhLTAwMDAtMDcwMC0wMDAwLTYyNzE2YjRiMDAwMCI="
+QUOTED_GUID = re.compile(r'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+
+
+def test_the_recorded_etag_has_the_shape_resource_etags_copy() -> None:
+    assert QUOTED_GUID.fullmatch(base64.b64decode(RECORDED).decode("ascii"))
+
+
+def test_build_resource_etag() -> None:
+    etag = build_resource_etag(bytes.fromhex("05006bea00000700000062716b4b0000"))
+    assert etag == RECORDED
+    with pytest.raises(ValueError, match="16 bytes"):
+        build_resource_etag(b"\0" * 8)
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=16, max_size=16))
+def test_resource_etags_have_the_recorded_shape_and_match(nonce: bytes) -> None:
+    etag = build_resource_etag(nonce)
+    assert len(etag) == len(RECORDED) and etag.startswith("I")
+    assert QUOTED_GUID.fullmatch(base64.b64decode(etag, validate=True).decode("ascii"))
+    assert is_etag_match(etag, etag) and is_etag_match(f'"{etag}"', etag)
+    assert not is_etag_match(RECORDED, etag) or etag == RECORDED

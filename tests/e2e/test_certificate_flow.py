@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devprov.cli.main import main
+from devprov.core.certificate import common_name, parse_single_certificate
 from tests.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.e2e
@@ -81,6 +82,21 @@ def test_prove_in_one_command(server: ServerProcess, pki: Path, capsys) -> None:
         str(pki / "root.key"),
     )
     assert code == 0 and again["etag"] == data["etag"]
+
+
+def test_show_and_list_print_the_subject_as_the_service_answers(
+    server: ServerProcess, pki: Path, capsys
+) -> None:
+    """The resource's subject is the CN value (docs/management-answers.md#the-subject-rule)."""
+    cn = common_name(parse_single_certificate((pki / "intermediate.pem").read_bytes()))
+    assert cn and not cn.startswith("CN=")
+    argv = ["certificate", "upload", "e2e-show", "--cert", str(pki / "intermediate.pem")]
+    assert main([*argv, *server.cli_args()]) == 0
+    assert f"subject:    {cn}\n" in capsys.readouterr().out
+    assert main(["certificate", "show", "e2e-show", *server.cli_args()]) == 0
+    assert f"subject:    {cn}\n" in capsys.readouterr().out
+    assert main(["certificate", "list", *server.cli_args()]) == 0
+    assert f"e2e-show\tunverified\t{cn}\n" in capsys.readouterr().out
 
 
 def test_prove_with_the_wrong_key_is_refused_locally(

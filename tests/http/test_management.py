@@ -4,11 +4,14 @@ authentication, size limits, and the error bodies of every refusal."""
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
 from devprov.bootstrap import Container, open_container
@@ -17,6 +20,7 @@ from devprov.http.app import build_app
 from devprov.http.request import MAX_BODY_BYTES
 from tests import factory as f
 
+QUOTED_GUID = re.compile(r'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
 BASE = (
     "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Devices"
     "/provisioningServices/default/certificates"
@@ -66,6 +70,12 @@ def put(client: TestClient, name: str, body, **headers):
         pytest.param(
             lambda ca: {"certificate": base64.b64encode(ca.der).decode()}, id="ok/top-level-b64-der"
         ),
+        pytest.param(
+            lambda ca: {
+                "properties": {"certificate": base64.b64encode(base64.b64encode(ca.der)).decode()}
+            },
+            id="ok/properties-b64-b64-der",
+        ),
     ],
 )
 def test_put_accepts_both_shapes_and_all_encodings(client, root, body) -> None:
@@ -76,14 +86,63 @@ def test_put_accepts_both_shapes_and_all_encodings(client, root, body) -> None:
     assert data["type"] == "Microsoft.Devices/provisioningServices/Certificates"
     assert data["id"] == f"{BASE}/root"
     props = data["properties"]
-    assert props["subject"] == "CN=Http Root"
+    assert props["subject"] == "Http Root"
     assert props["isVerified"] is False
     assert props["thumbprint"] == describe_certificate(root.certificate).thumbprint
-    assert base64.b64decode(props["certificate"]) == root.pem
+    assert props["certificate"] is None
     assert parsedate_to_datetime(props["expiry"]) == root.certificate.not_valid_after_utc
     assert props["created"].endswith("GMT") and props["updated"].endswith("GMT")
     assert response.headers["etag"] == f'"{data["etag"]}"'
-    assert len(base64.b64decode(data["etag"])) == 8
+    assert QUOTED_GUID.fullmatch(base64.b64decode(data["etag"]).decode())
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        pytest.param(
+            lambda ca: base64.b64encode(base64.b64encode(base64.b64encode(ca.der))),
+            "MalformedCertificate",
+            id="fail/b64-b64-b64-der",
+        ),
+        pytest.param(
+            lambda ca: base64.b64encode(base64.b64encode(ca.der + f.root("Second").der)),
+            "TooManyCertificatesInUpload",
+            id="fail/b64-b64-der-bundle",
+        ),
+        pytest.param(
+            lambda ca: base64.b64encode(base64.b64encode(ca.pem)),
+            "MalformedCertificate",
+            id="fail/b64-b64-pem",
+        ),
+    ],
+)
+def test_put_refuses_what_is_not_one_certificate(client, root, body, code) -> None:
+    response = put(client, "root", {"properties": {"certificate": body(root).decode()}})
+    assert response.status_code == 400 and response.json()["error"]["code"] == code
+    assert client.get(BASE).json() == {"value": []}
+
+
+# docs/management-answers.md#the-subject-rule
+@pytest.mark.parametrize(
+    ("subject", "shown"),
+    [
+        pytest.param(
+            [(NameOID.ORGANIZATION_NAME, "Contoso"), (NameOID.COMMON_NAME, "Contoso Root")],
+            "Contoso Root",
+            id="cn/value",
+        ),
+        pytest.param(
+            [(NameOID.ORGANIZATION_NAME, "Contoso"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "CA")],
+            "OU=CA, O=Contoso",
+            id="no-cn/whole-subject",
+        ),
+    ],
+)
+def test_subject_is_the_cn_value_or_the_whole_subject(client, subject, shown) -> None:
+    ca = f.raw_certificate(subject=x509.Name([x509.NameAttribute(o, v) for o, v in subject]))
+    created = put(client, "odd", {"certificate": ca.pem.decode()}).json()
+    assert created["properties"]["subject"] == shown
+    assert client.get(BASE).json()["value"][0]["properties"]["subject"] == shown
 
 
 def test_put_self_attested(client, root) -> None:
@@ -124,17 +183,30 @@ def test_proof_of_possession_over_http(client, root) -> None:
     assert coded.status_code == 200
     code = coded.json()["properties"]["verificationCode"]
     assert len(code) == 48 and coded.json()["etag"] != created["etag"]
-    proof = f.pem(f.verification(root, code, now=datetime.now(UTC)))
+    assert next(iter(coded.json()["properties"])) == "verificationCode"
+    assert base64.b64decode(coded.json()["properties"]["certificate"]) == root.pem
+    assert client.get(f"{BASE}/root").json()["properties"]["certificate"] is None
+    proof_cert = f.verification(root, code, now=datetime.now(UTC))
+    proof = f.pem(proof_cert)
     stale = post(client, "root/verify", created["etag"], {"certificate": proof.decode()})
     assert stale.status_code == 412
+    nested_too_deep = base64.b64encode(base64.b64encode(base64.b64encode(f.der(proof_cert))))
+    refused = post(
+        client, "root/verify", coded.json()["etag"], {"certificate": nested_too_deep.decode()}
+    )
+    assert refused.json()["error"]["code"] == "MalformedVerificationCertificate"
+    unchanged = client.get(f"{BASE}/root").json()
+    assert unchanged["etag"] == coded.json()["etag"]
+    assert unchanged["properties"]["isVerified"] is False
     verified = post(
         client,
         "root/verify",
         coded.json()["etag"],
-        {"certificate": base64.b64encode(proof).decode()},
+        {"certificate": base64.b64encode(base64.b64encode(f.der(proof_cert))).decode()},
     )
     assert verified.status_code == 200, verified.text
     assert verified.json()["properties"]["isVerified"] is True
+    assert verified.json()["properties"]["certificate"] is None
     assert "verificationCode" not in verified.json()["properties"]
     again = post(client, "root/verify", verified.json()["etag"], {"certificate": proof.decode()})
     assert (

@@ -70,9 +70,10 @@ def test_every_certificate_call(server: ServerProcess) -> None:
         ),
     )
     assert created.name == "sdk-root" and created.properties.is_verified is False
-    assert created.properties.subject == "CN=SDK Root"
-    assert created.properties.certificate == root.pem  # the SDK base64-decodes the field
+    assert created.properties.subject == "SDK Root"  # the CN value, as the real service answers
+    assert created.properties.certificate is None  # null, as the real service answers
     assert isinstance(created.properties.expiry, datetime)
+    assert isinstance(created.properties.created, datetime)
 
     got = client.dps_certificate.get("sdk-root", GROUP, SERVICE)
     assert got.etag == created.etag
@@ -84,6 +85,7 @@ def test_every_certificate_call(server: ServerProcess) -> None:
     )
     code = coded.properties.verification_code
     assert len(code) == 48 and coded.etag != got.etag
+    assert coded.properties.certificate == root.pem  # the SDK base64-decodes the field
 
     proof = f.pem(f.verification(root, code, now=datetime.now(UTC))).decode()
     verified = client.dps_certificate.verify_certificate(
@@ -95,6 +97,7 @@ def test_every_certificate_call(server: ServerProcess) -> None:
         match_condition=MatchConditions.IfNotModified,
     )
     assert verified.properties.is_verified is True and verified.etag != coded.etag
+    assert verified.properties.certificate is None
 
     client.dps_certificate.delete(
         GROUP,

@@ -2,9 +2,10 @@
 
 Certificates reach devprov in every encoding the Azure tools produce
 (docs/dps-wire.md#certificate-upload-bodies-and-encodings): PEM text, base64 of PEM text (the
-current ARM SDK base64-encodes a ``bytes`` field), base64 of DER (the Azure CLI for ``.cer`` files)
-and raw DER. :func:`parse_certificates` accepts all of them and raises
-:class:`MalformedCertificateError` with a message that says what it found instead.
+current ARM SDK base64-encodes a ``bytes`` field), base64 of DER (older Azure CLIs for a binary
+``.cer``), base64 of the base64 text of DER (newer Azure CLIs for a binary ``.cer``) and raw DER.
+:func:`parse_certificates` accepts all of them and raises :class:`MalformedCertificateError` with
+a message that says what it found instead.
 """
 
 from __future__ import annotations
@@ -70,7 +71,13 @@ class CertificateFacts:
 
 
 def parse_certificates(data: bytes | str) -> list[x509.Certificate]:
-    """Parse one or more certificates from PEM, base64(PEM), base64(DER) or DER."""
+    """Parse one or more certificates from PEM, DER, base64 of either, or base64(base64(DER)).
+
+    Base64 is peeled at most twice, and twice only over DER: the Azure CLI sends a binary
+    ``.cer`` as base64 of its base64 text
+    (docs/management-answers.md#what-the-azure-cli-sends). Deeper nesting is refused rather than
+    guessed at.
+    """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_ENCODED_CERTIFICATE_BYTES:
         raise MalformedCertificateError(
@@ -81,23 +88,54 @@ def parse_certificates(data: bytes | str) -> list[x509.Certificate]:
         raise MalformedCertificateError("no certificate data was supplied")
     if b"-----BEGIN" in stripped:
         return _parse_pem(stripped)
-    if _BASE64_TEXT.fullmatch(stripped):
-        try:
-            decoded = base64.b64decode(b"".join(stripped.split()), validate=True)
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if decoded.strip().startswith(b"-----BEGIN"):
-            return _parse_pem(decoded.strip())
-        if decoded[:1] == b"\x30":
-            return [_parse_der(decoded)]
-        raise MalformedCertificateError(
-            "the data is neither PEM text nor base64 of a PEM or DER certificate"
-        )
+    if _is_base64_text(stripped):
+        return _parse_base64(stripped)
     if stripped[:1] == b"\x30":
-        return [_parse_der(raw)]
-    raise MalformedCertificateError(
-        "the data is neither PEM text nor base64 of a PEM or DER certificate"
-    )
+        # DER is binary: only leading whitespace can be told apart from its content.
+        return _parse_der(raw.lstrip())
+    raise MalformedCertificateError(_NOT_A_CERTIFICATE)
+
+
+_NOT_A_CERTIFICATE = (
+    "the data is neither PEM text nor DER, nor base64 of a PEM or DER certificate, nor base64 of "
+    "base64 of DER"
+)
+
+
+def _is_base64_text(data: bytes) -> bool:
+    stripped = data.strip()
+    return bool(stripped) and _BASE64_TEXT.fullmatch(stripped) is not None
+
+
+def _unbase64(text: bytes) -> bytes:
+    """The bytes of base64 text (line breaks allowed), or b"" when it is not valid base64."""
+    try:
+        return base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _parse_base64(text: bytes) -> list[x509.Certificate]:
+    decoded = _unbase64(text)
+    if decoded.strip().startswith(b"-----BEGIN"):
+        return _parse_pem(decoded.strip())
+    if _is_base64_text(decoded):  # base64 of base64 text: the Azure CLI's binary .cer
+        inner = _unbase64(decoded)
+        if inner.strip().startswith(b"-----BEGIN"):
+            raise MalformedCertificateError(
+                "the data is base64 of base64 of PEM text; send the PEM text or base64 of it"
+            )
+        if _is_base64_text(inner):
+            raise MalformedCertificateError(
+                "the data is base64 nested more than twice; send PEM, DER, base64 of either, or "
+                "base64 of base64 of DER"
+            )
+        if inner[:1] == b"\x30":
+            return _parse_der(inner)
+        raise MalformedCertificateError(_NOT_A_CERTIFICATE)
+    if decoded[:1] == b"\x30":
+        return _parse_der(decoded)
+    raise MalformedCertificateError(_NOT_A_CERTIFICATE)
 
 
 def parse_single_certificate(data: bytes | str) -> x509.Certificate:
@@ -133,11 +171,39 @@ def _parse_pem(data: bytes) -> list[x509.Certificate]:
         raise MalformedCertificateError(f"the PEM certificate does not parse: {exc}") from exc
 
 
-def _parse_der(data: bytes) -> x509.Certificate:
-    try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise MalformedCertificateError(f"the DER certificate does not parse: {exc}") from exc
+def _parse_der(data: bytes) -> list[x509.Certificate]:
+    """One DER certificate, or several back to back (a DER bundle, refused on upload as one)."""
+    certificates: list[x509.Certificate] = []
+    rest = data
+    while rest:
+        size = _der_size(rest)
+        if size is None and certificates:
+            raise MalformedCertificateError(
+                f"the DER data has {len(rest)} bytes after its certificate "
+                f"{len(certificates)} that are not a certificate"
+            )
+        chunk, rest = (rest, b"") if size is None else (rest[:size], rest[size:])
+        try:
+            certificates.append(x509.load_der_x509_certificate(chunk))
+        except ValueError as exc:
+            raise MalformedCertificateError(f"the DER certificate does not parse: {exc}") from exc
+    return certificates
+
+
+def _der_size(data: bytes) -> int | None:
+    """The length of the DER SEQUENCE that ``data`` starts with (X.690 8.1.3), or None when it
+    does not start with a complete one."""
+    if len(data) < 2 or data[0] != 0x30:
+        return None
+    first = data[1]
+    if first < 0x80:  # short form
+        size = 2 + first
+    else:  # long form: the low bits count the length octets; DER allows at most what fits
+        count = first & 0x7F
+        if not 1 <= count <= 4 or len(data) < 2 + count:
+            return None
+        size = 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+    return size if size <= len(data) else None
 
 
 # Records are read far more often than certificates change; the facts of a DER encoding never
@@ -186,6 +252,14 @@ def describe_certificate(certificate: x509.Certificate) -> CertificateFacts:
 def format_name(name: x509.Name) -> str:
     """Render a distinguished name as DPS shows it: most specific RDN first, ``CN=...``."""
     return ", ".join(rdn.rfc4514_string() for rdn in reversed(name.rdns))
+
+
+def resource_subject(facts: CertificateFacts) -> str:
+    """``properties.subject`` of the certificate resource
+    (docs/management-answers.md#the-subject-rule): the value of the subject's common name, as
+    the real service answers; a subject without one (or with an empty one) shows whole, most
+    specific RDN first."""
+    return facts.common_name if facts.common_name else facts.subject
 
 
 def common_name(certificate: x509.Certificate) -> str | None:

@@ -120,7 +120,7 @@ class InternalError(DevprovError):
 
 
 class MalformedCertificateError(InvalidInputError):
-    """The data is not one certificate in PEM, DER, base64 of PEM or base64 of DER (garbage, a key, a CSR)."""
+    """The data is not one certificate in PEM, DER, base64 of either, or base64 of base64 of DER."""
 
     code = "MalformedCertificate"
     number = 400101

@@ -25,6 +25,26 @@ def build_etag(nonce: bytes) -> str:
     return base64.b64encode(b"\x00" + nonce[1:]).decode("ascii")
 
 
+# The certificate resource's etags as the real service answers them: base64 of a double-quoted
+# GUID-shaped string, "IjA1MDA2YmVhLTAwMDAtMDcwMC0wMDAwLTYyNzE2YjRiMDAwMCI=" for
+# "05006bea-0000-0700-0000-62716b4b0000"
+# (docs/management-answers.md#certificate-answers-as-recorded).
+RESOURCE_ETAG_BYTES = 16
+
+
+def build_resource_etag(nonce: bytes) -> str:
+    """Base64 of ``"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"``: 16 nonce bytes as lower-case hex in
+    GUID form, in double quotes, as the recorded DPS etags are.
+
+    Base64 of ``"`` starts with "I", so such an etag never reads as a weak tag ("W/").
+    """
+    if len(nonce) != RESOURCE_ETAG_BYTES:
+        raise ValueError(f"a resource etag needs {RESOURCE_ETAG_BYTES} bytes")
+    h = nonce.hex()
+    quoted = f'"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"'
+    return base64.b64encode(quoted.encode("ascii")).decode("ascii")
+
+
 def _entity_tags(header: str) -> list[str]:
     tags: list[str] = []
     for raw in header.split(","):

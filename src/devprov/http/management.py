@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from devprov.bootstrap import Container
-from devprov.core.certificate import to_pem
+from devprov.core.certificate import resource_subject, to_pem
 from devprov.core.error import DevprovError, InvalidCredentialsError, MalformedRequestError
 from devprov.core.etag import format_etag
 from devprov.http.error import arm_error_response, new_tracking_id
@@ -46,26 +46,30 @@ def _rfc1123(value: Any) -> str:
 def certificate_body(
     request: Request, record: CertificateRecord, *, code: bool = False
 ) -> dict[str, Any]:
+    """The certificate resource, field by field as the real service answers
+    (docs/management-answers.md#certificate-answers-as-recorded).
+
+    ``properties.certificate`` is null in every answer but generateVerificationCode's, which
+    carries the certificate; the SDKs base64-decode that field, so it is base64 of the PEM text.
+    """
     facts = record.facts
     params = request.path_params
     resource_id = (
         f"/subscriptions/{params['subscription']}/resourceGroups/{params['group']}"
         f"/providers/Microsoft.Devices/provisioningServices/{record.service}/certificates/{record.name}"
     )
-    properties: dict[str, Any] = {
-        "subject": facts.subject,
-        "expiry": _rfc1123(facts.not_after),
-        "thumbprint": facts.thumbprint,
-        "isVerified": record.is_verified,
-        "created": _rfc1123(record.created_at),
-        "updated": _rfc1123(record.updated_at),
-        # The SDK base64-decodes this field
-        # (docs/sdk-clients.md#management-sdk-requests-etags-and-bodies); base64 of the PEM text
-        # gives its users the PEM back.
-        "certificate": base64.b64encode(to_pem(record.certificate).encode("ascii")).decode("ascii"),
-    }
-    if code:
-        properties["verificationCode"] = record.codes.current
+    properties: dict[str, Any] = {"verificationCode": record.codes.current} if code else {}
+    properties.update(
+        {
+            "subject": resource_subject(facts),
+            "expiry": _rfc1123(facts.not_after),
+            "thumbprint": facts.thumbprint,
+            "isVerified": record.is_verified,
+            "created": _rfc1123(record.created_at),
+            "updated": _rfc1123(record.updated_at),
+            "certificate": _base64_pem(record) if code else None,
+        }
+    )
     return {
         "properties": properties,
         "id": resource_id,
@@ -73,6 +77,10 @@ def certificate_body(
         "type": RESOURCE_TYPE,
         "etag": record.etag,
     }
+
+
+def _base64_pem(record: CertificateRecord) -> str:
+    return base64.b64encode(to_pem(record.certificate).encode("ascii")).decode("ascii")
 
 
 def _respond(body: dict[str, Any] | list[Any], etag: str | None = None) -> JSONResponse:
@@ -89,8 +97,8 @@ def _certificate_field(body: Any) -> tuple[str, bool]:
     certificate = fields.get("certificate")
     if not isinstance(certificate, str) or not certificate.strip():
         raise MalformedRequestError(
-            "the body needs 'certificate' (PEM text, base64 of PEM, or base64 of DER), at the top "
-            "level or under 'properties'"
+            "the body needs 'certificate' (PEM text, base64 of PEM or DER, or base64 of base64 "
+            "of DER), at the top level or under 'properties'"
         )
     verified = fields.get("isVerified", False)
     if verified is None:
@@ -152,7 +160,7 @@ async def verify_certificate(request: Request, c: Container) -> Response:
     if not isinstance(proof, str) or not proof.strip():
         raise MalformedRequestError(
             'the body must be {"certificate": "<the verification certificate as PEM, '
-            'base64 of PEM or base64 of DER>"}'
+            'base64 of PEM or DER, or base64 of base64 of DER>"}'
         )
     record = c.registry.verify(
         request.path_params["service"],

@@ -24,7 +24,7 @@ from devprov.core.error import (
     EtagMismatchError,
     ServiceNotFoundError,
 )
-from devprov.core.etag import ETAG_BYTES, build_etag, is_etag_match
+from devprov.core.etag import RESOURCE_ETAG_BYTES, build_resource_etag, is_etag_match
 from devprov.core.possession import (
     VERIFICATION_CODE_BYTES,
     VerificationCodes,
@@ -253,7 +253,7 @@ class CertificateRegistry:
         )
 
     def _etag(self) -> str:
-        return build_etag(self._random(ETAG_BYTES))
+        return build_resource_etag(self._random(RESOURCE_ETAG_BYTES))
 
     def _succeed(
         self,
