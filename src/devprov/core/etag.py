@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 
-# DPS's etags are base64 of 8 bytes, e.g. "AAAAAAExpNs=" (docs/dps-wire.md#the-certificate-resource)
+# The ARM specification's example etags are base64 of 8 bytes, e.g. "AAAAAAExpNs="
+# (docs/dps-wire.md#the-certificate-resource); devprov's enrollment and registration records use
+# that form, its certificates the recorded one below.
 ETAG_BYTES = 8
 
 
