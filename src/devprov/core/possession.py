@@ -196,10 +196,17 @@ def _check_signer(verification: x509.Certificate, ca_certificate: x509.Certifica
     try:
         verification.verify_directly_issued_by(ca_certificate)
     except ValueError as exc:
-        # The issuer name differs, or the signature algorithm does not fit the CA key.
+        # The issuer name differs, or the signature algorithm does not fit the CA key (an
+        # ECDSA signature under an RSA CA, say): either way another key signed it.
+        why = (
+            f"names issuer '{named}', but the uploaded certificate is '{expected}'"
+            if verification.issuer != ca_certificate.subject
+            else f"is signed with an algorithm that does not fit the key of '{expected}' "
+            "(another kind of key signed it)"
+        )
         raise VerificationSignerMismatchError(
-            f"the verification certificate names issuer '{named}', but the uploaded certificate "
-            f"is '{expected}': sign it with the private key of '{expected}' ({exc})"
+            f"the verification certificate {why}: sign it with the private key of '{expected}' "
+            "(RFC 5280 6.1.3(a)(1), (a)(4))"
         ) from exc
     except (InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
         raise VerificationSignerMismatchError(
