@@ -475,6 +475,20 @@ def leaf_with_unreadable_key(p: Pki) -> Case:
     return Case(broken, (p.inter.certificate,), (p.root.certificate,))
 
 
+def leaf_with_empty_issuer(p: Pki) -> Case:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cf.name("my-device"))
+        .issuer_name(x509.Name([]))
+        .public_key(f.ec_key().public_key())
+        .serial_number(f.serial())
+        .not_valid_before(f.NOW - timedelta(days=1))
+        .not_valid_after(f.NOW + timedelta(days=30))
+    )
+    leaf = builder.sign(p.inter.key, hashes.SHA256())
+    return Case(leaf, (p.inter.certificate,), (p.root.certificate,))
+
+
 def chain_reaches_unverified_root(p: Pki) -> Case:
     unrelated = cf.ca("Unrelated Root").certificate
     return Case(p.device.certificate, (p.inter.certificate, p.root.certificate), (unrelated,))
@@ -689,6 +703,14 @@ CASES = [
         "P3",
         "CN=Short-lived Root",
         "anchor 'CN=Short-lived Root' expired at",
+    ),
+    # P4: names
+    fail(
+        leaf_with_empty_issuer,
+        "leaf-with-empty-issuer",
+        "P4",
+        DEVICE,
+        "it has an empty issuer name",
     ),
     # P5: depth
     ok(chain_at_max_depth, "chain-at-max-depth"),

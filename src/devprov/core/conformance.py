@@ -30,6 +30,7 @@ from devprov.core.profile import (
     ee_eku_breach,
     ee_key_usage_breach,
     ee_san_breach,
+    other_key_name,
 )
 
 # A device chooses its subject; messages keep at most this much of one.
@@ -96,7 +97,7 @@ def issuer_key_breach(issuer: x509.Certificate) -> Breach | None:
                 return None
             kind = f"an EC key on {key.curve.name}"
         else:
-            kind = f"a {type(key).__name__.removeprefix('_').removesuffix('PublicKey')} key"
+            kind = f"{other_key_name(key)} of a kind CAs may not use"
     return Breach(
         "P2",
         "CA/B 6.1.5, 7.1.3.1",

@@ -168,6 +168,11 @@ def ee_san_breach(
     return None
 
 
+def other_key_name(key: object) -> str:
+    """A key that is neither RSA nor EC, named for a message: "an Ed25519 key"."""
+    return next((name for kind, name in _KEY_NAMES if isinstance(key, kind)), "a key")
+
+
 def device_key_breach(leaf: x509.Certificate) -> Breach | None:
     """E7: the device's own key meets the strength cryptography demands of issuers."""
     try:
@@ -189,8 +194,7 @@ def device_key_breach(leaf: x509.Certificate) -> Breach | None:
             return None
         problem = f"an EC key on {key.curve.name}"
     else:
-        problem = next((name for kind, name in _KEY_NAMES if isinstance(key, kind)), "a key")
-        problem += " of a kind devices may not use"
+        problem = f"{other_key_name(key)} of a kind devices may not use"
     return Breach(
         "E7",
         "CA/B 6.1.5",
