@@ -91,6 +91,13 @@ def _key_der(ca: f.Ca, form: serialization.PrivateFormat, password: bytes | None
     return ca.key.private_bytes(Encoding.DER, form, _protection(password))
 
 
+def _unknown_version(der: bytes) -> bytes:
+    """The certificate with its version field saying 6 (value 5), which no X.509 version is."""
+    version_v3 = bytes.fromhex("a003020102")
+    assert der.count(version_v3) == 1
+    return der.replace(version_v3, bytes.fromhex("a003020105"))
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A parser refusal names what it found instead of a certificate and says what to do."""
@@ -281,6 +288,18 @@ PARSER_REFUSALS = [
         "the DER data is not an X.509 certificate: extra bytes follow the certificate",
         _ACCEPTED,
         "der-with-trailing-bytes",
+    ),
+    refused(
+        lambda ca: _unknown_version(ca.der),
+        "the DER data is an X.509 certificate of an unknown version (6)",
+        "RFC 5280 4.1.2.1 knows v1 to v3 and devprov accepts v3",
+        "der-unknown-version",
+    ),
+    refused(
+        lambda ca: _pem_block("CERTIFICATE", _unknown_version(ca.der)),
+        "PEM block 1 (CERTIFICATE) is an X.509 certificate of an unknown version (6)",
+        "re-issue it",
+        "pem-unknown-version",
     ),
     refused(
         lambda ca: b"\x30\x03\x02\x01\x00",

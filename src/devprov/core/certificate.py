@@ -161,7 +161,7 @@ def _parse_pem(data: bytes) -> list[x509.Certificate]:
         )
     try:
         return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         for index, (label, body) in enumerate(blocks, start=1):
             if label == b"CERTIFICATE":
                 _check_pem_block(index, body)
@@ -193,19 +193,25 @@ def _check_pem_block(index: int, body: bytes) -> None:
         ) from exc
     try:
         x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise MalformedCertificateError(_der_problem(where, der, exc)) from exc
 
 
 def _parse_der(data: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise MalformedCertificateError(_der_problem("the DER data", data, exc)) from exc
 
 
-def _der_problem(where: str, data: bytes, exc: ValueError) -> str:
+def _der_problem(where: str, data: bytes, exc: ValueError | x509.InvalidVersion) -> str:
     """What DER data that is not a certificate is, and what to upload instead."""
+    if isinstance(exc, x509.InvalidVersion):
+        # cryptography refuses at load time a version field other than v1, v2 or v3.
+        return (
+            f"{where} is an X.509 certificate of an unknown version ({exc.parsed_version + 1}); "
+            "RFC 5280 4.1.2.1 knows v1 to v3 and devprov accepts v3; re-issue it"
+        )
     kind = identify_der(data)
     if kind is not None:
         what, remedy = kind
