@@ -98,6 +98,15 @@ def _unknown_version(der: bytes) -> bytes:
     return der.replace(version_v3, bytes.fromhex("a003020105"))
 
 
+def _unreadable_subject(der: bytes) -> bytes:
+    """The certificate with its subject CN (a UTF8String) holding bytes that are not UTF-8: the
+    name comes first in the subject, after the issuer (the same name, self-signed)."""
+    cn = b"\x0c\x0eEncodings Root"
+    assert der.count(cn) == 2
+    at = der.rindex(cn)
+    return der[:at] + b"\x0c\x0e\xff\xfe" + der[at + 4 :]
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A parser refusal names what it found instead of a certificate and says what to do."""
@@ -300,6 +309,19 @@ PARSER_REFUSALS = [
         "PEM block 1 (CERTIFICATE) is an X.509 certificate of an unknown version (6)",
         "re-issue it",
         "pem-unknown-version",
+    ),
+    refused(
+        lambda ca: _unreadable_subject(ca.der),
+        "the DER certificate has a subject name that does not parse: a field holds an invalid "
+        "value (RFC 5280 4.1.2.6)",
+        "re-issue it",
+        "der-unreadable-subject",
+    ),
+    refused(
+        lambda ca: _pem_block("CERTIFICATE", _unreadable_subject(ca.der)),
+        "PEM certificate 1 has a subject name that does not parse",
+        "re-issue it",
+        "pem-unreadable-subject",
     ),
     refused(
         lambda ca: b"\x30\x03\x02\x01\x00",

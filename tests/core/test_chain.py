@@ -489,6 +489,12 @@ def leaf_with_empty_issuer(p: Pki) -> Case:
     return Case(leaf, (p.inter.certificate,), (p.root.certificate,))
 
 
+def leaf_with_unreadable_subject(p: Pki) -> Case:
+    # The CN's UTF8String holds bytes that are not UTF-8; cryptography reads names lazily.
+    leaf = cf.edited(p.device.certificate, b"\x0c\x09my-device", b"\x0c\x09\xff\xfe-device")
+    return Case(leaf, (p.inter.certificate,), (p.root.certificate,))
+
+
 def chain_reaches_unverified_root(p: Pki) -> Case:
     unrelated = cf.ca("Unrelated Root").certificate
     return Case(p.device.certificate, (p.inter.certificate, p.root.certificate), (unrelated,))
@@ -778,6 +784,13 @@ CASES = [
         "names one signature algorithm in its signed part and another beside its signature",
     ),
     fail(leaf_version_1, "leaf-version-1", "P8", DEVICE, "it is an X.509 v1 certificate"),
+    fail(
+        leaf_with_unreadable_subject,
+        "leaf-with-unreadable-subject",
+        "P8",
+        "(unreadable subject)",
+        "the verifier refused it: a certificate's DER does not parse: a field holds an invalid value",
+    ),
     # C1: basicConstraints on issuers
     fail(
         intermediate_not_ca,
@@ -974,7 +987,7 @@ def assert_names_certificate_and_rule(
 ) -> None:
     """The message opens with the device, names the certificate at fault by its subject and the
     rule it breaks, says what is wrong, and carries no foreign debug output."""
-    device = leaf.subject.rfc4514_string() or "(empty subject)"
+    device = conformance.subject_of(leaf)
     assert message.startswith(f"device certificate '{device}' does not validate: "), message
     assert f"'{refusal.subject}'" in message, message
     assert f"(rule {refusal.rule}, " in message, message

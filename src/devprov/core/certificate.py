@@ -160,7 +160,7 @@ def _parse_pem(data: bytes) -> list[x509.Certificate]:
             "only (its BEGIN CERTIFICATE to END CERTIFICATE block), never a private key"
         )
     try:
-        return x509.load_pem_x509_certificates(data)
+        certificates = x509.load_pem_x509_certificates(data)
     except (ValueError, x509.InvalidVersion) as exc:
         for index, (label, body) in enumerate(blocks, start=1):
             if label == b"CERTIFICATE":
@@ -168,6 +168,9 @@ def _parse_pem(data: bytes) -> list[x509.Certificate]:
         raise MalformedCertificateError(
             f"the PEM certificates do not parse: {describe_parse_failure(exc)}; {ACCEPTED}"
         ) from exc
+    for index, certificate in enumerate(certificates, start=1):
+        _check_names(certificate, f"PEM certificate {index}")
+    return certificates
 
 
 def _check_pem_block(index: int, body: bytes) -> None:
@@ -199,9 +202,24 @@ def _check_pem_block(index: int, body: bytes) -> None:
 
 def _parse_der(data: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(data)
+        certificate = x509.load_der_x509_certificate(data)
     except (ValueError, x509.InvalidVersion) as exc:
         raise MalformedCertificateError(_der_problem("the DER data", data, exc)) from exc
+    _check_names(certificate, "the DER certificate")
+    return certificate
+
+
+def _check_names(certificate: x509.Certificate, where: str) -> None:
+    """cryptography reads a certificate's names only when asked; a name that does not parse (a
+    UTF8String that is not UTF-8, say) would fail later, far from the upload."""
+    for field, section in (("subject", "4.1.2.6"), ("issuer", "4.1.2.4")):
+        try:
+            getattr(certificate, field)
+        except ValueError as exc:
+            raise MalformedCertificateError(
+                f"{where} has a {field} name that does not parse: "
+                f"{describe_parse_failure(exc)} (RFC 5280 {section}); re-issue it"
+            ) from exc
 
 
 def _der_problem(where: str, data: bytes, exc: ValueError | x509.InvalidVersion) -> str:

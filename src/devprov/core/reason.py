@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
-from devprov.core.encoding import oid_name, strip_debug_output
+from devprov.core.encoding import describe_parse_failure, oid_name, strip_debug_output
 
 # cryptography's reasons quote what a device sent; messages keep at most this much of one.
 MAX_REASON_IN_MESSAGE = 1000
@@ -23,6 +23,7 @@ MAX_REASON_IN_MESSAGE = 1000
 # Keywords of cryptography's reasons, the rule each belongs to and its source; first match wins.
 _REASON_RULES = (
     ("no interior errors", "P1", "RFC 5280 6.1"),
+    ("DER does not parse", "P8", "RFC 5280 4.1"),
     ("signature check limit", "P5", "the verifier's path-building limit"),
     ("max depth", "P5", "devprov's path limit (DPS documents none)"),
     ("signatureAlgorithm", "P8", "RFC 5280 4.1.1.2"),
@@ -69,7 +70,10 @@ def clean_reason(reason: str) -> str:
     for prefix in ("validation failed:", "candidates exhausted:", "fatal error:"):
         while text.startswith(prefix):
             text = text.removeprefix(prefix).strip()
-    text = strip_debug_output(text.replace("Python extension validator failed: ValueError: ", ""))
+    text = text.replace("Python extension validator failed: ValueError: ", "")
+    if "ParseError" in text:
+        text = f"a certificate's DER does not parse: {describe_parse_failure(ValueError(text))}"
+    text = strip_debug_output(text)
     if len(text) > MAX_REASON_IN_MESSAGE:
         text = text[:MAX_REASON_IN_MESSAGE] + "..."
     return text or "no reason given"
@@ -123,6 +127,12 @@ def explain_verifier_reason(
 def _has_extension(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
     try:
         certificate.extensions.get_extension_for_oid(oid)
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+    except (
+        x509.ExtensionNotFound,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        ValueError,
+        TypeError,
+    ):
         return False
     return True

@@ -81,14 +81,16 @@ def explain_refusal(
     walk = _Walk(leaf, intermediates, anchors, at, max_chain_depth, required_eku)
     try:
         outcome = walk.explain()
-    except _OutOfBudget:
-        outcome = (leaf,)
-    if isinstance(outcome, _Finding):
-        who = "it" if outcome.certificate == leaf else walk.name(outcome.certificate)
-        text = outcome.breach.sentence(who)
-    else:
-        text = explain_verifier_reason(reason, outcome, walk.name)
-    return f"{walk.name(leaf)} does not validate: {text}"
+        if isinstance(outcome, _Finding):
+            who = "it" if outcome.certificate == leaf else walk.name(outcome.certificate)
+            text = outcome.breach.sentence(who)
+        else:
+            text = explain_verifier_reason(reason, outcome, walk.name)
+    except (_OutOfBudget, ValueError, TypeError, UnsupportedAlgorithm):
+        # Out of signature checks, or a certificate the walk cannot read (a name that does not
+        # parse, say): the verifier's own reason is all there is.
+        text = explain_verifier_reason(reason, (leaf,), name_device)
+    return f"{name_device(leaf)} does not validate: {text}"
 
 
 def name_device(leaf: x509.Certificate) -> str:
