@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,11 +53,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from devprov.core.chain import validate_device_chain
 from devprov.core.error import DevprovError
+from tests.core.wording import assert_plain_words
 
 REPO = Path(__file__).resolve().parents[2]
 LIMBO_PATH = Path(__file__).resolve().parent / "x509-limbo" / "limbo.json"
 EXPECTED_CASES = 208
 RESULTS_ENV = "DEVPROV_LIMBO_RESULTS"
+PARSE = "does not parse: "  # the harness's own outcome for a case whose PEM does not load
 
 # Upstream's harnesses treat anything slower as a hang; a child process also pays ~0.5 s of
 # interpreter and import start-up inside this budget.
@@ -249,7 +252,7 @@ def evaluate_inline(case: dict[str, Any]) -> Outcome:
         anchors = [_load(pem) for pem in case["trusted_certs"]]
     except ValueError as exc:
         # A certificate that does not parse never reaches the validator: devprov refuses it.
-        return Outcome("FAILURE", f"does not parse: {exc}", time.perf_counter() - started)
+        return Outcome("FAILURE", f"{PARSE}{exc}", time.perf_counter() - started)
     try:
         validate_device_chain(leaf, intermediates, anchors, at=at, **options)
     except DevprovError as exc:
@@ -329,6 +332,21 @@ def test_case(case_id: str) -> None:
         )
     else:
         assert outcome.actual == expected, f"{case_id}: {outcome.context}"
+
+
+def test_refusals_name_a_rule_in_plain_words() -> None:
+    """Every refusal of the suite, whatever cryptography's reason, reads as devprov's: the device
+    first, a rule of docs/chain-validation.md, and no Rust or Python debug output."""
+    refused = 0
+    for case_id in sorted(SUITE):
+        outcome = evaluate(case_id)
+        if outcome.actual != "FAILURE" or outcome.timed_out or outcome.context.startswith(PARSE):
+            continue
+        refused += 1
+        assert outcome.context.startswith("device certificate '"), outcome.context
+        assert re.search(r"\(rule [PCEN]\d, ", outcome.context), f"{case_id}: {outcome.context}"
+        assert_plain_words(outcome.context)
+    assert refused > 90
 
 
 def test_peer_name_skips_are_otherwise_valid() -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devprov.core.issuance import PrivateKey
@@ -267,3 +268,33 @@ def certgen_edge_device_ca(parent: Ca, device_name: str, key: rsa.RSAPrivateKey)
 
 def ec_key_on(curve: ec.EllipticCurve) -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(curve)
+
+
+# --- DER surgery: shapes no builder makes. The signature no longer covers what was changed, so
+# these serve rules checked before signatures, or the explanation of a refusal.
+
+ECDSA_SHA256_DER = bytes.fromhex("06082a8648ce3d040302")
+ECDSA_SHA384_DER = bytes.fromhex("06082a8648ce3d040303")
+
+
+def edited(
+    certificate_: x509.Certificate, old: bytes, new: bytes, *, last: bool = False
+) -> x509.Certificate:
+    """``certificate_`` with one occurrence of ``old`` (of the same length) replaced by ``new``:
+    the first, or the last."""
+    der = certificate_.public_bytes(Encoding.DER)
+    assert len(old) == len(new) and old in der
+    at = der.rindex(old) if last else der.index(old)
+    return x509.load_der_x509_certificate(der[:at] + new + der[at + len(old) :])
+
+
+def as_version_1(certificate_: x509.Certificate) -> x509.Certificate:
+    """``certificate_`` with its explicit ``[0] version v3`` field removed, i.e. an X.509 v1
+    certificate (RFC 5280 4.1: version DEFAULT v1); both enclosing lengths shrink by five."""
+    der = certificate_.public_bytes(Encoding.DER)
+    version = bytes.fromhex("a003020102")
+    assert der[:2] == b"\x30\x82" and der[4:6] == b"\x30\x82" and der[8:13] == version
+    outer = int.from_bytes(der[2:4], "big") - len(version)
+    tbs = int.from_bytes(der[6:8], "big") - len(version)
+    rebuilt = b"\x30\x82" + outer.to_bytes(2, "big") + b"\x30\x82" + tbs.to_bytes(2, "big")
+    return x509.load_der_x509_certificate(rebuilt + der[13:])

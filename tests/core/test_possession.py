@@ -4,7 +4,9 @@ import base64
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from devprov.core import possession as p
 from devprov.core.error import (
@@ -19,6 +21,7 @@ from devprov.core.error import (
     VerificationSignerMismatchError,
 )
 from tests import factory as f
+from tests.core.wording import assert_plain_words
 
 NONCE_A = bytes(range(24))
 NONCE_B = bytes(range(1, 25))
@@ -110,13 +113,25 @@ def test_verify_accepts_rsa_ca() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        pytest.param(b"garbage", "malformed", id="fail/garbage"),
-        pytest.param(b"", "malformed", id="fail/empty"),
+        pytest.param(b"garbage", "malformed: the data is text, but neither PEM", id="fail/garbage"),
+        pytest.param(b"", "malformed: no certificate data was supplied", id="fail/empty"),
     ],
 )
 def test_rule1_unparseable(root: f.Ca, data: bytes, message: str) -> None:
-    with pytest.raises(MalformedVerificationCertificateError, match=message):
+    with pytest.raises(MalformedVerificationCertificateError) as caught:
         p.verify_possession(root.certificate, data, issued(), now=f.NOW)
+    assert message in caught.value.message
+    assert_plain_words(caught.value.message)
+
+
+def test_rule1_pfx_is_named(root: f.Ca) -> None:
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"proof", root.key, root.certificate, None, serialization.NoEncryption()
+    )
+    with pytest.raises(MalformedVerificationCertificateError) as caught:
+        p.verify_possession(root.certificate, pfx, issued(), now=f.NOW)
+    assert "malformed: the DER data is a PKCS#12 (.pfx/.p12) file" in caught.value.message
+    assert_plain_words(caught.value.message)
 
 
 def test_rule1_two_certificates(root: f.Ca) -> None:
@@ -241,6 +256,7 @@ def test_rule3_rsa_proof_for_ec_ca(root: f.Ca) -> None:
         "does not fit the key of the uploaded certificate (an RSA signature for an EC key, or "
         "the reverse): sign it with the private key of 'CN=PoP Root'"
     )
+    assert_plain_words(caught.value.message)
 
 
 def test_rule3_self_signed_proof(root: f.Ca) -> None:

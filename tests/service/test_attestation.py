@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from cryptography.x509 import DNSName
 
 from devprov.core.registration import RegistrationStatus
-from devprov.service.attestation import DeviceAttestationError
+from devprov.service.attestation import Credentials, DeviceAttestationError
 from tests import factory as f
+from tests.core import chain_factory as cf
+from tests.core.wording import assert_plain_words
 from tests.service.world import World, chain
 
 
@@ -176,7 +179,7 @@ REFUSED = [
     pytest.param(
         Arrangement({"root": True}, ON_ROOT),
         "leaf",
-        "its issuer 'CN=Tour Intermediate' is neither an anchor nor among the 0 certificate(s)",
+        "it names the issuer 'CN=Tour Intermediate', which was not sent and is not a trust anchor",
         id="fail/group-on-root-intermediate-unknown-and-not-sent",
     ),
     pytest.param(
@@ -272,3 +275,65 @@ def test_the_chain_above_a_verified_intermediate_is_validated_in_full(world: Wor
         world.register("dev-1", device)
     world.group("on-inter", type="x509", x509=reference("inter"))
     assert world.register("dev-1", device).state.enrollment_id == "on-inter"
+
+
+# --- refusals in plain words ---------------------------------------------------------------------
+
+
+def test_a_ca_certificate_presented_as_a_device_is_refused_by_rule_e1(world: World, p: Pki) -> None:
+    """certGen's create_edge_device_certificate makes CN=<name>.ca with CA extensions; the log
+    says which rule refused it and what to use instead."""
+    world.verified_ca(p.root, "root")
+    world.group("on-root", type="x509", x509=reference("root"))
+    edge_ca = f.intermediate(p.inter, "my-edge.ca")
+    with pytest.raises(DeviceAttestationError) as refused:
+        world.register("my-edge.ca", chain(edge_ca, p.inter, p.root))
+    message = refused.value.message
+    assert message.startswith(
+        "enrollment group 'on-root': the chain does not validate through CA 'root' up to a "
+        "verified certificate: device certificate 'CN=my-edge.ca' does not validate: it is a CA "
+        "certificate (basicConstraints CA:TRUE)"
+    )
+    assert "(rule E1, RFC 5280 4.2.1.9)" in message
+    assert "certGen's create_edge_device_certificate makes such a certificate" in message
+    assert "create_device_certificate, or devprov ca device" in message
+    assert_plain_words(message)
+    assert world.audit_reasons("my-edge.ca") == [message]
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        pytest.param(
+            b"\x30\x03\x02\x01\x00",
+            "certificate 2 of the 2 the device sent: the DER data is not an X.509 certificate",
+            id="fail/garbage-intermediate",
+        ),
+        pytest.param(
+            f.root("Tour Root").der[:-20],
+            "certificate 2 of the 2 the device sent: the DER data is not an X.509 certificate: "
+            "the data ends early (it is truncated)",
+            id="fail/truncated-intermediate",
+        ),
+    ],
+)
+def test_a_chain_that_does_not_parse_names_the_certificate(
+    world: World, p: Pki, second: bytes, expected: str
+) -> None:
+    world.verified_ca(p.root, "root")
+    world.group("on-root", type="x509", x509=reference("root"))
+    with pytest.raises(DeviceAttestationError) as refused:
+        world.register("dev-1", Credentials(chain_der=(p.leaf.der, second)))
+    message = refused.value.message
+    assert message.startswith("the presented certificate chain does not parse: ")
+    assert expected in message
+    assert_plain_words(message)
+
+
+def test_a_device_certificate_without_cn_is_refused_in_words(world: World, p: Pki) -> None:
+    nameless = cf.leaf(p.inter, "", san=[DNSName("dev.example")], san_critical=True)
+    with pytest.raises(DeviceAttestationError) as refused:
+        world.register("dev-1", chain(nameless, p.inter))
+    message = refused.value.message
+    assert "registration id 'dev-1' is not the certificate's CN (it has no CN)" in message
+    assert_plain_words(message)

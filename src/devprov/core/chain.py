@@ -9,7 +9,8 @@ Path building, signatures, validity, pathLen, name constraints and the extension
 cryptography's ``x509.verification`` (RFC 5280 section 6 with the CA/B Forum Baseline
 Requirements profile); this module writes out which extension rules apply to CA and to device
 certificates. "devprov" marks a rule that differs from cryptography's WebPKI defaults, "RFC
-deviation" one that differs from RFC 5280; each says why.
+deviation" one that differs from RFC 5280; each says why. A refusal's message, naming the
+certificate at fault and the rule it breaks, is written by :mod:`devprov.core.refusal`.
 
 Path (cryptography, not configurable)
   * P1  A chain is built from the leaf through the presented intermediates to a certificate in
@@ -96,7 +97,6 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     ClientVerifier,
@@ -109,6 +109,16 @@ from cryptography.x509.verification import (
 )
 
 from devprov.core.error import InvalidDeviceCertificateError
+from devprov.core.profile import (
+    Breach,
+    ca_eku_breach,
+    ca_key_usage_breach,
+    device_key_breach,
+    ee_eku_breach,
+    ee_key_usage_breach,
+    ee_san_breach,
+)
+from devprov.core.refusal import explain_refusal, name_device
 
 # Intermediates allowed between the device certificate and its anchor (P5). DPS documents no limit
 # (docs/attestation.md#chain-depth). certGen.sh chains have one intermediate and DPS's own example
@@ -119,15 +129,6 @@ DEFAULT_MAX_CHAIN_DEPTH = 5
 
 # cryptography keeps the depth in a u8.
 _MAX_SUPPORTED_DEPTH = 255
-
-# E7: CA/B 6.1.5. RSA moduli of at least 2048 bits, evenly divisible by 8; NIST P-256/384/521.
-MIN_RSA_KEY_BITS = 2048
-_DEVICE_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
-
-# A device chooses its subject and extensions, and cryptography's reasons quote them; log
-# messages keep at most this much of either.
-_MAX_SUBJECT_IN_MESSAGE = 200
-_MAX_REASON_IN_MESSAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -142,20 +143,16 @@ class ValidatedChain:
         return self.chain[0]
 
 
-def _eku_names(usage: x509.ExtendedKeyUsage) -> str:
-    return ", ".join(getattr(oid, "_name", oid.dotted_string) for oid in usage) or "none"
-
-
-def _oid_name(oid: x509.ObjectIdentifier) -> str:
-    return str(getattr(oid, "_name", oid.dotted_string))
+def _raise(breach: Breach | None) -> None:
+    """cryptography's extension validators report a failure by raising."""
+    if breach is not None:
+        raise ValueError(f"{breach.problem} ({breach.citation()})")
 
 
 def _ca_key_usage_rule(
     _policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None
 ) -> None:
-    # C2: RFC 5280 6.1.4(n) checks keyCertSign only when keyUsage is present.
-    if usage is not None and not usage.key_cert_sign:
-        raise ValueError("CA keyUsage does not assert keyCertSign (RFC 5280 4.2.1.3, 6.1.4(n))")
+    _raise(ca_key_usage_breach(usage))
 
 
 def _ca_eku_rule(
@@ -164,16 +161,7 @@ def _ca_eku_rule(
     def check(
         _policy: Policy, _cert: x509.Certificate, usage: x509.ExtendedKeyUsage | None
     ) -> None:
-        # C3: a CA restricted to other purposes cannot vouch for a device's `required` purpose.
-        if (
-            usage is not None
-            and required not in usage
-            and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usage
-        ):
-            raise ValueError(
-                f"CA extendedKeyUsage ({_eku_names(usage)}) has neither {_oid_name(required)} "
-                "nor anyExtendedKeyUsage"
-            )
+        _raise(ca_eku_breach(usage, required))
 
     return check
 
@@ -184,13 +172,7 @@ def _ee_eku_rule(
     def check(
         _policy: Policy, _cert: x509.Certificate, usage: x509.ExtendedKeyUsage | None
     ) -> None:
-        # E3: RFC 5280 4.2.1.12, "the certificate MUST only be used for one of the purposes
-        # indicated"; anyExtendedKeyUsage alone does not name the purpose (CA/B 7.1.2.7.10).
-        if usage is not None and required not in usage:
-            raise ValueError(
-                f"device extendedKeyUsage ({_eku_names(usage)}) does not include "
-                f"{_oid_name(required)} (RFC 5280 4.2.1.12)"
-            )
+        _raise(ee_eku_breach(usage, required))
 
     return check
 
@@ -198,35 +180,13 @@ def _ee_eku_rule(
 def _ee_key_usage_rule(
     _policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None
 ) -> None:
-    # E2: a device authenticates by signing; it never signs certificates.
-    if usage is None:
-        return
-    if usage.key_cert_sign:
-        raise ValueError("device keyUsage asserts keyCertSign (RFC 5280 4.2.1.3)")
-    if not usage.digital_signature:
-        raise ValueError(
-            "device keyUsage lacks digitalSignature, which TLS client authentication needs "
-            "(RFC 5280 4.2.1.3, RFC 8446 4.4.3)"
-        )
+    _raise(ee_key_usage_breach(usage))
 
 
 def _ee_san_rule(
     _policy: Policy, cert: x509.Certificate, names: x509.SubjectAlternativeName | None
 ) -> None:
-    # E4: the SAN is optional for devices; RFC 5280's rules that tie it to the subject remain.
-    subject_empty = len(cert.subject) == 0
-    if names is None:
-        if subject_empty:
-            raise ValueError("empty subject and no subjectAltName (RFC 5280 4.1.2.6)")
-        return
-    critical = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
-    if subject_empty and not critical:
-        raise ValueError("subjectAltName must be critical when the subject is empty (4.2.1.6)")
-    if not subject_empty and critical:
-        raise ValueError(
-            "subjectAltName must not be critical when the subject is present "
-            "(RFC 5280 4.2.1.6, CA/B 7.1.2.7.12)"
-        )
+    _raise(ee_san_breach(cert, names))
 
 
 def _build_extension_policies(
@@ -268,15 +228,16 @@ class DeviceChainValidator:
         self._anchors = tuple(anchors)
         self._store = Store(list(self._anchors)) if self._anchors else None
         self._max_chain_depth = max_chain_depth
+        self._required_eku = required_eku
         self._ca_policy, self._ee_policy = _build_extension_policies(required_eku)
 
     def build_verifier(self, *, at: datetime) -> ClientVerifier:
         """The cryptography verifier for this profile at ``at``."""
-        if at.tzinfo is None or at.utcoffset() is None:
-            raise ValueError("the validation time must be an aware datetime")
+        _require_aware(at)
         if self._store is None:
             raise InvalidDeviceCertificateError(
-                "no trust anchor is configured for this device's enrollment"
+                "no trust anchor (verified certificate) is configured for this enrollment "
+                "(rule P1, RFC 5280 6.1)"
             )
         return (
             PolicyBuilder()
@@ -295,12 +256,27 @@ class DeviceChainValidator:
         at: datetime,
     ) -> ValidatedChain:
         """Validate ``leaf`` with ``intermediates`` up to an anchor; raise on any failure."""
+        _require_aware(at)
+        if self._store is None:
+            raise InvalidDeviceCertificateError(
+                f"{name_device(leaf)} does not validate: no trust anchor (verified certificate) "
+                "is configured for its enrollment (rule P1, RFC 5280 6.1); verify the "
+                "enrollment's CA, or enroll the device's own certificate"
+            )
         verifier = self.build_verifier(at=at)
         _check_device_key(leaf)
         try:
             chain = tuple(verifier.verify(leaf, list(intermediates)).chain)
         except (VerificationError, ValueError) as exc:
-            message = _describe_failure(leaf, intermediates, self._anchors, at, exc)
+            message = explain_refusal(
+                leaf,
+                intermediates,
+                self._anchors,
+                at=at,
+                max_chain_depth=self._max_chain_depth,
+                required_eku=self._required_eku,
+                reason=str(exc),
+            )
             raise InvalidDeviceCertificateError(message) from exc
         return ValidatedChain(chain=chain, anchor=chain[-1])
 
@@ -374,74 +350,15 @@ def _issuer_of(
     return None
 
 
+def _require_aware(at: datetime) -> None:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("the validation time must be an aware datetime")
+
+
 def _check_device_key(leaf: x509.Certificate) -> None:
     """E7: the device's own key meets the strength cryptography demands of issuers."""
-    try:
-        key = leaf.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    breach = device_key_breach(leaf)
+    if breach is not None:
         raise InvalidDeviceCertificateError(
-            f"{_name_device(leaf)}: its public key cannot be used: {exc}"
-        ) from exc
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size >= MIN_RSA_KEY_BITS and key.key_size % 8 == 0:
-            return
-        problem = f"an RSA-{key.key_size} key"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if isinstance(key.curve, _DEVICE_CURVES):
-            return
-        problem = f"an EC key on {key.curve.name}"
-    else:
-        problem = f"a {type(key).__name__.removeprefix('_')} key"
-    raise InvalidDeviceCertificateError(
-        f"{_name_device(leaf)} has {problem}; devices need RSA of at least {MIN_RSA_KEY_BITS} "
-        "bits (a multiple of 8) or ECDSA on P-256, P-384 or P-521 (CA/B 6.1.5)"
-    )
-
-
-def _name_device(leaf: x509.Certificate) -> str:
-    return f"device certificate '{_shorten(leaf.subject.rfc4514_string()) or '(empty subject)'}'"
-
-
-def _describe_failure(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
-    anchors: Sequence[x509.Certificate],
-    at: datetime,
-    exc: Exception,
-) -> str:
-    """The log message: cryptography's reason verbatim, after the facts an operator looks for
-    first and cryptography does not always name (which certificate is out of date, whether the
-    leaf's issuer was sent at all: DPS's most common 401002,
-    docs/attestation.md#errors-when-attestation-fails)."""
-    notes: list[str] = []
-    if at > leaf.not_valid_after_utc:
-        notes.append(f"it expired at {leaf.not_valid_after_utc.isoformat()}")
-    elif at < leaf.not_valid_before_utc:
-        notes.append(f"it is not valid before {leaf.not_valid_before_utc.isoformat()}")
-    others = [
-        *(("intermediate", cert) for cert in intermediates),
-        *(("anchor", a) for a in anchors),
-    ]
-    if leaf not in anchors and not any(cert.subject == leaf.issuer for _, cert in others):
-        notes.append(
-            f"its issuer '{_shorten(leaf.issuer.rfc4514_string())}' is neither an anchor nor "
-            f"among the {len(intermediates)} certificate(s) it sent"
+            f"{name_device(leaf)} does not validate: {breach.sentence('it')}"
         )
-    stale = [
-        f"{role} '{_shorten(cert.subject.rfc4514_string())}'"
-        for role, cert in others
-        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
-    ]
-    if stale:
-        notes.append(f"not valid at {at.isoformat()}: {', '.join(stale[:3])}")
-    reason = str(exc)
-    if len(reason) > _MAX_REASON_IN_MESSAGE:
-        reason = reason[:_MAX_REASON_IN_MESSAGE] + "..."
-    facts = f" ({'; '.join(notes)})" if notes else ""
-    return f"{_name_device(leaf)} does not validate{facts}: {reason}"
-
-
-def _shorten(text: str) -> str:
-    if len(text) > _MAX_SUBJECT_IN_MESSAGE:
-        return text[:_MAX_SUBJECT_IN_MESSAGE] + "..."
-    return text

@@ -24,10 +24,15 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from devprov.core.certificate import common_name, describe_certificate
+from devprov.core.certificate import common_name, describe_certificate, parse_der_certificate
 from devprov.core.chain import issuer_path, validate_device_chain
 from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
-from devprov.core.error import AuthenticationError, DevprovError, InvalidDeviceCertificateError
+from devprov.core.error import (
+    AuthenticationError,
+    DevprovError,
+    InvalidDeviceCertificateError,
+    InvalidInputError,
+)
 from devprov.core.registration import AttestationMethod, CertificateSummary, summarize_certificate
 from devprov.core.registration_id import validate_registration_id
 from devprov.core.sas import (
@@ -100,12 +105,17 @@ def attest(
 
 
 def _parse_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
-    try:
-        return [x509.load_der_x509_certificate(der) for der in chain_der]
-    except ValueError as exc:
-        raise DeviceAttestationError(
-            f"the presented certificate chain does not parse: {exc}"
-        ) from exc
+    chain: list[x509.Certificate] = []
+    for index, der in enumerate(chain_der):
+        try:
+            chain.append(parse_der_certificate(der))
+        except InvalidInputError as exc:
+            which = "the device's own certificate" if index == 0 else f"certificate {index + 1}"
+            raise DeviceAttestationError(
+                f"the presented certificate chain does not parse: {which} of the "
+                f"{len(chain_der)} the device sent: {exc.message}"
+            ) from exc
+    return chain
 
 
 def _attest_x509(
@@ -120,8 +130,10 @@ def _attest_x509(
     leaf = chain[0]
     cn = common_name(leaf)
     if cn is None or cn.lower() != registration_id.lower():
+        found = "it has no CN" if cn is None else f"its CN is '{cn}'"
         raise DeviceAttestationError(
-            f"registration id '{registration_id}' is not the certificate's CN ({cn!r}); DPS requires them equal"
+            f"registration id '{registration_id}' is not the certificate's CN ({found}); "
+            "DPS requires them equal (docs/attestation.md#registration-id-and-the-certificate-cn)"
         )
     try:
         validate_registration_id(registration_id, x509=True)

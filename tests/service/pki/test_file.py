@@ -30,6 +30,7 @@ from devprov.service.pki.file import (
     write_certificates,
     write_private_key,
 )
+from tests.core.wording import assert_plain_words
 from tests.service.pki.factory import NOW, mode, public_der
 
 
@@ -129,6 +130,11 @@ def test_encrypted_key_needs_its_password(
     ("content", "error"),
     [
         pytest.param(b"not a key", MalformedKeyError, id="fail/garbage"),
+        pytest.param(
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            MalformedKeyError,
+            id="fail/broken-pem-body",
+        ),
         pytest.param(None, PkiFileNotFoundError, id="fail/missing"),
     ],
 )
@@ -138,8 +144,9 @@ def test_unreadable_key_files_raise_input_or_not_found_errors(
     path = tmp_path / "k.key"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(error, match=str(path)):
+    with pytest.raises(error, match=str(path)) as caught:
         load_private_key(path, None)
+    assert_plain_words(str(caught.value))
 
 
 @pytest.mark.parametrize(

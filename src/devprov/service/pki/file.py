@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from devprov.core.certificate import parse_certificates
+from devprov.core.encoding import describe_parse_failure
 from devprov.core.error import AlreadyExistsError, MalformedCertificateError
 from devprov.core.issuance import PrivateKey
 from devprov.service.pki.error import (
@@ -206,7 +207,12 @@ def load_private_key(
             raise WrongKeyPasswordError(
                 f"the password from {flag} does not decrypt the private key {path}"
             ) from exc
-        raise MalformedKeyError(f"{path} holds no readable PEM private key: {exc}") from exc
+        detail = (
+            describe_parse_failure(exc)
+            if b"PRIVATE KEY-----" in data
+            else "it has no '-----BEGIN ... PRIVATE KEY-----' block"
+        )
+        raise MalformedKeyError(f"{path} holds no readable PEM private key: {detail}") from exc
     except UnsupportedAlgorithm as exc:
         raise MalformedKeyError(f"the private key {path} uses an unsupported algorithm") from exc
     if not isinstance(
