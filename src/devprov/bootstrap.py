@@ -9,6 +9,12 @@ A data directory holds everything one devprov installation needs:
     DIR/tls/server.key     its key (0600)
     DIR/admin-token        the bearer token of the management API (0600)
     DIR/endpoint.json      where the server last listened, for the CLI's defaults
+    DIR/init.lock          held (flock) while a server initialises the directory
+
+Every file is 0600 and both directories 0700, whatever the umask and whatever the modes were
+before: each start makes them so, after a warning naming what others could reach. Every file
+devprov writes here is written atomically (``devprov.storage.file``), and a start initialises
+under an exclusive lock, so servers started together agree on one CA and one admin token.
 """
 
 from __future__ import annotations
@@ -20,24 +26,20 @@ import json
 import os
 import secrets
 import socket
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import sqlite3
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from devprov.core.error import (
     AlreadyExistsError,
-    InvalidInputError,
     NotFoundError,
-    NotPermittedError,
     StorageUnavailableError,
 )
-from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
 from devprov.core.sas import build_host_name
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
@@ -49,7 +51,24 @@ from devprov.service.port import UnitOfWork
 from devprov.service.provisioning import ServiceDirectory
 from devprov.service.registration import RegistrationStates
 from devprov.service.registry import CertificateRegistry
+from devprov.storage import server_tls
+from devprov.storage.data_dir import (
+    NotADataDirectoryError,
+    file_system_refusals,
+    full_disk_error,
+    is_nearly_full,
+    make_private_with_warning,
+    refuse_foreign_directory,
+    remove_leftovers,
+)
 from devprov.storage.database import create_database_engine, migrate, sqlite_url
+from devprov.storage.file import (
+    create_private_file,
+    exclusive_lock,
+    find_exposed,
+    make_private_directory,
+    write_atomically,
+)
 from devprov.storage.repository import SqlUnitOfWork
 
 DATA_DIR_ENV = "DEVPROV_DATA_DIR"
@@ -59,11 +78,11 @@ DEFAULT_SERVICE = "default"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8443
 
-# The server certificate is renewed at start-up when less than this is left of it.
-SERVER_CERT_DAYS = 397  # the CA/B Forum's ceiling for TLS server certificates
-SERVER_CERT_RENEW_BEFORE = timedelta(days=30)
-SERVER_CA_DAYS = 3650
 ADMIN_TOKEN_SETTING = "admin_token_sha256"  # noqa: S105 - a settings key, not a secret
+
+# SQLite's own files beside the database: the write-ahead log, its shared-memory index, and the
+# rollback journal of a database not yet in WAL mode (https://sqlite.org/tempfiles.html).
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
 class DataDirMissingError(NotFoundError):
@@ -71,20 +90,6 @@ class DataDirMissingError(NotFoundError):
 
     code = "DataDirectoryNotFound"
     number = 404150
-
-
-class NotADataDirectoryError(InvalidInputError):
-    """--data-dir names a file, or a directory that cannot be one (a parent is a file)."""
-
-    code = "NotADataDirectory"
-    number = 400250
-
-
-class DataDirectoryAccessError(NotPermittedError):
-    """The data directory cannot be created or written (permissions, a read-only file system)."""
-
-    code = "DataDirectoryNotWritable"
-    number = 403250
 
 
 def utc_now() -> datetime:
@@ -126,12 +131,32 @@ class DataDir:
         return self.tls / "server.key"
 
     @property
+    def tls_files(self) -> server_tls.TlsFiles:
+        return server_tls.TlsFiles(
+            self.ca_file, self.ca_key_file, self.server_cert_file, self.server_key_file
+        )
+
+    @property
     def admin_token_file(self) -> Path:
         return self.root / "admin-token"
 
     @property
     def endpoint_file(self) -> Path:
         return self.root / "endpoint.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "init.lock"
+
+    def private_files(self) -> list[Path]:
+        """Every file devprov keeps here (those that exist or may)."""
+        database = [self.root / f"{self.database.name}{s}" for s in SQLITE_SUFFIXES]
+        tls = [self.ca_file, self.ca_key_file, self.server_cert_file, self.server_key_file]
+        return [*database, self.admin_token_file, self.endpoint_file, self.lock_file, *tls]
+
+    def is_initialised(self) -> bool:
+        """True when the directory holds any of devprov's own files."""
+        return self.tls.exists() or any(p.exists() for p in self.private_files())
 
     def check(self) -> None:
         """Raise :class:`NotADataDirectoryError` when the root exists and is not a directory."""
@@ -163,7 +188,9 @@ class DataDir:
         name = public_host(host)
         name = f"[{name}]" if ":" in name else name  # an IPv6 address, RFC 3986 3.2.2
         url = f"https://{build_host_name(f'{name}:{port}')}"
-        _write_private(self.endpoint_file, json.dumps({"host": host, "port": port, "url": url}))
+        document = json.dumps({"host": host, "port": port, "url": url})
+        with file_system_refusals(self.root):
+            write_atomically(self.endpoint_file, document.encode("utf-8"))
         return url
 
 
@@ -172,61 +199,9 @@ def public_host(host: str) -> str:
     return "localhost" if host in ("", "0.0.0.0", "::", "127.0.0.1", "::1") else host  # noqa: S104
 
 
-def _write_private(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
-def _cert_pem(*certificates: x509.Certificate) -> str:
-    return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
-
-
 def ensure_tls_material(data: DataDir, hosts: list[str], now: datetime) -> bool:
     """Create the local server CA and a server certificate; renew the latter near expiry."""
-    data.tls.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if data.ca_file.exists() and data.ca_key_file.exists():
-        ca_cert = x509.load_pem_x509_certificate(data.ca_file.read_bytes())
-        loaded = serialization.load_pem_private_key(data.ca_key_file.read_bytes(), None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{data.ca_key_file} is not an EC key")
-        ca_key = loaded
-    else:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = build_root_certificate(
-            ca_key,
-            f"devprov local server CA ({socket.gethostname()})",
-            serial=secrets.randbits(127) + 1,
-            now=now,
-            days=SERVER_CA_DAYS,
-            path_length=0,
-        )
-        _write_private(data.ca_key_file, _key_pem(ca_key))
-        data.ca_file.write_text(_cert_pem(ca_cert))
-    if data.server_cert_file.exists() and data.server_key_file.exists():
-        current = x509.load_pem_x509_certificates(data.server_cert_file.read_bytes())[0]
-        if current.not_valid_after_utc - now > SERVER_CERT_RENEW_BEFORE:
-            return False
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = build_server_certificate(
-        server_key.public_key(),
-        hosts,
-        Issuer(ca_cert, ca_key),
-        serial=secrets.randbits(127) + 1,
-        now=now,
-        days=SERVER_CERT_DAYS,
-    )
-    _write_private(data.server_key_file, _key_pem(server_key))
-    data.server_cert_file.write_text(_cert_pem(server_cert, ca_cert))
-    return True
+    return server_tls.ensure_tls_material(data.tls_files, hosts, now)
 
 
 def server_hosts(extra: list[str] | None = None) -> list[str]:
@@ -266,60 +241,128 @@ class Container:
 def open_container(
     data_dir: Path, *, initialize: bool = False, hosts: list[str] | None = None
 ) -> Container:
-    """Open (and with ``initialize``, create) the data directory and wire the use cases."""
+    """Open (and with ``initialize``, create) the data directory and wire the use cases.
+
+    Initialising holds the directory's lock from the first file it may create to the default
+    service, so servers started together on a fresh directory create one CA, one server
+    certificate and one admin token, and each finds the others' work complete.
+    """
     data = DataDir(data_dir)
     data.check()
-    if initialize:
-        _create(data, hosts)
-    elif not data.root.exists():
+    if not initialize:
+        _check_initialised(data)
+        engine = _open_database(data)
+        try:
+            token_hash = _stored_token_hash(data, engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return _wire(data, engine, token_hash, created_secrets=False)
+    with file_system_refusals(data.root):
+        exposed = find_exposed([data.root])  # before anything here changes its mode
+        own = {p.name for p in data.private_files() if p.parent == data.root} | {data.tls.name}
+        refuse_foreign_directory(data.root, own, data.is_initialised)
+        make_private_directory(data.root)
+        with exclusive_lock(data.lock_file):
+            make_private_with_warning(
+                data.root, [data.root, data.tls], data.private_files(), exposed
+            )
+            remove_leftovers([*astuple(data.tls_files), data.admin_token_file])
+            ensure_tls_material(data, server_hosts(hosts), utc_now())
+            if not os.environ.get(DATABASE_URL_ENV):
+                # SQLite would create it with the umask's mode; its -wal and -shm files take
+                # the database's mode (sqlite/sqlite:src/os_unix.c, findCreateFileMode).
+                create_private_file(data.database)
+            engine = _open_database(data)
+            try:
+                token_hash, created_secrets = _initialise_secrets(data, engine)
+            except StorageUnavailableError as exc:
+                engine.dispose()
+                if is_nearly_full(data.root):
+                    raise full_disk_error(data.root, exc.message) from exc
+                raise
+            except BaseException:
+                engine.dispose()
+                raise
+    return _wire(data, engine, token_hash, created_secrets=created_secrets)
+
+
+def _check_initialised(data: DataDir) -> None:
+    if not data.root.exists():
         raise DataDirMissingError(
             f"data directory {data.root} does not exist; start the server once with "
             f"'devprov serve --data-dir {data.root}' to create it"
         )
-    elif not os.environ.get(DATABASE_URL_ENV) and not data.database.exists():
+    if not os.environ.get(DATABASE_URL_ENV) and not data.database.exists():
         raise DataDirMissingError(
             f"{data.root} is not a devprov data directory (it has no {data.database.name}); "
             f"start the server once with 'devprov serve --data-dir {data.root}' to create one"
         )
+
+
+def _open_database(data: DataDir) -> Engine:
     engine = create_database_engine(data.database_url())
     try:
         migrate(engine)
     except DBAPIError as exc:
         engine.dispose()
+        full = getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        if full or is_nearly_full(data.root):
+            raise full_disk_error(data.root, str(exc.orig)) from exc
         raise StorageUnavailableError(
             f"cannot open the database of {data.root}: {exc.orig}; is it a devprov data directory?"
         ) from exc
+    return engine
 
-    def uow(*, read_only: bool = False) -> UnitOfWork:
-        return SqlUnitOfWork(engine, read_only=read_only)
 
-    registry = CertificateRegistry(uow, utc_now, secrets.token_bytes)
-    directory = ServiceDirectory(uow, utc_now, secrets.token_bytes)
-    created_secrets = False
-    with uow() as unit:
+def _stored_token_hash(data: DataDir, engine: Engine) -> str:
+    with SqlUnitOfWork(engine, read_only=True) as unit:
         token_hash = unit.settings.get(ADMIN_TOKEN_SETTING)
-        if token_hash is None or (initialize and data.admin_token() is None):
-            if not initialize:
-                raise DataDirMissingError(
-                    f"{data.root} has no admin token; run 'devprov serve --data-dir {data.root}' "
-                    "once"
-                )
+    if token_hash is None:
+        raise DataDirMissingError(
+            f"{data.root} has no admin token; run 'devprov serve --data-dir {data.root}' once"
+        )
+    return token_hash
+
+
+def _initialise_secrets(data: DataDir, engine: Engine) -> tuple[str, bool]:
+    """The admin token's hash, created with its file when either is missing, and the default
+    service when there is none; True when this created secrets."""
+    created_secrets = False
+    with SqlUnitOfWork(engine) as unit:
+        token_hash = unit.settings.get(ADMIN_TOKEN_SETTING)
+        if token_hash is None or data.admin_token() is None:
             token = secrets.token_urlsafe(32)
-            _write_private(data.admin_token_file, token + "\n")
+            # The file first: a failure between the two leaves a hash without its token, which
+            # the next start replaces, never a token the server would refuse.
+            write_atomically(data.admin_token_file, (token + "\n").encode("ascii"))
             token_hash = hash_token(token)
             unit.settings.put(ADMIN_TOKEN_SETTING, token_hash)
             unit.commit()
             created_secrets = True
-    if initialize and not directory.all():
-        # Another process initialising the same directory may have created it first.
+
+    def uow(*, read_only: bool = False) -> UnitOfWork:
+        return SqlUnitOfWork(engine, read_only=read_only)
+
+    directory = ServiceDirectory(uow, utc_now, secrets.token_bytes)
+    if not directory.all():
+        # A data directory on a shared database (DEVPROV_DATABASE_URL) may see another
+        # installation create it first; the lock covers one directory only.
         with contextlib.suppress(AlreadyExistsError):
             directory.create(DEFAULT_SERVICE)
             created_secrets = True
+    return token_hash, created_secrets
+
+
+def _wire(data: DataDir, engine: Engine, token_hash: str, *, created_secrets: bool) -> Container:
+    def uow(*, read_only: bool = False) -> UnitOfWork:
+        return SqlUnitOfWork(engine, read_only=read_only)
+
     return Container(
         data=data,
         engine=engine,
-        registry=registry,
-        directory=directory,
+        registry=CertificateRegistry(uow, utc_now, secrets.token_bytes),
+        directory=ServiceDirectory(uow, utc_now, secrets.token_bytes),
         audit=AuditTrail(uow),
         admin_token_sha256=token_hash,
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
@@ -331,28 +374,6 @@ def open_container(
         server_names=frozenset(_server_names(data)),
         created_secrets=created_secrets,
     )
-
-
-def _create(data: DataDir, hosts: list[str] | None) -> None:
-    """Create the data directory and its TLS material; file system refusals become errors that
-    say which path and what to do."""
-    try:
-        data.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ensure_tls_material(data, server_hosts(hosts), utc_now())
-    except (NotADirectoryError, FileExistsError) as exc:
-        blocking = next(
-            (p for p in (data.root, *data.root.parents) if p.exists() and not p.is_dir()),
-            Path(str(exc.filename)),
-        )
-        raise NotADataDirectoryError(
-            f"cannot create the data directory {data.root}: {blocking} is a file, not a "
-            "directory; choose another --data-dir"
-        ) from exc
-    except OSError as exc:
-        raise DataDirectoryAccessError(
-            f"cannot create or write the data directory {data.root} ({exc.filename}: "
-            f"{exc.strerror}); choose a --data-dir you may write to"
-        ) from exc
 
 
 def _server_names(data: DataDir) -> list[str]:
