@@ -6,24 +6,37 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import multiprocessing
+import os
 import shlex
 import signal
-from multiprocessing.process import BaseProcess
+import socket
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir
 from devprov.cli.output import add_json_flag, emit
+from devprov.cli.worker import (
+    end_with_parent,
+    parent_gone,
+    start_worker,
+    stop_workers,
+    wait_for_workers,
+)
 from devprov.core.error import InvalidInputError
 from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
+from devprov.http.listener import bind_listeners
 from devprov.http.server import HttpsServer
 from devprov.http.tls import build_server_context
 from devprov.service.model import OWNER_POLICY
+from devprov.storage.file import PRIVATE_UMASK
 
 MAX_PORT = 65535
+
+# How long a stopping server waits for each worker to finish its requests in flight.
+WORKER_STOP_SECONDS = 15
 
 
 def register(subparsers: Any) -> None:
@@ -164,20 +177,30 @@ def _serve(args: argparse.Namespace) -> int:
     extra_hosts = [*args.san]
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
-    c = open_container(root, initialize=True, hosts=extra_hosts)
-    info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
-    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
+    # Whatever the server or a library it uses creates is the owner's alone (the data
+    # directory's files are made 0600 explicitly too; this covers what devprov does not name).
+    previous_umask = os.umask(PRIVATE_UMASK)
+    try:
+        c = open_container(root, initialize=True, hosts=extra_hosts)
+        info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
+        return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
+    finally:
+        os.umask(previous_umask)
 
 
 async def _run(
     c: Container, host: str, port: int, workers: int, log_level: str, info_command: str
 ) -> int:
     server = _server(c)
-    # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
-    # spreads new connections across them; one Python process uses at most one core.
-    bound = await server.start(host, port, reuse_port=workers > 1)
+    # With several workers, all accept on the sockets bound here (devprov.http.listener says
+    # why not SO_REUSEPORT); one Python process uses at most one core.
+    listeners = bind_listeners(host, port)
+    await server.serve_on(listeners)
+    bound = int(listeners[0].getsockname()[1])
     url = c.data.write_endpoint(host, bound)
-    children = [_start_worker(c.data.root, host, bound, log_level) for _ in range(workers - 1)]
+    children = [
+        start_worker(_worker, c.data.root, listeners, log_level) for _ in range(workers - 1)
+    ]
     facts = describe(c, url)
     if c.created_secrets:
         # The one time the secrets are printed: the start that created them.
@@ -191,11 +214,9 @@ async def _run(
         flush=True,
     )
     await _wait_for_signal()
-    for child in children:
-        child.terminate()
+    stop_workers(children)
     await server.close()
-    for child in children:
-        child.join(timeout=15)
+    await asyncio.to_thread(wait_for_workers, children, WORKER_STOP_SECONDS)
     c.engine.dispose()
     print("devprov stopped", flush=True)
     return 0
@@ -227,23 +248,23 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-def _start_worker(root: Path, host: str, port: int, log_level: str) -> BaseProcess:
-    process = multiprocessing.get_context("spawn").Process(
-        target=_worker, args=(root, host, port, log_level), daemon=True
-    )
-    process.start()
-    return process
-
-
-def _worker(root: Path, host: str, port: int, log_level: str) -> None:
-    """A further server process on the same data directory and port."""
+def _worker(
+    root: Path, listeners: list[socket.socket], log_level: str, lifeline: Connection, parent: int
+) -> None:
+    """A further server process on the same data directory and the same listening sockets; it
+    ends with the server process (devprov.cli.worker)."""
+    end_with_parent(parent)
     _configure_logging(log_level)
     c = open_container(root)
 
     async def serve() -> None:
         server = _server(c)
-        await server.start(host, port, reuse_port=True)
-        await _wait_for_signal()
+        await server.serve_on(listeners)
+        stop = asyncio.ensure_future(_wait_for_signal())
+        gone = asyncio.ensure_future(parent_gone(lifeline))
+        await asyncio.wait([stop, gone], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stop, gone):
+            waiter.cancel()
         await server.close()
 
     try:

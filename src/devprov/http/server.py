@@ -16,19 +16,18 @@ ASGI type aliases.
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
 import socket
 from collections.abc import Awaitable
 from typing import Any
 
 from OpenSSL import SSL
 
-from devprov.core.error import ConflictError, InvalidInputError
+from devprov.core.error import DevprovError
 from devprov.http.asgi import AsgiApp, Message, Receive, Scope, Send
 from devprov.http.connection import HttpsConnection
 from devprov.http.cycle import ClientDisconnected
 from devprov.http.lifespan import Lifespan, LifespanStartupFailed
+from devprov.http.listener import CannotListenError, PortInUseError, bind_listeners
 
 __all__ = [
     "AsgiApp",
@@ -45,44 +44,6 @@ __all__ = [
 
 # close(): how long requests in flight get before their connections are cut.
 SHUTDOWN_GRACE_SECONDS = 10.0
-
-
-class PortInUseError(ConflictError):
-    """The port is taken by another process (often a devprov server already running)."""
-
-    code = "PortInUse"
-    number = 409160
-
-
-class CannotListenError(InvalidInputError):
-    """The server cannot listen on that host and port (no such local address, a port below 1024
-    without the right to bind it)."""
-
-    code = "CannotListen"
-    number = 400260
-
-
-def _listen_error(exc: OSError, host: str, port: int) -> InvalidInputError | ConflictError:
-    where = f"{host}:{port}"
-    # asyncio's strerror repeats the address; the errno's own text is enough beside ``where``.
-    reason = exc.strerror if isinstance(exc, socket.gaierror) else None
-    reason = reason or (os.strerror(exc.errno) if exc.errno else str(exc))
-    if exc.errno == errno.EADDRINUSE:
-        return PortInUseError(
-            f"{where} is already in use (is another 'devprov serve' running?); stop that "
-            "process or choose another port with --port"
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return CannotListenError(
-            f"not permitted to listen on {where}: ports below 1024 need root or "
-            "CAP_NET_BIND_SERVICE; choose another port with --port"
-        )
-    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-        return CannotListenError(
-            f"cannot listen on {where}: {host!r} is not an address of this machine "
-            f"({reason}); pass --host 127.0.0.1, 0.0.0.0 or one of its addresses"
-        )
-    return CannotListenError(f"cannot listen on {where}: {reason}")
 
 
 class HttpsServer:
@@ -117,31 +78,41 @@ class HttpsServer:
         self._drained = asyncio.Event()
         self._closed = False
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+    async def start(self, host: str, port: int) -> int:
         """Listen on ``host``:``port`` (0 picks a port) and return the port bound.
 
         May be called again for more listeners. The first call runs the app's lifespan startup
         and raises :class:`LifespanStartupFailed` if the app reports a failure. Raises
         :class:`PortInUseError` or :class:`CannotListenError` when the address cannot be bound.
         """
+        await self._start_lifespan()
+        try:
+            listeners = bind_listeners(host, port)
+        except DevprovError:
+            if not self._servers and self._lifespan is not None:
+                # Nothing listens: end the startup just run, as close() would have.
+                await self._lifespan.shutdown()
+                self._lifespan = None
+            raise
+        await self.serve_on(listeners)
+        return int(listeners[0].getsockname()[1])
+
+    async def serve_on(self, listeners: list[socket.socket]) -> None:
+        """Accept on sockets that already listen: bound by :func:`bind_listeners` in this process
+        or in the one that passed them on (``devprov serve --workers``). The server owns them
+        from now on and closes them in close()."""
+        await self._start_lifespan()
+        loop = asyncio.get_running_loop()
+        for listener in listeners:
+            server = await loop.create_server(lambda: HttpsConnection(self), sock=listener)
+            self._servers.append(server)
+
+    async def _start_lifespan(self) -> None:
         if self._closed:
             raise RuntimeError("the server is closed")
         if self._lifespan is None:
             self._lifespan = Lifespan(self.app)
             await self._lifespan.startup()
-        loop = asyncio.get_running_loop()
-        try:
-            server = await loop.create_server(
-                lambda: HttpsConnection(self), host, port, reuse_port=reuse_port
-            )
-        except OSError as exc:
-            if not self._servers and self._lifespan is not None:
-                # Nothing listens: end the startup just run, as close() would have.
-                await self._lifespan.shutdown()
-                self._lifespan = None
-            raise _listen_error(exc, host, port) from exc
-        self._servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
 
     @property
     def sockets(self) -> list[socket.socket]:
