@@ -7,7 +7,7 @@ write-ahead log with write(2) before the commit returns. The kernel keeps those 
 process dies, whatever the signal; the next opening of the database replays the log. The engine
 runs with ``synchronous=NORMAL`` (devprov.storage.database), which syncs the log at checkpoints
 rather than at each commit: enough for a process crash, not for a power cut or a kernel crash,
-which may lose the last commits (docs/operations.md#crashes-and-full-disks).
+which may lose the last commits (docs/operations.md#kill--9-and-acknowledged-writes).
 """
 
 from __future__ import annotations
