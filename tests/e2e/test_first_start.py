@@ -201,6 +201,21 @@ def test_serve_on_a_full_file_system_says_so_and_starts_later(small_fs: Path) ->
     assert "file system is full" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_serve_that_cannot_write_its_endpoint_says_so_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    first_start(root)
+    (root / "endpoint.json").unlink()
+    (root / "endpoint.json").mkdir(
+        mode=0o700
+    )  # in the way of the file a start writes once it listens
+    refused = subprocess.run(
+        serve_command(root, "--port", "0"), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert refused.returncode == 5, refused.stderr
+    assert refused.stderr.startswith("error: DataDirectoryNotWritable: ")
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+
+
 # --- modes ------------------------------------------------------------------------------------
 
 

@@ -172,6 +172,18 @@ def test_find_exposed_names_who_could_reach_what(tmp_path: Path) -> None:
     assert mode(tmp_path) == 0o700
 
 
+def test_make_private_leaves_a_planted_link_and_its_target_alone(tmp_path: Path) -> None:
+    """The twin of the test above: a symbolic link named like a data file is not followed."""
+    outside = tmp_path / "someone-elses"
+    outside.write_text("x")
+    outside.chmod(0o644)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "devprov.db").symlink_to(outside)
+    make_private([data], [data / "devprov.db"])
+    assert mode(outside) == 0o644 and mode(data) == 0o700
+
+
 def _hold(path: str, hold: float, ready: multiprocessing.synchronize.Event) -> None:
     with exclusive_lock(Path(path)):
         ready.set()

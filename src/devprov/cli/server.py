@@ -195,9 +195,14 @@ async def _run(
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
     listeners = bind_listeners(host, port)
-    await server.serve_on(listeners)
     bound = int(listeners[0].getsockname()[1])
-    url = c.data.write_endpoint(host, bound)
+    try:
+        url = c.data.write_endpoint(host, bound)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    await server.serve_on(listeners)
     children = [
         start_worker(_worker, c.data.root, listeners, log_level) for _ in range(workers - 1)
     ]

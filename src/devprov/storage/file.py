@@ -123,11 +123,20 @@ def find_exposed(paths: Iterable[Path]) -> list[Exposure]:
 
 
 def make_private(directories: Iterable[Path], files: Iterable[Path]) -> None:
-    """Set existing ``directories`` to 0700 and existing ``files`` to 0600."""
-    for paths, mode in ((directories, PRIVATE_DIRECTORY_MODE), (files, PRIVATE_FILE_MODE)):
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(path, mode)
+    """Set existing ``directories`` to 0700 and existing regular ``files`` to 0600.
+
+    A symbolic link among ``files`` is left alone: following it could change the mode of a file
+    outside the directory that someone else planted the link to.
+    """
+    for directory in directories:
+        if directory.is_dir():
+            os.chmod(directory, PRIVATE_DIRECTORY_MODE)
+    for file in files:
+        # SQLite removes its -wal and -shm files when another process closes the database: a
+        # file may go between the look and the change.
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(file.lstat().st_mode):
+                os.chmod(file, PRIVATE_FILE_MODE)
 
 
 @contextlib.contextmanager
