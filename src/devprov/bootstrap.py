@@ -38,6 +38,7 @@ from devprov.core.error import (
     StorageUnavailableError,
 )
 from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
+from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.sas import build_host_name
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
@@ -47,6 +48,7 @@ from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
 from devprov.service.port import UnitOfWork
 from devprov.service.provisioning import ServiceDirectory
+from devprov.service.refusal_log import RefusalLog
 from devprov.service.registration import RegistrationStates
 from devprov.service.registry import CertificateRegistry
 from devprov.storage.database import create_database_engine, migrate, sqlite_url
@@ -255,6 +257,7 @@ class Container:
     hubs: HubDirectory
     access: ServiceAccess
     server_names: frozenset[str]
+    refusals: RefusalLog
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -295,6 +298,7 @@ def open_container(
 
     registry = CertificateRegistry(uow, utc_now, secrets.token_bytes)
     directory = ServiceDirectory(uow, utc_now, secrets.token_bytes)
+    refusals = RefusalLog(uow, utc_now, RefusalWindows())
     created_secrets = False
     with uow() as unit:
         token_hash = unit.settings.get(ADMIN_TOKEN_SETTING)
@@ -324,11 +328,12 @@ def open_container(
         admin_token_sha256=token_hash,
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
         registration_states=RegistrationStates(uow, utc_now),
-        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes),
+        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, refusals),
         webhook=HttpAllocationWebhook(),
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),
+        refusals=refusals,
         created_secrets=created_secrets,
     )
 
