@@ -51,6 +51,7 @@ from devprov.service.provisioning import ServiceDirectory
 from devprov.service.refusal_log import RefusalLog
 from devprov.service.registration import RegistrationStates
 from devprov.service.registry import CertificateRegistry
+from devprov.service.retention import Retention
 from devprov.storage.database import create_database_engine, migrate, sqlite_url
 from devprov.storage.repository import SqlUnitOfWork
 
@@ -258,6 +259,7 @@ class Container:
     access: ServiceAccess
     server_names: frozenset[str]
     refusals: RefusalLog
+    retention: Retention
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -334,6 +336,7 @@ def open_container(
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),
         refusals=refusals,
+        retention=Retention(uow, utc_now),
         created_secrets=created_secrets,
     )
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from devprov.cli.common import add_data_dir, container
+from devprov.cli.housekeeping import add_retention_options, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.possession import DEFAULT_CODE_LIFETIME
 from devprov.service.model import DEFAULT_MAX_CERTIFICATES, ProvisioningService
@@ -57,6 +58,16 @@ def register(subparsers: Any) -> None:
     audit.add_argument("--registration", help="only this registration or enrollment id")
     audit.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
     audit.set_defaults(func=_audit)
+    audit_actions = audit.add_subparsers(dest="audit_action", metavar="ACTION")
+    prune = audit_actions.add_parser(
+        "prune",
+        help="delete audit events and finished operations past their retention, as the server "
+        "does periodically",
+    )
+    add_data_dir(prune)
+    add_json_flag(prune)
+    add_retention_options(prune)
+    prune.set_defaults(func=_prune)
 
 
 def _service_json(service: ProvisioningService) -> dict[str, Any]:
@@ -154,4 +165,31 @@ def _audit(args: argparse.Namespace) -> int:
         for r in rows
     )
     emit(args, rows, human or "no audit events")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    policy = retention_policy(args)
+    result = container(args).retention.prune(policy, limit=None)
+    cutoffs = {
+        "auditEventsBefore": result.audit_cutoff.isoformat() if result.audit_cutoff else None,
+        "operationsBefore": result.operation_cutoff.isoformat()
+        if result.operation_cutoff
+        else None,
+    }
+    human = [
+        f"deleted {result.audit_events} audit events"
+        + (f" from before {result.audit_cutoff:%Y-%m-%d %H:%M}Z" if result.audit_cutoff else ""),
+        f"deleted {result.operations} finished operations"
+        + (
+            f" from before {result.operation_cutoff:%Y-%m-%d %H:%M}Z"
+            if result.operation_cutoff
+            else ""
+        ),
+    ]
+    emit(
+        args,
+        {"auditEvents": result.audit_events, "operations": result.operations, **cutoffs},
+        "\n".join(human),
+    )
     return 0

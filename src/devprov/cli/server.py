@@ -15,8 +15,10 @@ from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.error import InvalidInputError
+from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
 from devprov.http.server import HttpsServer
@@ -51,6 +53,7 @@ def register(subparsers: Any) -> None:
         default=1,
         help="server processes sharing the port (default 1; one per core uses every core)",
     )
+    add_retention_options(serve)
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
@@ -160,17 +163,24 @@ def _serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
+    retention = retention_policy(args)
     root = data_dir(args).root
     extra_hosts = [*args.san]
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
     c = open_container(root, initialize=True, hosts=extra_hosts)
     info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
-    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
+    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info, retention))
 
 
 async def _run(
-    c: Container, host: str, port: int, workers: int, log_level: str, info_command: str
+    c: Container,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    info_command: str,
+    retention: RetentionPolicy,
 ) -> int:
     server = _server(c)
     # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
@@ -190,10 +200,14 @@ async def _run(
         f"\ndevprov is listening on {url} ({host}:{bound}{suffix}); press Ctrl+C to stop",
         flush=True,
     )
+    stopping = asyncio.Event()
+    housekeeping = asyncio.create_task(keep_house(c, stopping, retention=retention))
     await _wait_for_signal()
     for child in children:
         child.terminate()
     await server.close()
+    stopping.set()
+    await housekeeping
     for child in children:
         child.join(timeout=15)
     c.engine.dispose()
@@ -243,8 +257,12 @@ def _worker(root: Path, host: str, port: int, log_level: str) -> None:
     async def serve() -> None:
         server = _server(c)
         await server.start(host, port, reuse_port=True)
+        stopping = asyncio.Event()
+        housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))
         await _wait_for_signal()
         await server.close()
+        stopping.set()
+        await housekeeping
 
     try:
         asyncio.run(serve())
