@@ -14,8 +14,9 @@ from devprov.core.error import InvalidInputError
 
 # A quarter of a year of who did what: long enough to look back over an incident found late.
 DEFAULT_AUDIT_RETENTION_DAYS = 90
-# A device polls its operation seconds after registering (docs/sdk-clients.md#python-device-
-# statuses-polling-and-timeouts); a week leaves an operator time to look one up by its id.
+# A device polls its operation seconds after registering
+# (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts); a week leaves an operator
+# time to look one up by its id.
 DEFAULT_OPERATION_RETENTION_DAYS = 7
 # The longest retention accepted: a century, far past any record's use, and well inside what a
 # datetime can subtract from today.
