@@ -52,7 +52,7 @@ def _refused(network: str, why: str) -> RefusedNetwork:
 
 
 # Refused unless `devprov serve --webhook-allow` covers the address. The sources are listed in
-# docs/operations.md#destinations.
+# docs/operations.md#webhook-destinations.
 REFUSED_NETWORKS: tuple[RefusedNetwork, ...] = (
     _refused("169.254.0.0/16", "link-local (RFC 3927), where clouds serve instance metadata"),
     _refused("fe80::/10", "link-local (RFC 4291)"),
@@ -60,7 +60,7 @@ REFUSED_NETWORKS: tuple[RefusedNetwork, ...] = (
     _refused("fd20:ce::254/128", "the Google Compute Engine metadata server"),
     _refused("100.100.100.200/32", "the Alibaba Cloud instance metadata service"),
     _refused("168.63.129.16/32", "the Azure platform's WireServer"),
-    _refused("0.0.0.0/8", "no host address ('this network', RFC 791)"),
+    _refused("0.0.0.0/8", "no host address ('this network', RFC 1122)"),
     _refused("::/128", "the unspecified address"),
     _refused("224.0.0.0/4", "multicast"),
     _refused("255.255.255.255/32", "broadcast"),
