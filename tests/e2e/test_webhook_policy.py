@@ -81,6 +81,11 @@ def test_a_refused_destination_fails_the_registration(
         assert f"http://0.0.0.0:{port}/alloc?<redacted> was not called" in state["errorMessage"]
         assert "--webhook-allow 0.0.0.0/8" in state["errorMessage"]
         assert "d-0" not in seen
+        register = ["device", "register", "d-00", "--group-key", GROUP_KEY, *server.cli_args()]
+        assert main(register) == 1
+        printed = capsys.readouterr().out
+        assert "error:       400207: Custom allocation failed" in printed
+        assert "the reason:  devprov registration show d-00" in printed
         log = "".join(server.output)
     assert "was not called" in log and KEY not in log
 
