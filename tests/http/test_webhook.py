@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_network
 
+import httpcore
 import pytest
 
 from devprov.core.error import WebhookDestinationRefusedError, WebhookFailedError
 from devprov.core.outbound import MAX_WEBHOOK_RESPONSE_BYTES
-from devprov.http.webhook import HttpAllocationWebhook, resolve_host
+from devprov.http.webhook import MAX_PENDING_LOOKUPS, HttpAllocationWebhook, resolve_host
 from tests.http.conftest import Pki
 
 OK = json.dumps({"iotHubHostName": "hub-a"}).encode()
@@ -277,6 +278,40 @@ def test_the_deadline_covers_a_slow_name_lookup(webhook: Webhook) -> None:
     assert "deadline" in outcome.message
     assert time.monotonic() - started < 0.9
     assert webhook.seen.requests == []
+
+
+def test_a_hanging_resolver_cannot_pile_up_threads() -> None:
+    release = threading.Event()
+
+    def hanging_getaddrinfo(*args: object, **kwargs: object) -> list[object]:
+        release.wait(10)  # a resolver that does not answer: the fault simulated
+        return []
+
+    resolve = functools.partial(resolve_host, getaddrinfo=hanging_getaddrinfo)
+    refused: list[str] = []
+    try:
+        # Each call gives up after 0.01 s and leaves its lookup pending (another test's may be
+        # pending too): within the cap's count of calls, one is refused without a thread.
+        for _ in range(MAX_PENDING_LOOKUPS + 1):
+            try:
+                resolve("fn.test", 80, 0.01)
+            except httpcore.ConnectTimeout:
+                continue
+            except httpcore.ConnectError as exc:
+                refused.append(str(exc))
+                break
+    finally:
+        release.set()
+    assert refused and "name lookups are already pending" in refused[0]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the pending lookups end; a new one is accepted again
+        try:
+            assert resolve_host("localhost", 80, 1)
+            break
+        except httpcore.ConnectError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the pending lookups were never released")
 
 
 # --- the size cap, counted while the answer streams in -----------------------------------------

@@ -58,6 +58,12 @@ HTTPCORE_LOGGER = "httpcore"
 # Writes go out in pieces this large, each bounded by what is left of the deadline.
 WRITE_CHUNK_BYTES = 16 * 1024
 
+# Name lookups outlive a call's deadline when the resolver hangs (getaddrinfo cannot be
+# interrupted); past this many still pending, a call fails at once instead of adding a thread, so
+# that a dead resolver cannot pile up threads. Far above what a working resolver leaves pending.
+MAX_PENDING_LOOKUPS = 32
+_PENDING_LOOKUPS = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+
 # The failures httpcore reports for a call; each becomes a WebhookFailedError.
 HTTPCORE_ERRORS: tuple[type[Exception], ...] = (
     httpcore.TimeoutException,
@@ -81,6 +87,10 @@ def resolve_host(
         return [str(parse_address(host))]  # an address literal needs no lookup
     except ValueError:
         pass
+    if not _PENDING_LOOKUPS.acquire(blocking=False):
+        raise httpcore.ConnectError(
+            f"cannot resolve {host}: {MAX_PENDING_LOOKUPS} name lookups are already pending"
+        )
     found: list[list[str]] = []
     failed: list[OSError] = []
 
@@ -90,6 +100,8 @@ def resolve_host(
         except OSError as exc:
             failed.append(exc)
             return
+        finally:
+            _PENDING_LOOKUPS.release()
         found.append(list(dict.fromkeys(str(info[4][0]) for info in infos)))
 
     thread = threading.Thread(target=lookup, name="webhook-resolve", daemon=True)
