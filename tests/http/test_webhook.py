@@ -19,10 +19,17 @@ from ipaddress import ip_network
 
 import httpcore
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devprov.core.error import WebhookDestinationRefusedError, WebhookFailedError
 from devprov.core.outbound import MAX_WEBHOOK_RESPONSE_BYTES
-from devprov.http.webhook import MAX_PENDING_LOOKUPS, HttpAllocationWebhook, resolve_host
+from devprov.http.webhook import (
+    MAX_PENDING_LOOKUPS,
+    HttpAllocationWebhook,
+    _target,
+    resolve_host,
+)
 from tests.http.conftest import Pki
 
 OK = json.dumps({"iotHubHostName": "hub-a"}).encode()
@@ -451,3 +458,25 @@ def test_https_verifies_the_name_while_connecting_to_the_checked_address(
             client.call(url, {})
         assert SECRET not in caught.value.message
         assert tls_webhook.seen.requests == []
+
+
+# --- the URL parser ----------------------------------------------------------------------------
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.builds(
+            lambda scheme, rest: f"{scheme}://{rest}",
+            st.sampled_from(["http", "https", "HTTP", "ftp", ""]),
+            st.text(),
+        ),
+    )
+)
+def test_any_webhook_url_parses_or_fails_as_a_webhook_failure(url: str) -> None:
+    try:
+        target = _target(url)
+    except WebhookFailedError as exc:
+        assert "custom allocation webhook" in exc.message
+        return
+    assert target.url.scheme in (b"http", b"https") and target.url.host
