@@ -84,20 +84,21 @@ def redact_url(url: str) -> str:
     """``scheme://host[:port]/path`` with the userinfo, query and fragment replaced by
     ``<redacted>``: what a message may show of a URL. Never raises.
 
-    A URL whose authority does not parse (a password with a raw ``/`` or ``[`` in it, say) is
-    shown without it, and a path with an ``@`` in it (the rest of such a password) is not shown:
-    what cannot be told apart from a secret is not shown."""
+    A URL whose authority does not parse, or with an ``@`` past its authority, may hold a
+    password with a raw ``/``, ``?``, ``#`` or ``[`` in it, split across the parts: it is shown
+    as ``scheme://<redacted>``. What cannot be told apart from a secret is not shown."""
     try:
         parts = urlsplit(url)
         _ = parts.port
     except ValueError:
-        scheme = url.partition("://")[0] if "://" in url else ""
-        return f"{scheme}://{REDACTED}" if scheme.isalpha() else REDACTED
+        return _opaque(url)
+    if "@" in parts.path + parts.query + parts.fragment:
+        return _opaque(url)
     _userinfo, at, host = parts.netloc.rpartition("@")
     shown = f"{parts.scheme}://" if parts.scheme else ""
     if parts.netloc or parts.scheme:
         shown += (f"{REDACTED}@" if at else "") + host
-    shown += f"/{REDACTED}" if "@" in parts.path else parts.path
+    shown += parts.path
     if "?" in url:
         shown += f"?{REDACTED}"
     if parts.fragment:
@@ -105,14 +106,22 @@ def redact_url(url: str) -> str:
     return shown
 
 
+def _opaque(url: str) -> str:
+    scheme = url.partition("://")[0] if "://" in url else ""
+    return f"{scheme}://{REDACTED}" if scheme.isalpha() else REDACTED
+
+
 def _secret_parts(url: str) -> list[str]:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return [url]
+        return [url.partition("://")[2]]
     userinfo = parts.netloc.rpartition("@")[0]
-    found = [parts.query, parts.fragment, userinfo, userinfo.partition(":")[2]]
-    for parameter in parts.query.split("&"):
+    # urlsplit drops tabs and line breaks; the parts as written count too.
+    raw_query = url.partition("?")[2].partition("#")[0]
+    found = [parts.query, raw_query, parts.fragment, url.partition("#")[2]]
+    found += [userinfo, userinfo.partition(":")[2]]
+    for parameter in [*parts.query.split("&"), *raw_query.split("&")]:
         found += [parameter, parameter.partition("=")[2]]
     found += [unquote(p) for p in found]
     return sorted({p for p in found if p}, key=len, reverse=True)
@@ -122,6 +131,8 @@ def redact_text(text: str, url: str) -> str:
     """``text`` (a foreign library's error message, which may quote the URL) with ``url`` shown
     redacted and every secret part of it (userinfo, password, query, each query value, fragment,
     also percent-decoded) replaced wherever else it appears."""
+    if not url:
+        return text
     secrets = _secret_parts(url)
     pieces = text.split(url)
     for secret in secrets:
