@@ -83,6 +83,8 @@ def _behave(handler: BaseHTTPRequestHandler, behaviour: str, seen: Seen) -> None
         answer(500, b"{}")
     elif behaviour == "garbage":
         answer(200, b"not json")
+    elif behaviour == "deep":
+        answer(200, b"[" * 90_000)  # within the size cap, deeper than Python's recursion limit
     elif behaviour == "slow":
         time.sleep(1.0)
         answer(200, OK)
@@ -225,6 +227,7 @@ def test_userinfo_becomes_basic_authentication_and_stays_out_of_the_path(
     [
         pytest.param("error", "answered 500$", id="fail/status"),
         pytest.param("garbage", "answered with invalid JSON", id="fail/not-json"),
+        pytest.param("deep", "answered with invalid JSON", id="fail/nested-too-deep"),
         pytest.param("slow", "did not answer within its 0.3 s deadline", id="fail/timeout"),
         pytest.param("gzip", "Content-Encoding 'gzip'; devprov asks for", id="fail/compressed"),
         pytest.param(

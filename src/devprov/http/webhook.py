@@ -301,7 +301,7 @@ class HttpAllocationWebhook:
             ) from None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise WebhookFailedError(
                 f"the custom allocation webhook {redact_url(url)} answered with invalid JSON"
             ) from None
