@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,7 @@ from devprov.core.error import (
     StorageUnavailableError,
 )
 from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
+from devprov.core.outbound import Network
 from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.sas import build_host_name
 from devprov.http.webhook import HttpAllocationWebhook
@@ -269,9 +271,15 @@ class Container:
 
 
 def open_container(
-    data_dir: Path, *, initialize: bool = False, hosts: list[str] | None = None
+    data_dir: Path,
+    *,
+    initialize: bool = False,
+    hosts: list[str] | None = None,
+    webhook_allow: Sequence[Network] = (),
 ) -> Container:
-    """Open (and with ``initialize``, create) the data directory and wire the use cases."""
+    """Open (and with ``initialize``, create) the data directory and wire the use cases.
+    ``webhook_allow``: networks the allocation webhook may reach although the destination policy
+    refuses them (core.outbound)."""
     data = DataDir(data_dir)
     data.check()
     if initialize:
@@ -331,7 +339,7 @@ def open_container(
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
         registration_states=RegistrationStates(uow, utc_now),
         devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, refusals),
-        webhook=HttpAllocationWebhook(),
+        webhook=HttpAllocationWebhook(allowed=webhook_allow),
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),

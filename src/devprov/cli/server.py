@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import shlex
 import signal
+from ipaddress import ip_network
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from devprov.cli.common import add_data_dir, container, data_dir
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.error import InvalidInputError
+from devprov.core.outbound import Network
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
@@ -54,6 +56,15 @@ def register(subparsers: Any) -> None:
         help="server processes sharing the port (default 1; one per core uses every core)",
     )
     add_retention_options(serve)
+    serve.add_argument(
+        "--webhook-allow",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="let custom allocation webhooks reach this address or network (CIDR), which the "
+        "destination policy refuses (link-local, cloud metadata); repeatable; default none",
+    )
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
@@ -70,6 +81,15 @@ def _port(text: str) -> int:
     if not 0 <= value <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"{text} is not a port number (0 to {MAX_PORT})")
     return value
+
+
+def _network(text: str) -> Network:
+    try:
+        return ip_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not an address or a network in CIDR notation (169.254.10.0/24): {exc}"
+        ) from exc
 
 
 def describe(c: Container, url: str) -> dict[str, Any]:
@@ -168,9 +188,12 @@ def _serve(args: argparse.Namespace) -> int:
     extra_hosts = [*args.san]
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
-    c = open_container(root, initialize=True, hosts=extra_hosts)
+    allow = tuple(args.webhook_allow)
+    c = open_container(root, initialize=True, hosts=extra_hosts, webhook_allow=allow)
     info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
-    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info, retention))
+    return asyncio.run(
+        _run(c, args.host, args.port, args.workers, args.log_level, info, retention, allow)
+    )
 
 
 async def _run(
@@ -181,13 +204,17 @@ async def _run(
     log_level: str,
     info_command: str,
     retention: RetentionPolicy,
+    webhook_allow: tuple[Network, ...] = (),
 ) -> int:
     server = _server(c)
     # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
     # spreads new connections across them; one Python process uses at most one core.
     bound = await server.start(host, port, reuse_port=workers > 1)
     url = c.data.write_endpoint(host, bound)
-    children = [_start_worker(c.data.root, host, bound, log_level) for _ in range(workers - 1)]
+    children = [
+        _start_worker(c.data.root, host, bound, log_level, webhook_allow)
+        for _ in range(workers - 1)
+    ]
     facts = describe(c, url)
     if c.created_secrets:
         # The one time the secrets are printed: the start that created them.
@@ -217,9 +244,10 @@ async def _run(
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
+    # httpx and httpcore (the allocation webhook's client) log every request; devprov logs the
     # outcome that matters, the registration, itself.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Alembic's INFO lines (the dialect found, at every start; each migration step) are no news
     # to an operator; its warnings stay.
     logging.getLogger("alembic.runtime.migration").setLevel(
@@ -241,18 +269,22 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-def _start_worker(root: Path, host: str, port: int, log_level: str) -> BaseProcess:
+def _start_worker(
+    root: Path, host: str, port: int, log_level: str, webhook_allow: tuple[Network, ...]
+) -> BaseProcess:
     process = multiprocessing.get_context("spawn").Process(
-        target=_worker, args=(root, host, port, log_level), daemon=True
+        target=_worker, args=(root, host, port, log_level, webhook_allow), daemon=True
     )
     process.start()
     return process
 
 
-def _worker(root: Path, host: str, port: int, log_level: str) -> None:
+def _worker(
+    root: Path, host: str, port: int, log_level: str, webhook_allow: tuple[Network, ...] = ()
+) -> None:
     """A further server process on the same data directory and port."""
     _configure_logging(log_level)
-    c = open_container(root)
+    c = open_container(root, webhook_allow=webhook_allow)
 
     async def serve() -> None:
         server = _server(c)

@@ -27,7 +27,7 @@ from devprov.core.error import (
     InvalidInputError,
     MalformedRequestError,
 )
-from devprov.core.registration import RegistrationState
+from devprov.core.registration import RegistrationState, device_error
 from devprov.http.error import dps_error_response, new_tracking_id
 from devprov.http.request import case_insensitive, read_json, request_origin
 from devprov.service.attestation import Credentials, DeviceAttestationError
@@ -63,8 +63,11 @@ def operation_status_body(operation: Operation, state: RegistrationState | None)
         result = document.registration_result(state)
         result["status"] = operation.status
         if operation.error_code is not None:
-            result["errorCode"] = operation.error_code
-            result["errorMessage"] = operation.error_message
+            # What a device is shown; the precise reason is the operator's (GET /registrations,
+            # the audit trail, the log).
+            result["errorCode"], result["errorMessage"] = device_error(
+                operation.error_code, operation.error_message
+            )
         body["registrationState"] = result
     return body
 
@@ -99,7 +102,7 @@ async def _registration_body(request: Request) -> Mapping[str, Any] | None:
 async def register(request: Request, c: Container, origin: Origin) -> Response:
     payload = await _registration_body(request)
     force = request.query_params.get("forceRegistration", "").lower() == "true"
-    # Only the webhook, a network call of up to WEBHOOK_TIMEOUT_SECONDS, leaves the event loop
+    # Only the webhook, a network call of up to WEBHOOK_DEADLINE_SECONDS, leaves the event loop
     # (see http.app for why the rest runs on it).
     try:
         result = c.devices.register(
