@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -17,6 +16,7 @@ from devprov.core.error import (
     MissingCredentialsError,
     NotFoundError,
 )
+from devprov.core.json_text import parse_json
 
 # DPS's maximum message size (docs/dps-wire.md#limits-and-quotas). The HTTPS server refuses larger
 # bodies before the app sees them; this guard covers other servers and chunked bodies.
@@ -43,10 +43,7 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         if required:
             raise MalformedRequestError("the request needs a JSON body")
         return None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+    return parse_json(body)  # bounded nesting: core.json_text
 
 
 def bearer_token(request: Request) -> str:
