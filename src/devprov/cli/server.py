@@ -17,11 +17,13 @@ from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_contai
 from devprov.cli.common import add_data_dir, container, data_dir
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.error import InvalidInputError
+from devprov.core.printable import EscapingFormatter
 from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
 from devprov.http.server import HttpsServer
-from devprov.http.tls import build_server_context
+from devprov.http.tls import server_contexts
 from devprov.service.model import OWNER_POLICY
+from devprov.transport.policy import ConnectionPolicy, default_max_connections
 
 MAX_PORT = 65535
 
@@ -51,12 +53,31 @@ def register(subparsers: Any) -> None:
         default=1,
         help="server processes sharing the port (default 1; one per core uses every core)",
     )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="open connections per server process; past it new ones are closed at once "
+        "(default: the file-descriptor limit, 'ulimit -n', less 128; here "
+        f"{default_max_connections()})",
+    )
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
     add_data_dir(info)
     add_json_flag(info)
     info.set_defaults(func=_info)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
 
 
 def _port(text: str) -> int:
@@ -166,18 +187,34 @@ def _serve(args: argparse.Namespace) -> int:
         extra_hosts.append(args.host)
     c = open_container(root, initialize=True, hosts=extra_hosts)
     info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
-    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
+    policy = _policy(args.max_connections)
+    return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info, policy))
+
+
+def _policy(max_connections: int | None) -> ConnectionPolicy:
+    if max_connections is None:
+        return ConnectionPolicy()
+    return ConnectionPolicy(max_connections=max_connections)
 
 
 async def _run(
-    c: Container, host: str, port: int, workers: int, log_level: str, info_command: str
+    c: Container,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    info_command: str,
+    policy: ConnectionPolicy,
 ) -> int:
-    server = _server(c)
+    server = _server(c, policy)
     # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
     # spreads new connections across them; one Python process uses at most one core.
     bound = await server.start(host, port, reuse_port=workers > 1)
     url = c.data.write_endpoint(host, bound)
-    children = [_start_worker(c.data.root, host, bound, log_level) for _ in range(workers - 1)]
+    children = [
+        _start_worker(c.data.root, host, bound, log_level, policy.max_connections)
+        for _ in range(workers - 1)
+    ]
     facts = describe(c, url)
     if c.created_secrets:
         # The one time the secrets are printed: the start that created them.
@@ -202,7 +239,11 @@ async def _run(
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every line escaped: no client value reaches the terminal raw
+    # (docs/operations.md#escaping-client-values).
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
     # outcome that matters, the registration, itself.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -213,9 +254,9 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _server(c: Container) -> HttpsServer:
-    context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
-    return HttpsServer(build_app(c), context)
+def _server(c: Container, policy: ConnectionPolicy) -> HttpsServer:
+    contexts = server_contexts(c.data.server_cert_file, c.data.server_key_file)
+    return HttpsServer(build_app(c), contexts, policy=policy)
 
 
 async def _wait_for_signal() -> None:
@@ -227,21 +268,23 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-def _start_worker(root: Path, host: str, port: int, log_level: str) -> BaseProcess:
+def _start_worker(
+    root: Path, host: str, port: int, log_level: str, max_connections: int
+) -> BaseProcess:
     process = multiprocessing.get_context("spawn").Process(
-        target=_worker, args=(root, host, port, log_level), daemon=True
+        target=_worker, args=(root, host, port, log_level, max_connections), daemon=True
     )
     process.start()
     return process
 
 
-def _worker(root: Path, host: str, port: int, log_level: str) -> None:
+def _worker(root: Path, host: str, port: int, log_level: str, max_connections: int) -> None:
     """A further server process on the same data directory and port."""
     _configure_logging(log_level)
     c = open_container(root)
 
     async def serve() -> None:
-        server = _server(c)
+        server = _server(c, _policy(max_connections))
         await server.start(host, port, reuse_port=True)
         await _wait_for_signal()
         await server.close()

@@ -1,0 +1,412 @@
+"""One connection's limits over real TLS on 127.0.0.1: the cap and eviction, the timeout of each
+phase, and HTTP/1.1 strictness (http.connection, http.cycle, http.response).
+
+Every accept has its reject twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import select
+import socket
+import ssl
+import time
+from typing import Any
+
+import pytest
+
+from devprov.http.server import HttpsServer
+from devprov.transport.policy import ConnectionPolicy
+from tests.http.conftest import (
+    HOST,
+    EchoApp,
+    Pki,
+    Reply,
+    client_context,
+    connect,
+    exchange,
+    get,
+    parse_reply,
+    read_all,
+    run,
+    serving,
+)
+from tests.http.test_server import KEEP_ALIVE, read_reply
+
+# --- the cap ---------------------------------------------------------------------------------
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+def refused_without_tls(port: int) -> bool:
+    """Connect and wait: True if the server closed before sending a single byte."""
+    with socket.create_connection((HOST, port), timeout=5) as raw:
+        try:
+            return raw.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_past_the_cap_new_connections_are_closed_at_once_and_counted_in_one_line(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = EchoApp()
+    policy = ConnectionPolicy(max_connections=3, evict_after=60, report_interval=0.3)
+
+    async def scenario() -> Any:
+        async with serving(pki, app, policy=policy) as (server, port):
+            holders = [socket.create_connection((HOST, port)) for _ in range(3)]
+            await until(lambda: server.gate.open == 3)
+            start = time.monotonic()
+            refused = [await asyncio.to_thread(refused_without_tls, port) for _ in range(100)]
+            elapsed = time.monotonic() - start
+            with pytest.raises((ssl.SSLError, OSError)):
+                await asyncio.to_thread(exchange, port, client_context(pki), get())
+            await asyncio.sleep(0.5)  # the report interval passes
+            for holder in holders:
+                holder.close()
+            await until(lambda: server.gate.open == 0)
+            served = await asyncio.to_thread(exchange, port, client_context(pki), get())
+            return refused, elapsed, served
+
+    with caplog.at_level(logging.DEBUG, logger="devprov"):
+        refused, elapsed, served = run(scenario)
+    assert refused == [True] * 100 and elapsed < 5
+    assert served.status == 200 and app.calls == 1  # refused ones never reached the app
+    lines = [r for r in caplog.records if r.name == "devprov.transport"]
+    assert [r.getMessage() for r in lines] == [
+        "connections: refused 101 new connections at the cap in the last 0.3 s "
+        "(cap 3, --max-connections; 3 open)"
+    ]
+    assert all(r.exc_info is None for r in lines)  # and run() saw no ERROR and no traceback
+
+
+def test_under_the_cap_nothing_is_refused(pki: Pki) -> None:
+    async def scenario() -> Any:
+        policy = ConnectionPolicy(max_connections=5, evict_after=60)
+        async with serving(pki, EchoApp(), policy=policy) as (_, port):
+            holders = [socket.create_connection((HOST, port)) for _ in range(4)]
+            try:
+                return await asyncio.to_thread(exchange, port, client_context(pki), get())
+            finally:
+                for holder in holders:
+                    holder.close()
+
+    assert run(scenario).status == 200
+
+
+def keep_alive_client(port: int, pki: Pki) -> ssl.SSLSocket:
+    tls = connect(port, client_context(pki))
+    tls.sendall(KEEP_ALIVE)
+    assert read_reply(tls).status == 200
+    return tls
+
+
+def closed_by_server(tls: ssl.SSLSocket) -> bool:
+    try:
+        return tls.recv(1) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+
+
+def test_at_the_cap_the_longest_idle_connection_is_evicted_for_a_new_one(pki: Pki) -> None:
+    policy = ConnectionPolicy(max_connections=2, evict_after=0.3)
+
+    async def scenario() -> Any:
+        async with serving(pki, EchoApp(), policy=policy) as (_, port):
+            oldest = await asyncio.to_thread(keep_alive_client, port, pki)
+            await asyncio.sleep(0.1)
+            younger = await asyncio.to_thread(keep_alive_client, port, pki)
+            await asyncio.sleep(0.4)  # both idle past evict_after; oldest the longest
+            newcomer = await asyncio.to_thread(exchange, port, client_context(pki), get())
+            oldest_closed = await asyncio.to_thread(closed_by_server, oldest)
+            younger.sendall(KEEP_ALIVE)  # still served
+            again = await asyncio.to_thread(read_reply, younger)
+            oldest.close()
+            younger.close()
+            return newcomer, oldest_closed, again
+
+    newcomer, oldest_closed, again = run(scenario)
+    assert newcomer.status == 200
+    assert oldest_closed
+    assert again.status == 200
+
+
+def test_at_the_cap_connections_being_answered_are_not_evicted(pki: Pki) -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    policy = ConnectionPolicy(max_connections=2, evict_after=0.2)
+
+    async def scenario() -> Any:
+        async with serving(pki, slow, policy=policy) as (server, port):
+            waiting = [
+                asyncio.create_task(asyncio.to_thread(exchange, port, client_context(pki), get()))
+                for _ in range(2)
+            ]
+            await until(lambda: len(server._tasks) == 2)  # both handlers at work
+            await asyncio.sleep(0.4)
+            refused = await asyncio.to_thread(refused_without_tls, port)
+            release.set()
+            return refused, await asyncio.gather(*waiting)
+
+    refused, answered = run(scenario)
+    assert refused
+    assert [reply.status for reply in answered] == [200, 200]
+
+
+# --- timeouts of each phase --------------------------------------------------------------------
+
+
+def drip(tls: ssl.SSLSocket, pieces: list[bytes], gap: float) -> bytes:
+    """Send ``pieces`` ``gap`` seconds apart until the server answers; then read to the end."""
+    received = b""
+    for piece in pieces:
+        tls.sendall(piece)
+        if select.select([tls], [], [], gap)[0]:
+            tls.setblocking(False)
+            try:
+                received = tls.recv(65536)  # an answer, or only TLS 1.3 session tickets
+            except ssl.SSLWantReadError:
+                continue
+            finally:
+                tls.setblocking(True)
+            break
+    try:
+        return received + read_all(tls)
+    except OSError:
+        return received
+
+
+def timed(pki: Pki, policy: ConnectionPolicy, talk: Any, app: Any = None) -> tuple[Any, float]:
+    async def scenario() -> Any:
+        async with serving(pki, app or EchoApp(), policy=policy) as (_, port):
+            start = time.monotonic()
+            result = await asyncio.to_thread(talk, port)
+            return result, time.monotonic() - start
+
+    return run(scenario)
+
+
+def test_a_head_that_trickles_in_gets_408_at_the_head_timeout(pki: Pki) -> None:
+    def slow_loris(port: int) -> bytes:
+        with connect(port, client_context(pki)) as tls:
+            pieces = [b"GET / HTTP/1.1\r\n"] + [b"X-Pad: %d\r\n" % n for n in range(40)]
+            return drip(tls, pieces, 0.05)  # a header every 50 ms: never quiet for long
+
+    answer, waited = timed(pki, ConnectionPolicy(head_timeout=0.4), slow_loris)
+    reply = parse_reply(answer)
+    assert reply.status == 408
+    assert reply.json()["message"] == "the request head did not arrive within 0.4 s"
+    assert reply.headers["connection"] == "close"
+    assert waited < 1.9  # the drip would have lasted 2 s
+
+
+def test_the_first_request_is_timed_from_the_end_of_the_handshake(pki: Pki) -> None:
+    def silent(port: int) -> bytes:
+        with connect(port, client_context(pki)) as tls:
+            return read_all(tls)
+
+    answer, waited = timed(pki, ConnectionPolicy(head_timeout=0.3), silent)
+    assert parse_reply(answer).status == 408
+    assert 0.25 < waited < 2
+
+
+def test_keep_alive_waits_longer_than_a_head_may_take(pki: Pki) -> None:
+    def pause_then_ask(port: int) -> tuple[int, int]:
+        with connect(port, client_context(pki)) as tls:
+            tls.sendall(KEEP_ALIVE)
+            first = read_reply(tls).status
+            time.sleep(0.6)  # past the head timeout, within keep-alive
+            tls.sendall(KEEP_ALIVE)
+            return first, read_reply(tls).status
+
+    policy = ConnectionPolicy(head_timeout=0.3, keep_alive_timeout=2.0)
+    statuses, _ = timed(pki, policy, pause_then_ask)
+    assert statuses == (200, 200)
+
+
+def body_request(declared: int) -> bytes:
+    head = (
+        f"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {declared}\r\n"
+    )
+    return head.encode() + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("gap", "status"),
+    [(0.01, 200), (0.1, 408)],
+    ids=["ok/body-within-the-deadline", "fail/body-drips-past-the-deadline"],
+)
+def test_a_body_has_one_total_deadline(pki: Pki, gap: float, status: int) -> None:
+    def send_body(port: int) -> bytes:
+        with connect(port, client_context(pki)) as tls:
+            tls.sendall(body_request(20))
+            return drip(tls, [b"x"] * 20, gap)  # 0.2 s or 2 s in all, never 0.5 s quiet
+
+    answer, waited = timed(pki, ConnectionPolicy(body_timeout=0.5), send_body)
+    reply = parse_reply(answer)
+    assert reply.status == status
+    if status == 408:
+        assert reply.json()["message"] == "the request body did not arrive within 0.5 s"
+        assert waited < 1.9
+
+
+def test_a_handler_past_its_timeout_is_cancelled_and_answered_503(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    cancelled: list[bool] = []
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        delay = 10.0 if scope["path"] == "/slow" else 0.05
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def both(port: int) -> tuple[Reply, Reply]:
+        context = client_context(pki)
+        return exchange(port, context, get("/fast")), exchange(port, context, get("/slow"))
+
+    with caplog.at_level(logging.INFO, logger="devprov"):
+        (fast, slow_reply), waited = timed(
+            pki, ConnectionPolicy(handler_timeout=0.3), both, app=slow
+        )
+    assert fast.status == 200
+    assert slow_reply.status == 503
+    body = slow_reply.json()
+    assert body["errorCode"] == 503000
+    assert body["message"] == "the request was not handled within 0.3 s"
+    assert len(body["trackingId"]) == 36
+    assert cancelled == [True] and waited < 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "GET /slow was not answered within 0.3 s (the handler timeout): cancelled"
+    ]
+
+
+# --- HTTP/1.1 strictness -----------------------------------------------------------------------
+
+
+SMUGGLED = (
+    b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n"
+    b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+)
+CHUNKED_ONLY = (
+    b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "statuses", "calls"),
+    [(CHUNKED_ONLY, [200, 200], 2), (SMUGGLED, [400], 0)],
+    ids=["ok/transfer-encoding-alone", "fail/content-length-and-transfer-encoding"],
+)
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
+    pki: Pki, request_bytes: bytes, statuses: list[int], calls: int
+) -> None:
+    app = EchoApp()
+
+    def send(port: int) -> bytes:
+        with connect(port, client_context(pki)) as tls:
+            tls.sendall(request_bytes)
+            return read_all(tls)  # until the server closes
+
+    async def scenario() -> Any:
+        async with serving(pki, app) as (_, port):
+            return await asyncio.to_thread(send, port)
+
+    data = run(scenario)
+    assert [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)] == statuses
+    assert app.calls == calls
+    if statuses == [400]:
+        error = parse_reply(data).json()
+        assert error["errorCode"] == 400001
+        assert "both Content-Length and Transfer-Encoding" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query", "host"),
+    [
+        (b"/hello?x=1", "/hello", "x=1", "x"),
+        (b"https://devprov.example:8443/hello?x=1", "/hello", "x=1", "devprov.example:8443"),
+        (b"HTTP://devprov.example/a%20b", "/a b", "", "devprov.example"),
+        (b"https://devprov.example", "/", "", "devprov.example"),
+        (b"https://devprov.example?q=2", "/", "q=2", "devprov.example"),
+    ],
+    ids=["ok/origin-form", "ok/absolute-https", "ok/absolute-http", "ok/no-path", "ok/query-only"],
+)
+def test_an_absolute_form_target_is_routed_as_its_path(
+    pki: Pki, target: bytes, path: str, query: str, host: str
+) -> None:
+    app = EchoApp()
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    async def scenario() -> Any:
+        async with serving(pki, app) as (_, port):
+            return await asyncio.to_thread(exchange, port, client_context(pki), request)
+
+    reply = run(scenario)
+    assert reply.status == 200
+    assert (reply.json()["path"], reply.json()["query"]) == (path, query)
+    assert dict(app.scopes[0]["headers"])[b"host"] == host.encode()
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"CONNECT devprov.example:443 HTTP/1.1",
+        b"OPTIONS * HTTP/1.1",
+        b"GET ftp://devprov.example/file HTTP/1.1",
+        b"GET https:///no-authority HTTP/1.1",
+        b"GET hello HTTP/1.1",
+    ],
+    ids=[
+        "fail/authority-form",
+        "fail/asterisk-form",
+        "fail/other-scheme",
+        "fail/no-authority",
+        "fail/relative",
+    ],
+)
+def test_other_target_forms_are_refused(pki: Pki, request_line: bytes) -> None:
+    app = EchoApp()
+    request = request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    async def scenario() -> Any:
+        async with serving(pki, app) as (_, port):
+            return await asyncio.to_thread(exchange, port, client_context(pki), request)
+
+    reply = run(scenario)
+    assert reply.status == 400
+    assert reply.json()["message"] == "the request target must be a path or an absolute http(s) URI"
+    assert app.calls == 0
+
+
+def test_server_keeps_its_policy_and_gate(pki: Pki) -> None:
+    async def scenario() -> Any:
+        async with serving(pki, EchoApp()) as (server, _):
+            assert isinstance(server, HttpsServer)
+            return server.policy, server.gate.policy
+
+    policy, gate_policy = run(scenario)
+    assert policy is gate_policy and policy == ConnectionPolicy()
