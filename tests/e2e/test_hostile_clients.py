@@ -5,6 +5,7 @@ traceback, and client values reach the server's log escaped."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import time
@@ -97,3 +98,50 @@ def test_client_values_reach_the_server_log_escaped(tmp_path: Path) -> None:
     output = "".join(server.output)
     assert "evil\\x1b]0;owned\\x07\\x1b[2J\\x9b" in output
     assert "\x1b" not in output and "\x07" not in output and "\x9b" not in output
+
+
+def hold_connections(
+    server: ServerProcess, count: int, *, connect_timeout: float = 5
+) -> tuple[list[socket.socket], int]:
+    """Open ``count`` connections; returns those the server kept open and how many it closed
+    at once. A connection the server could not accept yet counts as neither."""
+    opened: list[socket.socket] = []
+    for _ in range(count):
+        try:
+            address = ("127.0.0.1", server.port)
+            opened.append(socket.create_connection(address, timeout=connect_timeout))
+        except TimeoutError:  # the listen backlog is full: nothing is being accepted
+            break
+    time.sleep(0.5)
+    closed = set(select.select(opened, [], [], 0)[0])  # readable at once: EOF or reset
+    for sock in closed:
+        sock.close()
+    return [sock for sock in opened if sock not in closed], len(closed)
+
+
+def test_the_default_cap_stays_below_the_descriptor_limit(tmp_path: Path) -> None:
+    # 200 descriptors: the default cap is 50 (a quarter, since the limit is small), so accept()
+    # never runs out of descriptors and nothing is logged per connection.
+    with running_server(tmp_path / "data", open_files=200) as server:
+        kept, refused = hold_connections(server, 150)
+        for sock in kept:
+            sock.close()
+    output = "".join(server.output)
+    assert (len(kept), refused) == (50, 100)
+    assert "Traceback" not in output and "out of system resource" not in output
+    (line,) = [line for line in server.output if "refused" in line]
+    assert "refused 100 new connections at the cap" in line and "(cap 50," in line
+
+
+def test_running_out_of_descriptors_is_counted_not_logged_per_attempt(tmp_path: Path) -> None:
+    # A cap set above the descriptor limit: accept() itself fails with EMFILE, which asyncio
+    # would log with a traceback for every attempt (about 700 KiB of log a second).
+    with running_server(tmp_path / "data", "--max-connections", "1000", open_files=200) as server:
+        kept, _ = hold_connections(server, 300, connect_timeout=1)
+        time.sleep(2.5)  # asyncio retries accept() every second
+        for sock in kept:
+            sock.close()
+    output = "".join(server.output)
+    assert "Traceback" not in output and "out of system resource" not in output
+    assert len(output) < 20_000
+    assert "accepts for want of file descriptors" in output

@@ -14,11 +14,11 @@ from devprov.transport.policy import FD_RESERVE, ConnectionPolicy, default_max_c
     [
         (20_000, 20_000 - FD_RESERVE),
         (1024, 1024 - FD_RESERVE),
-        (256, 128),  # small limits keep half for the rest of the process
-        (100, 50),
-        (1, 1),
+        (512, 256),
+        (200, 50),  # small limits keep three quarters for the rest of the process
+        (3, 1),
     ],
-    ids=["large", "linux-default", "256", "100", "one"],
+    ids=["large", "linux-default", "512", "200", "three"],
 )
 def test_default_cap_follows_the_descriptor_limit(descriptors: int, cap: int) -> None:
     assert default_max_connections(descriptors) == cap

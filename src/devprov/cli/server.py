@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="N",
         help="open connections per server process; past it new ones are closed at once "
-        "(default: the file-descriptor limit, 'ulimit -n', less 128; here "
+        "(default: the file-descriptor limit, 'ulimit -n', less 256; here "
         f"{default_max_connections()})",
     )
     serve.set_defaults(func=_serve)

@@ -3,9 +3,9 @@
 Owns the asyncio protocol object: pumping bytes through the connection's ``TlsSession``, h11's
 state machine, one request cycle at a time (``devprov.http.cycle``), enforcing the request
 limits, the timeouts of each phase, flow control in both directions, and how the connection
-ends. h11's states, the timers and closing make one state machine, kept in this one class; the
-cycle and the server reach it only through the narrow protocols ``cycle.Connection`` and
-:class:`Server`.
+ends. h11's states, the timers and closing make one state machine, kept in this one class
+(hence past 400 lines: split up, its invariants would span modules); the cycle and the server
+reach it only through the narrow protocols ``cycle.Connection`` and :class:`Server`.
 
 The phases and their timeouts (``devprov.transport.policy``): the TLS handshake; the first
 request's head, counted from the handshake's end; between requests, keep-alive until the next

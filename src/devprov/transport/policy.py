@@ -13,11 +13,13 @@ import resource
 from dataclasses import dataclass, field, fields
 
 # File descriptors kept back from the connection cap for everything else a server process opens:
-# listening sockets, the event loop's own, SQLite's database, journal and shared-memory files for
-# each pooled connection, the allocation webhook's sockets (one per worker thread, 40 at most),
-# log files and standard streams. Past the descriptor limit accept() fails with EMFILE, which
-# asyncio reports with a traceback per attempt; the cap keeps the server short of it.
-FD_RESERVE = 128
+# up to 100 sockets asyncio accepts in one batch before any of them can be refused and closed
+# (its listen backlog), SQLite's database, journal and shared-memory files for each pooled
+# connection (3 each, 15 connections), the allocation webhook's sockets (one per worker thread,
+# 40 at most), the listening sockets, the event loop's own, log files and standard streams. Past
+# the descriptor limit accept() fails with EMFILE, which asyncio reports with a traceback per
+# attempt; the cap keeps the server short of it.
+FD_RESERVE = 256
 
 # A TLS handshake is two round trips and a few milliseconds of CPU; ten seconds covers slow
 # cellular links and still frees the slot of a client that stopped half-way.
@@ -55,13 +57,13 @@ REPORT_INTERVAL_SECONDS = 10.0
 def default_max_connections(descriptor_limit: int | None = None) -> int:
     """The connection cap derived from the process's file-descriptor limit (``ulimit -n``).
 
-    The soft limit minus :data:`FD_RESERVE`, or half of it when it is small; an unlimited
-    descriptor limit is taken as 65,536.
+    The soft limit minus :data:`FD_RESERVE`, or a quarter of it when that is more (small
+    limits); an unlimited descriptor limit is taken as 65,536.
     """
     if descriptor_limit is None:
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         descriptor_limit = soft if soft != resource.RLIM_INFINITY else 65_536
-    return max(1, descriptor_limit // 2, descriptor_limit - FD_RESERVE)
+    return max(1, descriptor_limit // 4, descriptor_limit - FD_RESERVE)
 
 
 @dataclass(frozen=True)
