@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 from devprov.bootstrap import Container, open_container
-from devprov.core.json_text import MAX_JSON_DEPTH
-from devprov.core.printable import EscapingFormatter
 from devprov.http.app import build_app
 from tests.http.conftest import Pki, Reply, client_context, exchange, run, serving
 
@@ -50,7 +48,14 @@ def served(pki: Pki, container: Container, *requests: bytes) -> list[Reply]:
     return run(scenario, server_errors=True)
 
 
+# core.json_text.MAX_JSON_DEPTH, spelled out: the figure is documented (docs/operations.md).
+MAX_JSON_DEPTH = 32
+
+
 def formatted(records: list[logging.LogRecord]) -> list[str]:
+    """The records as ``devprov serve`` writes them."""
+    from devprov.core.printable import EscapingFormatter
+
     formatter = EscapingFormatter("%(levelname)s %(name)s: %(message)s")
     return [formatter.format(record) for record in records]
 
