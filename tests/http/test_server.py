@@ -309,8 +309,10 @@ def test_handshake_timeout_closes_a_silent_client(pki: Pki):
             start = time.monotonic()
             return read_all(raw), time.monotonic() - start
 
+    policy = ConnectionPolicy(handshake_timeout=0.2)
+
     async def scenario() -> Any:
-        async with serving(pki, EchoApp(), policy=ConnectionPolicy(handshake_timeout=0.2)) as (_, port):
+        async with serving(pki, EchoApp(), policy=policy) as (_, port):
             return await asyncio.to_thread(silent, port)
 
     answer, waited = run(scenario)
@@ -374,8 +376,10 @@ def test_idle_connection_times_out(pki: Pki):
             tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             return read_all(tls), time.monotonic() - start  # the answer, EOF at the timeout
 
+    policy = ConnectionPolicy(keep_alive_timeout=0.3)
+
     async def scenario() -> Any:
-        async with serving(pki, EchoApp(), policy=ConnectionPolicy(keep_alive_timeout=0.3)) as (_, port):
+        async with serving(pki, EchoApp(), policy=policy) as (_, port):
             return await asyncio.to_thread(idle, port)
 
     answer, waited = run(scenario)
