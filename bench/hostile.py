@@ -13,10 +13,15 @@ The legitimate load is bench/registration.py's: X.509 devices (EC P-256, leaf + 
 a verified root), each on a new mutual-TLS connection, register then poll until assigned, from
 ``--clients`` threads. The hostile clients run in a child process of their own, so that they do
 not take the legitimate clients' interpreter lock. RSS is the server's (from /proc) after the run
-less before it; database growth is ``devprov.db`` plus its ``-wal`` after less before. The issue's
-target is a legitimate p99 within 3x of the one measured alone.
+less before it; database growth is ``devprov.db`` plus its ``-wal`` after less before; log growth
+is what the server wrote to its output meanwhile. The issue's target is a legitimate p99 within
+3x of the one measured alone.
+
+With ``--open-files 1024`` (a common default of ``ulimit -n``) the 1,000 idle connections reach
+the server's connection cap (768 by default there).
 
 Usage: .venv/bin/python bench/hostile.py [--devices 300] [--clients 2] [--only RUN]
+                                         [--open-files N]
 """
 
 from __future__ import annotations
@@ -229,6 +234,7 @@ class Result:
     run: reg.Run
     rss_growth_kib: int
     db_growth_bytes: int
+    log_growth_bytes: int  # of the server's output
     hostile_count: int  # connections opened, or requests answered (the flood)
 
 
@@ -237,6 +243,10 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def _log_bytes(server: ServerProcess) -> int:
+    return sum(len(line) for line in list(server.output))
 
 
 def _db_bytes(data_dir: Path) -> int:
@@ -248,13 +258,14 @@ def _db_bytes(data_dir: Path) -> int:
 
 
 def one_run(name: str, directory: Path, pki: reg.DevicePki, args: argparse.Namespace) -> Result:
-    with running_server(directory / f"data-{name}") as server:
+    with running_server(directory / f"data-{name}", open_files=args.open_files) as server:
         id_scope = reg.set_up(server, pki)
         for device in pki.devices(f"warm-{name}", reg.WARM_UP_DEVICES, server.ca_file):
             reg.register_device(server.port, id_scope, device)
         devices = pki.devices(f"legit-{name}", args.devices, server.ca_file)
         pid = server.process.pid
         rss_before, db_before = _rss_kib(pid), _db_bytes(server.data_dir)
+        log_before = _log_bytes(server)
         stop, child, counts = _start_hostile(name, server, id_scope)
         try:
             run = reg.drive(
@@ -266,6 +277,7 @@ def one_run(name: str, directory: Path, pki: reg.DevicePki, args: argparse.Names
                 args.timeout,
             )
             rss_after, db_after = _rss_kib(pid), _db_bytes(server.data_dir)
+            log_after = _log_bytes(server)
         finally:
             if child is not None:
                 stop.set()
@@ -273,7 +285,14 @@ def one_run(name: str, directory: Path, pki: reg.DevicePki, args: argparse.Names
                 if child.is_alive():
                     child.terminate()  # by pid: the child this function started
                     child.join(5)
-        return Result(name, run, rss_after - rss_before, db_after - db_before, int(counts[0]))
+        return Result(
+            name,
+            run,
+            rss_after - rss_before,
+            db_after - db_before,
+            log_after - log_before,
+            int(counts[0]),
+        )
 
 
 def _start_hostile(
@@ -313,7 +332,7 @@ def print_results(results: list[Result]) -> None:
     alone = next((r for r in results if r.name == "alone"), None)
     print(
         f"\n{'run':<22} {'reg/s':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99/alone':>9} "
-        f"{'fail':>4} {'RSS +MiB':>8} {'DB +KiB':>8}  hostile clients"
+        f"{'fail':>4} {'RSS +MiB':>8} {'DB +KiB':>8} {'log +KiB':>8}  hostile clients"
     )
     for result in results:
         run = result.run
@@ -323,7 +342,8 @@ def print_results(results: list[Result]) -> None:
         print(
             f"{result.name:<22} {run.rate:6.1f} {run.latency_ms(0.5):7.1f} "
             f"{run.latency_ms(0.99):7.1f} {ratio:>9} {len(run.failures):>4} "
-            f"{result.rss_growth_kib / 1024:8.1f} {result.db_growth_bytes / 1024:8.0f}  "
+            f"{result.rss_growth_kib / 1024:8.1f} {result.db_growth_bytes / 1024:8.0f} "
+            f"{result.log_growth_bytes / 1024:8.1f}  "
             f"{_hostile_label(result)}"
         )
     if alone is not None:
@@ -352,12 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=2, help="legitimate client threads")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per run, at most")
     parser.add_argument("--only", choices=RUNS, action="append", help="run only these (repeat)")
+    parser.add_argument(
+        "--open-files",
+        type=int,
+        help="the server's descriptor limit (ulimit -n), e.g. 1024, a common default",
+    )
     args = parser.parse_args(argv)
     runs = [name for name in RUNS if not args.only or name in args.only or name == "alone"]
     print(
         f"devprov {reg._revision()}: {args.devices} legitimate registrations per run from "
         f"{args.clients} threads (a new mutual-TLS connection each, register + poll); "
-        f"{os.cpu_count()} cores shared by server, legitimate and hostile clients"
+        f"{os.cpu_count()} cores shared by server, legitimate and hostile clients; server "
+        f"descriptor limit {args.open_files or 'as this shell'}"
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="devprov-bench-hostile-") as tmp:
