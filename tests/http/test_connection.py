@@ -310,3 +310,38 @@ def test_server_keeps_its_policy_and_gate(pki: Pki) -> None:
 
     policy, gate_policy = run(scenario)
     assert policy is gate_policy and policy == ConnectionPolicy()
+
+
+def test_accept_failures_are_counted_and_other_loop_errors_passed_on(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What asyncio reports to the loop's exception handler when accept() fails (EMFILE), and
+    when its retry runs after the listener closed, as asyncio words them (Python 3.11)."""
+    emfile = OSError(24, "Too many open files")
+    retry = "Exception in callback BaseSelectorEventLoop._start_serving(<function ...>, ...)"
+    policy = ConnectionPolicy(report_interval=60)
+
+    async def scenario() -> Any:
+        loop = asyncio.get_running_loop()
+        async with serving(pki, EchoApp(), policy=policy) as (server, _):
+            for _ in range(50):
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": emfile}
+                )
+            loop.call_exception_handler({"message": "something else", "exception": emfile})
+            refusals = server.gate._accept_failures
+        loop.call_exception_handler({"message": retry, "exception": ValueError("fd -1")})
+        return refusals
+
+    caught: list[Any] = []
+
+    async def watched() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: caught.append(ctx))
+        return await scenario()
+
+    with caplog.at_level(logging.WARNING, logger="devprov.transport"):
+        failures = asyncio.run(watched())
+    assert failures == 50
+    assert [ctx["message"] for ctx in caught] == ["something else"]  # passed on, once
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "failed 50 accepts for want of file descriptors" in line

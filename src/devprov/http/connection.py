@@ -419,6 +419,7 @@ class HttpsConnection(asyncio.Protocol):
             transport.write_eof()
             self.resume_reading()
             self._timer = self._loop.call_later(LINGER_SECONDS, transport.close)
+            self._server.gate.idle(self)  # done but for the linger: evictable at the cap
         else:
             transport.close()
 

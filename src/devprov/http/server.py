@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 from collections.abc import Awaitable
@@ -51,6 +52,9 @@ __all__ = [
     "Send",
 ]
 
+# The server's one logger: operators configure it by this name, whichever module logs.
+logger = logging.getLogger("devprov.http.server")
+
 # close(): how long requests in flight get before their connections are cut.
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -58,6 +62,10 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # logs it with a traceback, once per pending connection and again after each 1 s pause (measured:
 # about 700 KiB of log a second); the server counts these in its gate instead.
 _ACCEPT_FAILED = "socket.accept() out of system resource"
+# After such a failure asyncio retries accepting a second later (BaseSelectorEventLoop's
+# _start_serving, a private name); a retry that outlives the listener fails on its closed socket
+# and would be logged with a traceback too. It is noise: the listener is gone on purpose.
+_ACCEPT_RETRY = "_start_serving"
 
 
 class PortInUseError(ConflictError):
@@ -130,7 +138,6 @@ class HttpsServer:
         self._drained = asyncio.Event()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._previous_handler: Any = None
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on ``host``:``port`` (0 picks a port) and return the port bound.
@@ -190,7 +197,6 @@ class HttpsServer:
         if self._lifespan is not None:
             await self._lifespan.shutdown()
         self.gate.close()
-        self._unwatch_accept_failures()
 
     # --- admission ----------------------------------------------------------------------------
 
@@ -203,25 +209,27 @@ class HttpsServer:
         return connection
 
     def _watch_accept_failures(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not None:
+        """Count failed accepts instead of letting asyncio log each; hand on everything else.
+
+        The handler stays on the loop after close(): asyncio's retries may still fire then.
+        """
+        if self._loop is loop:
             return
         self._loop = loop
-        previous = self._previous_handler = loop.get_exception_handler()
+        previous = loop.get_exception_handler()
 
         def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            if context.get("message") == _ACCEPT_FAILED:
+            message = str(context.get("message", ""))
+            if message == _ACCEPT_FAILED:
                 self.gate.accept_failed()
+            elif _ACCEPT_RETRY in message and self._closed:
+                logger.debug("an accept retry outlived its listener: %s", context.get("exception"))
             elif previous is not None:
                 previous(loop, context)
             else:
                 loop.default_exception_handler(context)
 
         loop.set_exception_handler(handler)
-
-    def _unwatch_accept_failures(self) -> None:
-        if self._loop is not None:
-            self._loop.set_exception_handler(self._previous_handler)
-            self._loop = None
 
     # --- for its connections (connection.Server) ----------------------------------------------
 
