@@ -10,6 +10,7 @@ from devprov.cli.common import add_data_dir, container
 from devprov.cli.housekeeping import add_retention_options, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.possession import DEFAULT_CODE_LIFETIME
+from devprov.core.printable import printable
 from devprov.service.model import DEFAULT_MAX_CERTIFICATES, ProvisioningService
 
 
@@ -157,14 +158,8 @@ def _audit(args: argparse.Namespace) -> int:
         }
         for e in events
     ]
-    human = "\n".join(
-        f"{r['at']}  {r['service']}/{r['certificate'] or r['registrationId'] or '-'}  {r['action']}  {r['outcome']}  "
-        f"by {r['actor']}"
-        + (f"  [{r['errorCode']}] " if r["errorCode"] else "  ")
-        + (r["reason"] or "")
-        for r in rows
-    )
-    emit(args, rows, human or "no audit events")
+    human = "\n".join(_audit_line(r) for r in rows)
+    emit(args, rows, human or "no audit events")  # --json: JSON escapes control characters
     return 0
 
 
@@ -193,3 +188,16 @@ def _prune(args: argparse.Namespace) -> int:
         "\n".join(human),
     )
     return 0
+
+
+def _audit_line(row: dict[str, Any]) -> str:
+    """One event on one line. Ids, names, actors and reasons come from clients: escaped, so that
+    none can start a line of its own or drive the terminal (core.printable)."""
+    subject = row["certificate"] or row["registrationId"] or "-"
+    line = (
+        f"{row['at']}  {row['service']}/{subject}  {row['action']}  {row['outcome']}  "
+        f"by {row['actor']}"
+        + (f"  [{row['errorCode']}] " if row["errorCode"] else "  ")
+        + (row["reason"] or "")
+    )
+    return printable(line)

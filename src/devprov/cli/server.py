@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import shlex
 import signal
+from dataclasses import dataclass
 from ipaddress import ip_network
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -20,12 +21,14 @@ from devprov.cli.housekeeping import add_retention_options, keep_house, retentio
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.error import InvalidInputError
 from devprov.core.outbound import Network
+from devprov.core.printable import EscapingFormatter
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
 from devprov.http.server import HttpsServer
-from devprov.http.tls import build_server_context
+from devprov.http.tls import server_contexts
 from devprov.service.model import OWNER_POLICY
+from devprov.transport.policy import ConnectionPolicy, default_max_connections
 
 MAX_PORT = 65535
 
@@ -65,12 +68,31 @@ def register(subparsers: Any) -> None:
         help="let custom allocation webhooks reach this address or network (CIDR), which the "
         "destination policy refuses (link-local, cloud metadata); repeatable; default none",
     )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="open connections per server process; past it new ones are closed at once "
+        "(default: the file-descriptor limit, 'ulimit -n', less 256; here "
+        f"{default_max_connections()})",
+    )
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
     add_data_dir(info)
     add_json_flag(info)
     info.set_defaults(func=_info)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
 
 
 def _port(text: str) -> int:
@@ -191,30 +213,49 @@ def _serve(args: argparse.Namespace) -> int:
     allow = tuple(args.webhook_allow)
     c = open_container(root, initialize=True, hosts=extra_hosts, webhook_allow=allow)
     info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
-    return asyncio.run(
-        _run(c, args.host, args.port, args.workers, args.log_level, info, retention, allow)
+    settings = WorkerSettings(
+        root=root,
+        host=args.host,
+        log_level=args.log_level,
+        webhook_allow=allow,
+        max_connections=args.max_connections,
     )
+    return asyncio.run(_run(c, settings, args.port, args.workers, info, retention))
+
+
+def _policy(max_connections: int | None) -> ConnectionPolicy:
+    if max_connections is None:
+        return ConnectionPolicy()
+    return ConnectionPolicy(max_connections=max_connections)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every server process of one ``devprov serve`` starts with (picklable: workers are
+    spawned)."""
+
+    root: Path
+    host: str
+    log_level: str
+    webhook_allow: tuple[Network, ...]
+    max_connections: int | None
 
 
 async def _run(
     c: Container,
-    host: str,
+    settings: WorkerSettings,
     port: int,
     workers: int,
-    log_level: str,
     info_command: str,
     retention: RetentionPolicy,
-    webhook_allow: tuple[Network, ...] = (),
 ) -> int:
-    server = _server(c)
+    host = settings.host
+    server = _server(c, _policy(settings.max_connections))
     # With several workers each process listens on the same port (SO_REUSEPORT) and the kernel
     # spreads new connections across them; one Python process uses at most one core.
     bound = await server.start(host, port, reuse_port=workers > 1)
     url = c.data.write_endpoint(host, bound)
-    children = [
-        _start_worker(c.data.root, host, bound, log_level, webhook_allow)
-        for _ in range(workers - 1)
-    ]
+    children = [_start_worker(settings, bound) for _ in range(workers - 1)]
     facts = describe(c, url)
     if c.created_secrets:
         # The one time the secrets are printed: the start that created them.
@@ -243,8 +284,12 @@ async def _run(
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx and httpcore (the allocation webhook's client) log every request; devprov logs the
+    # Every line escaped: no client value reaches the terminal raw
+    # (docs/operations.md#escaping-client-values).
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
     # outcome that matters, the registration, itself.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -255,9 +300,9 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _server(c: Container) -> HttpsServer:
-    context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
-    return HttpsServer(build_app(c), context)
+def _server(c: Container, policy: ConnectionPolicy) -> HttpsServer:
+    contexts = server_contexts(c.data.server_cert_file, c.data.server_key_file)
+    return HttpsServer(build_app(c), contexts, policy=policy)
 
 
 async def _wait_for_signal() -> None:
@@ -269,26 +314,22 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-def _start_worker(
-    root: Path, host: str, port: int, log_level: str, webhook_allow: tuple[Network, ...]
-) -> BaseProcess:
+def _start_worker(settings: WorkerSettings, port: int) -> BaseProcess:
     process = multiprocessing.get_context("spawn").Process(
-        target=_worker, args=(root, host, port, log_level, webhook_allow), daemon=True
+        target=_worker, args=(settings, port), daemon=True
     )
     process.start()
     return process
 
 
-def _worker(
-    root: Path, host: str, port: int, log_level: str, webhook_allow: tuple[Network, ...] = ()
-) -> None:
+def _worker(settings: WorkerSettings, port: int) -> None:
     """A further server process on the same data directory and port."""
-    _configure_logging(log_level)
-    c = open_container(root, webhook_allow=webhook_allow)
+    _configure_logging(settings.log_level)
+    c = open_container(settings.root, webhook_allow=settings.webhook_allow)
 
     async def serve() -> None:
-        server = _server(c)
-        await server.start(host, port, reuse_port=True)
+        server = _server(c, _policy(settings.max_connections))
+        await server.start(settings.host, port, reuse_port=True)
         stopping = asyncio.Event()
         housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))
         await _wait_for_signal()

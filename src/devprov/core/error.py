@@ -169,6 +169,13 @@ class MalformedRequestError(InvalidInputError):
     number = 400001
 
 
+class JsonTooDeepError(MalformedRequestError):
+    """A JSON body nests arrays and objects deeper than devprov reads (core.json_text)."""
+
+    code = "JsonNestingTooDeep"
+    number = 400270
+
+
 class InvalidNameError(InvalidInputError):
     """A provisioning service or policy name breaks the naming rules."""
 

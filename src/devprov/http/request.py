@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -18,6 +17,7 @@ from devprov.core.error import (
     MissingCredentialsError,
     NotFoundError,
 )
+from devprov.core.json_text import parse_json
 from devprov.service.refusal_log import Origin, Refusal, RefusalLog
 
 # The most of a request path a log line shows. DPS's paths are under 300 characters (a 128-character
@@ -50,10 +50,7 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         if required:
             raise MalformedRequestError("the request needs a JSON body")
         return None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+    return parse_json(body)  # bounded nesting: core.json_text
 
 
 def bearer_token(request: Request) -> str:
