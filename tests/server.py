@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -42,7 +43,15 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(data_dir: Path, *extra: str) -> Iterator[ServerProcess]:
+def running_server(
+    data_dir: Path, *extra: str, open_files: int | None = None
+) -> Iterator[ServerProcess]:
+    """``devprov serve`` with ``extra`` options; ``open_files`` lowers its descriptor limit."""
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     command = [
         sys.executable,
         "-m",
@@ -56,7 +65,12 @@ def running_server(data_dir: Path, *extra: str) -> Iterator[ServerProcess]:
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=limit if open_files is not None else None,  # noqa: PLW1509 - setrlimit only
     )
     assert process.stdout is not None
     output: list[str] = []

@@ -27,6 +27,7 @@ import os
 import secrets
 import socket
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,8 @@ from devprov.core.error import (
     NotFoundError,
     StorageUnavailableError,
 )
+from devprov.core.outbound import Network
+from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.sas import build_host_name
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
@@ -49,8 +52,10 @@ from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
 from devprov.service.port import UnitOfWork
 from devprov.service.provisioning import ServiceDirectory
+from devprov.service.refusal_log import RefusalLog
 from devprov.service.registration import RegistrationStates
 from devprov.service.registry import CertificateRegistry
+from devprov.service.retention import Retention
 from devprov.storage import server_tls
 from devprov.storage.data_dir import (
     NotADataDirectoryError,
@@ -230,6 +235,8 @@ class Container:
     hubs: HubDirectory
     access: ServiceAccess
     server_names: frozenset[str]
+    refusals: RefusalLog
+    retention: Retention
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -239,13 +246,18 @@ class Container:
 
 
 def open_container(
-    data_dir: Path, *, initialize: bool = False, hosts: list[str] | None = None
+    data_dir: Path,
+    *,
+    initialize: bool = False,
+    hosts: list[str] | None = None,
+    webhook_allow: Sequence[Network] = (),
 ) -> Container:
     """Open (and with ``initialize``, create) the data directory and wire the use cases.
 
-    Initialising holds the directory's lock from the first file it may create to the default
-    service, so servers started together on a fresh directory create one CA, one server
-    certificate and one admin token, and each finds the others' work complete.
+    ``webhook_allow``: networks the allocation webhook may reach although the destination policy
+    refuses them (core.outbound). Initialising holds the directory's lock from the first file it
+    may create to the default service, so servers started together on a fresh directory create
+    one CA, one server certificate and one admin token, and each finds the others' work complete.
     """
     data = DataDir(data_dir)
     data.check()
@@ -257,7 +269,7 @@ def open_container(
         except BaseException:
             engine.dispose()
             raise
-        return _wire(data, engine, token_hash, created_secrets=False)
+        return _wire(data, engine, token_hash, webhook_allow, created_secrets=False)
     with file_system_refusals(data.root):
         exposed = find_exposed([data.root])  # before anything here changes its mode
         own = {p.name for p in data.private_files() if p.parent == data.root} | {data.tls.name}
@@ -284,7 +296,7 @@ def open_container(
             except BaseException:
                 engine.dispose()
                 raise
-    return _wire(data, engine, token_hash, created_secrets=created_secrets)
+    return _wire(data, engine, token_hash, webhook_allow, created_secrets=created_secrets)
 
 
 def _check_initialised(data: DataDir) -> None:
@@ -354,10 +366,18 @@ def _initialise_secrets(data: DataDir, engine: Engine) -> tuple[str, bool]:
     return token_hash, created_secrets
 
 
-def _wire(data: DataDir, engine: Engine, token_hash: str, *, created_secrets: bool) -> Container:
+def _wire(
+    data: DataDir,
+    engine: Engine,
+    token_hash: str,
+    webhook_allow: Sequence[Network],
+    *,
+    created_secrets: bool,
+) -> Container:
     def uow(*, read_only: bool = False) -> UnitOfWork:
         return SqlUnitOfWork(engine, read_only=read_only)
 
+    refusals = RefusalLog(uow, utc_now, RefusalWindows())
     return Container(
         data=data,
         engine=engine,
@@ -367,11 +387,13 @@ def _wire(data: DataDir, engine: Engine, token_hash: str, *, created_secrets: bo
         admin_token_sha256=token_hash,
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
         registration_states=RegistrationStates(uow, utc_now),
-        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes),
-        webhook=HttpAllocationWebhook(),
+        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, refusals),
+        webhook=HttpAllocationWebhook(allowed=webhook_allow),
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
         server_names=frozenset(_server_names(data)),
+        refusals=refusals,
+        retention=Retention(uow, utc_now),
         created_secrets=created_secrets,
     )
 

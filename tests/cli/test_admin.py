@@ -177,3 +177,71 @@ def test_data_dir_from_the_environment(data: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DEVPROV_DATA_DIR", str(data.parent / "elsewhere"))
     code, _, err = run(capsys, "info")
     assert code == 6 and "elsewhere" in err
+
+
+def record_event(data: Path, **values: str) -> None:
+    """An audit event as a device's refused registration leaves it, written through storage."""
+    from datetime import UTC, datetime
+
+    from devprov.service.model import AuditEvent, Outcome
+    from devprov.storage.repository import SqlUnitOfWork
+
+    c = open_container(data)
+    try:
+        with SqlUnitOfWork(c.engine) as unit:
+            unit.audit.record(
+                AuditEvent(
+                    at=datetime.now(UTC),
+                    service="default",
+                    action="register",
+                    outcome=Outcome.FAILED,
+                    error_code="DeviceUnauthorized",
+                    **values,  # type: ignore[arg-type]
+                )
+            )
+            unit.commit()
+    finally:
+        c.engine.dispose()
+
+
+FORGED = "evil\n2026-01-01T00:00:00+00:00  default/admin  delete  succeeded  by admin\x1b[2J\x9b"
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        (
+            {"actor": "device:dev-1", "registration_id": "dev-1", "reason": "no enrollment"},
+            "default/dev-1  register  failed  by device:dev-1  [DeviceUnauthorized] no enrollment",
+        ),
+        (
+            {"actor": f"device:{FORGED}", "registration_id": FORGED, "reason": f"id {FORGED}"},
+            "default/evil\\n2026-01-01T00:00:00+00:00  default/admin  delete  succeeded  by "
+            "admin\\x1b[2J\\x9b  register  failed  by device:evil\\n",
+        ),
+    ],
+    ids=["ok/plain-values", "escaped/newline-esc-and-c1"],
+)
+def test_audit_prints_client_values_escaped_one_event_per_line(
+    data: Path, capsys, values: dict[str, str], shown: str
+) -> None:
+    record_event(data, **values)
+    code, out, _ = run(
+        capsys, "audit", "--registration", values["registration_id"], "--data-dir", str(data)
+    )
+    assert code == 0
+    assert out.count("\n") == 1  # one event, one line
+    assert shown in out
+    assert "\x1b" not in out and "\x9b" not in out
+    code, out, _ = run(
+        capsys,
+        "audit",
+        "--registration",
+        values["registration_id"],
+        "--data-dir",
+        str(data),
+        "--json",
+    )
+    (event,) = json.loads(out)  # JSON keeps the value exactly, escaped by JSON itself
+    assert event["registrationId"] == values["registration_id"]
+    assert "\x1b" not in out and "\n" not in json.dumps(event)

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from devprov.core import document
 from devprov.core.enrollment import (
     Attestation,
     AttestationType,
@@ -18,6 +19,7 @@ from devprov.core.registration import (
     RegistrationStatus,
     Substatus,
     decide_assignment,
+    device_error,
     device_id_for,
 )
 from tests.factory import NOW
@@ -163,3 +165,39 @@ def test_renewed_certificate_on_the_same_hub_is_recorded() -> None:
         and state.etag == "new"
         and state.substatus is Substatus.INITIAL_ASSIGNMENT
     )
+
+
+# --- what a device is told about a failed registration -------------------------------------------
+
+GENERIC = (400207, "Custom allocation failed")
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        pytest.param(
+            (503430, "webhook http://h/fn?<redacted> answered 500"), GENERIC, id="webhook"
+        ),
+        pytest.param((403430, "webhook ... was not called"), GENERIC, id="webhook-refused"),
+        pytest.param((400208, "no hub"), (400208, "no hub"), id="kept/no-hub"),
+        pytest.param(
+            (400304, "the webhook chose 'x'"), (400304, "the webhook chose 'x'"), id="kept/answer"
+        ),
+        pytest.param((None, None), (None, None), id="kept/no-error"),
+    ],
+)
+def test_device_error(stored: tuple[int | None, str | None], shown: tuple[int, str]) -> None:
+    assert device_error(*stored) == shown
+
+
+def test_the_device_result_shows_the_device_error_and_the_state_the_precise_one() -> None:
+    failed = replace(
+        fresh(),
+        status=RegistrationStatus.FAILED,
+        error_code=503430,
+        error_message="the custom allocation webhook http://h/fn?<redacted> answered 500",
+    )
+    result = document.registration_result(failed)
+    assert (result["errorCode"], result["errorMessage"]) == GENERIC
+    state = document.registration_state(failed)
+    assert state["errorCode"] == 503430 and "answered 500" in state["errorMessage"]

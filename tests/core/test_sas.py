@@ -41,6 +41,7 @@ from devprov.core.sas import (
     resource_matches_device,
     resource_matches_service,
     verify_sas_token,
+    verify_sas_token_against,
 )
 
 DEVICE_KEY = "ZGV2aWNla2V5ZGV2aWNla2V5ZGV2aWNla2V5MTIzNDU="  # "devicekey..." (32 bytes)
@@ -223,6 +224,59 @@ def test_a_forged_expired_token_is_reported_as_a_bad_signature() -> None:
     token = parse_sas_token(PY_DEVICE)
     with pytest.raises(InvalidSasSignatureError):
         verify_sas_token(token, [OTHER_KEY], now=before(token, -3600))
+
+
+# --- several owners of one key name -----------------------------------------------------------
+# A policy name exists in every service, and a device key may come from several groups: which
+# owner signed is settled before the expiry is judged, whatever its place among the owners.
+
+THIRD_KEY = base64.b64encode(b"\x03" * 32).decode()
+
+
+def owners(count: int, signer: int | None) -> list[tuple[str, str]]:
+    """``count`` owners' (primary, secondary) keys; the signer's secondary key is DEVICE_KEY."""
+    sets = [
+        (base64.b64encode(bytes([index + 16]) * 32).decode(), OTHER_KEY) for index in range(count)
+    ]
+    if signer is not None:
+        sets[signer] = (THIRD_KEY, DEVICE_KEY)
+    return sets
+
+
+SIGNERS = [
+    pytest.param(count, signer, id=f"{count}-owners/signer-{signer + 1}")
+    for count in (1, 2, 3)
+    for signer in range(count)
+]
+
+
+@pytest.mark.parametrize(("count", "signer"), SIGNERS)
+def test_the_owner_that_signed_is_found_among_several(count: int, signer: int) -> None:
+    token = parse_sas_token(PY_DEVICE)
+    assert verify_sas_token_against(token, owners(count, signer), now=before(token)) == signer
+
+
+@pytest.mark.parametrize(("count", "signer"), SIGNERS)
+def test_an_expired_token_is_expired_whichever_owner_signed_it(count: int, signer: int) -> None:
+    token = parse_sas_token(PY_DEVICE)
+    with pytest.raises(SasTokenExpiredError):
+        verify_sas_token_against(token, owners(count, signer), now=before(token, -1))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_token_no_owner_signed_is_a_bad_signature_even_when_expired(count: int) -> None:
+    token = parse_sas_token(PY_DEVICE)
+    for now in (before(token), before(token, -3600)):
+        with pytest.raises(InvalidSasSignatureError, match=f"{2 * count} key"):
+            verify_sas_token_against(token, owners(count, None), now=now)
+
+
+def test_every_owner_needs_a_key() -> None:
+    token = parse_sas_token(PY_DEVICE)
+    with pytest.raises(ValueError):
+        verify_sas_token_against(token, [], now=before(token))
+    with pytest.raises(ValueError):
+        verify_sas_token_against(token, [(DEVICE_KEY,), ()], now=before(token))
 
 
 def replaced(header: str, old: str, new: str) -> SasToken:

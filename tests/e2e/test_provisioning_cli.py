@@ -470,7 +470,7 @@ def test_a_failed_allocation_is_reported_with_its_error(
         "--allocation-policy",
         "custom",
         "--webhook-url",
-        "https://127.0.0.1:9/allocate",
+        "https://127.0.0.1:9/allocate?code=hOoK-SECRET",
     )
     assert code == 0, err
     try:
@@ -479,10 +479,16 @@ def test_a_failed_allocation_is_reported_with_its_error(
         )
         assert code == 1
         assert operation["status"] == "failed"
-        assert (
-            operation["registrationState"]["errorCode"]
-            and "webhook" in (operation["registrationState"]["errorMessage"])
-        )
+        # The device gets DPS's generic answer; the operator the reason, the URL redacted.
+        assert operation["registrationState"]["errorCode"] == 400207
+        assert operation["registrationState"]["errorMessage"] == "Custom allocation failed"
+        code, state, _ = run(server, capsys, "registration", "show", "hook-dev")
+        assert code == 0 and state["errorCode"] == 503430
+        assert "webhook https://127.0.0.1:9/allocate?<redacted> failed" in state["errorMessage"]
+        code, events, _ = run(server, capsys, "audit", "--registration", "hook-dev")
+        assert code == 0 and "allocate?<redacted> failed" in json.dumps(events)
+        shown = json.dumps([operation, state, events]) + "".join(server.output)
+        assert "hOoK-SECRET" not in shown
     finally:
         assert run(server, capsys, "enrollment-group", "delete", "grp-hook")[0] == 0
 

@@ -188,8 +188,12 @@ class EchoApp:
 
 
 @asynccontextmanager
-async def serving(pki: Pki, app: Any, **limits: Any) -> AsyncIterator[tuple[HttpsServer, int]]:
-    context = build_server_context(pki.server_chain_file, pki.server_key_file)
+async def serving(
+    pki: Pki, app: Any, *, context: Any = None, **limits: Any
+) -> AsyncIterator[tuple[HttpsServer, int]]:
+    """``app`` on an HttpsServer on 127.0.0.1; ``limits`` are its keyword arguments (``policy``,
+    ``max_body_bytes``...), ``context`` its TLS context(s) (one context by default)."""
+    context = context or build_server_context(pki.server_chain_file, pki.server_key_file)
     server = HttpsServer(app, context, **limits)
     port = await server.start(HOST, 0)
     try:

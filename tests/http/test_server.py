@@ -34,6 +34,7 @@ from devprov.http.server import (
     PortInUseError,
 )
 from devprov.http.tls import build_server_context
+from devprov.transport.policy import ConnectionPolicy
 from tests.http.conftest import (
     HOST,
     EchoApp,
@@ -308,8 +309,10 @@ def test_handshake_timeout_closes_a_silent_client(pki: Pki):
             start = time.monotonic()
             return read_all(raw), time.monotonic() - start
 
+    policy = ConnectionPolicy(handshake_timeout=0.2)
+
     async def scenario() -> Any:
-        async with serving(pki, EchoApp(), handshake_timeout=0.2) as (_, port):
+        async with serving(pki, EchoApp(), policy=policy) as (_, port):
             return await asyncio.to_thread(silent, port)
 
     answer, waited = run(scenario)
@@ -373,8 +376,10 @@ def test_idle_connection_times_out(pki: Pki):
             tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             return read_all(tls), time.monotonic() - start  # the answer, EOF at the timeout
 
+    policy = ConnectionPolicy(keep_alive_timeout=0.3)
+
     async def scenario() -> Any:
-        async with serving(pki, EchoApp(), idle_timeout=0.3) as (_, port):
+        async with serving(pki, EchoApp(), policy=policy) as (_, port):
             return await asyncio.to_thread(idle, port)
 
     answer, waited = run(scenario)
@@ -488,10 +493,12 @@ def test_stalled_body_times_out_and_the_app_sees_a_disconnect(pki: Pki):
             return read_all(tls)
 
     async def scenario() -> Any:
-        async with serving(pki, reader, idle_timeout=0.3) as (_, port):
+        async with serving(pki, reader, policy=ConnectionPolicy(body_timeout=0.3)) as (_, port):
             return await asyncio.to_thread(stall, port)
 
-    assert run(scenario) == b""
+    reply = parse_reply(run(scenario))
+    assert reply.status == 408
+    assert reply.json()["message"] == "the request body did not arrive within 0.3 s"
     assert seen == [
         {"type": "http.request", "body": b"0123456789", "more_body": True},
         {"type": "http.disconnect"},

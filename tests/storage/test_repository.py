@@ -392,7 +392,7 @@ def test_0002_downgrades_to_0001_and_upgrades_again(fresh_engine) -> None:
         assert thumbprint == sha256(stored.der)
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0002"
+        assert context.get_current_revision() == "0003"
 
 
 def test_policies_named_across_services(with_service) -> None:

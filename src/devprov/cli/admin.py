@@ -7,8 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from devprov.cli.common import add_data_dir, container
+from devprov.cli.housekeeping import add_retention_options, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.core.possession import DEFAULT_CODE_LIFETIME
+from devprov.core.printable import printable
 from devprov.service.model import DEFAULT_MAX_CERTIFICATES, ProvisioningService
 
 
@@ -57,6 +59,16 @@ def register(subparsers: Any) -> None:
     audit.add_argument("--registration", help="only this registration or enrollment id")
     audit.add_argument("--limit", type=int, default=100, help="the newest N events (default 100)")
     audit.set_defaults(func=_audit)
+    audit_actions = audit.add_subparsers(dest="audit_action", metavar="ACTION")
+    prune = audit_actions.add_parser(
+        "prune",
+        help="delete audit events and finished operations past their retention, as the server "
+        "does periodically",
+    )
+    add_data_dir(prune)
+    add_json_flag(prune)
+    add_retention_options(prune)
+    prune.set_defaults(func=_prune)
 
 
 def _service_json(service: ProvisioningService) -> dict[str, Any]:
@@ -146,12 +158,46 @@ def _audit(args: argparse.Namespace) -> int:
         }
         for e in events
     ]
-    human = "\n".join(
-        f"{r['at']}  {r['service']}/{r['certificate'] or r['registrationId'] or '-'}  {r['action']}  {r['outcome']}  "
-        f"by {r['actor']}"
-        + (f"  [{r['errorCode']}] " if r["errorCode"] else "  ")
-        + (r["reason"] or "")
-        for r in rows
-    )
-    emit(args, rows, human or "no audit events")
+    human = "\n".join(_audit_line(r) for r in rows)
+    emit(args, rows, human or "no audit events")  # --json: JSON escapes control characters
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    policy = retention_policy(args)
+    result = container(args).retention.prune(policy, limit=None)
+    cutoffs = {
+        "auditEventsBefore": result.audit_cutoff.isoformat() if result.audit_cutoff else None,
+        "operationsBefore": result.operation_cutoff.isoformat()
+        if result.operation_cutoff
+        else None,
+    }
+    human = [
+        f"deleted {result.audit_events} audit events"
+        + (f" from before {result.audit_cutoff:%Y-%m-%d %H:%M}Z" if result.audit_cutoff else ""),
+        f"deleted {result.operations} finished operations"
+        + (
+            f" from before {result.operation_cutoff:%Y-%m-%d %H:%M}Z"
+            if result.operation_cutoff
+            else ""
+        ),
+    ]
+    emit(
+        args,
+        {"auditEvents": result.audit_events, "operations": result.operations, **cutoffs},
+        "\n".join(human),
+    )
+    return 0
+
+
+def _audit_line(row: dict[str, Any]) -> str:
+    """One event on one line. Ids, names, actors and reasons come from clients: escaped, so that
+    none can start a line of its own or drive the terminal (core.printable)."""
+    subject = row["certificate"] or row["registrationId"] or "-"
+    line = (
+        f"{row['at']}  {row['service']}/{subject}  {row['action']}  {row['outcome']}  "
+        f"by {row['actor']}"
+        + (f"  [{row['errorCode']}] " if row["errorCode"] else "  ")
+        + (row["reason"] or "")
+    )
+    return printable(line)

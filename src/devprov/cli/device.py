@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import ssl
 import time
 from collections.abc import Callable
@@ -338,6 +339,8 @@ def _report(args: argparse.Namespace, scope: str, operation: dict[str, Any]) -> 
         code = EXIT_FAILED
     if state.get("errorCode") or state.get("errorMessage"):
         lines.append(f"  error:       {state.get('errorCode')}: {state.get('errorMessage')}")
+        # A device is told DPS's generic error; the server keeps the precise one.
+        lines.append(f"  the reason:  devprov registration show {shlex.quote(str(rid))}")
     lines += [
         f"  enrollment:  {enrollment}",
         f"  id scope:    {scope}",

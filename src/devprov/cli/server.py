@@ -10,12 +10,15 @@ import os
 import shlex
 import signal
 import socket
+from dataclasses import dataclass
+from ipaddress import ip_network
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.cli.worker import (
     end_with_parent,
@@ -25,13 +28,17 @@ from devprov.cli.worker import (
     wait_for_workers,
 )
 from devprov.core.error import InvalidInputError
+from devprov.core.outbound import Network
+from devprov.core.printable import EscapingFormatter
+from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
 from devprov.http.listener import bind_listeners
 from devprov.http.server import HttpsServer
-from devprov.http.tls import build_server_context
+from devprov.http.tls import server_contexts
 from devprov.service.model import OWNER_POLICY
 from devprov.storage.file import PRIVATE_UMASK
+from devprov.transport.policy import ConnectionPolicy, default_max_connections
 
 MAX_PORT = 65535
 
@@ -64,12 +71,41 @@ def register(subparsers: Any) -> None:
         default=1,
         help="server processes sharing the port (default 1; one per core uses every core)",
     )
+    add_retention_options(serve)
+    serve.add_argument(
+        "--webhook-allow",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="let custom allocation webhooks reach this address or network (CIDR), which the "
+        "destination policy refuses (link-local, cloud metadata); repeatable; default none",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="open connections per server process; past it new ones are closed at once "
+        "(default: the file-descriptor limit, 'ulimit -n', less 256; here "
+        f"{default_max_connections()})",
+    )
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
     add_data_dir(info)
     add_json_flag(info)
     info.set_defaults(func=_info)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
 
 
 def _port(text: str) -> int:
@@ -80,6 +116,15 @@ def _port(text: str) -> int:
     if not 0 <= value <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"{text} is not a port number (0 to {MAX_PORT})")
     return value
+
+
+def _network(text: str) -> Network:
+    try:
+        return ip_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not an address or a network in CIDR notation (169.254.10.0/24): {exc}"
+        ) from exc
 
 
 def describe(c: Container, url: str) -> dict[str, Any]:
@@ -173,25 +218,58 @@ def _serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
+    retention = retention_policy(args)
     root = data_dir(args).root
     extra_hosts = [*args.san]
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
+    allow = tuple(args.webhook_allow)
+    info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
+    settings = WorkerSettings(
+        root=root,
+        host=args.host,
+        log_level=args.log_level,
+        webhook_allow=allow,
+        max_connections=args.max_connections,
+    )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
-        c = open_container(root, initialize=True, hosts=extra_hosts)
-        info = "devprov info" + (f" --data-dir {shlex.quote(str(root))}" if args.data_dir else "")
-        return asyncio.run(_run(c, args.host, args.port, args.workers, args.log_level, info))
+        c = open_container(root, initialize=True, hosts=extra_hosts, webhook_allow=allow)
+        return asyncio.run(_run(c, settings, args.port, args.workers, info, retention))
     finally:
         os.umask(previous_umask)
 
 
+def _policy(max_connections: int | None) -> ConnectionPolicy:
+    if max_connections is None:
+        return ConnectionPolicy()
+    return ConnectionPolicy(max_connections=max_connections)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every server process of one ``devprov serve`` starts with (picklable: workers are
+    spawned)."""
+
+    root: Path
+    host: str
+    log_level: str
+    webhook_allow: tuple[Network, ...]
+    max_connections: int | None
+
+
 async def _run(
-    c: Container, host: str, port: int, workers: int, log_level: str, info_command: str
+    c: Container,
+    settings: WorkerSettings,
+    port: int,
+    workers: int,
+    info_command: str,
+    retention: RetentionPolicy,
 ) -> int:
-    server = _server(c)
+    host = settings.host
+    server = _server(c, _policy(settings.max_connections))
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
     listeners = bind_listeners(host, port)
@@ -203,9 +281,7 @@ async def _run(
             listener.close()
         raise
     await server.serve_on(listeners)
-    children = [
-        start_worker(_worker, c.data.root, listeners, log_level) for _ in range(workers - 1)
-    ]
+    children = [start_worker(_worker, settings, listeners) for _ in range(workers - 1)]
     facts = describe(c, url)
     if c.created_secrets:
         # The one time the secrets are printed: the start that created them.
@@ -218,9 +294,13 @@ async def _run(
         f"\ndevprov is listening on {url} ({host}:{bound}{suffix}); press Ctrl+C to stop",
         flush=True,
     )
+    stopping = asyncio.Event()
+    housekeeping = asyncio.create_task(keep_house(c, stopping, retention=retention))
     await _wait_for_signal()
     stop_workers(children)
     await server.close()
+    stopping.set()
+    await housekeeping
     await asyncio.to_thread(wait_for_workers, children, WORKER_STOP_SECONDS)
     c.engine.dispose()
     print("devprov stopped", flush=True)
@@ -228,10 +308,15 @@ async def _run(
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every line escaped: no client value reaches the terminal raw
+    # (docs/operations.md#escaping-client-values).
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
     # outcome that matters, the registration, itself.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Alembic's INFO lines (the dialect found, at every start; each migration step) are no news
     # to an operator; its warnings stay.
     logging.getLogger("alembic.runtime.migration").setLevel(
@@ -239,9 +324,9 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _server(c: Container) -> HttpsServer:
-    context = build_server_context(c.data.server_cert_file, c.data.server_key_file)
-    return HttpsServer(build_app(c), context)
+def _server(c: Container, policy: ConnectionPolicy) -> HttpsServer:
+    contexts = server_contexts(c.data.server_cert_file, c.data.server_key_file)
+    return HttpsServer(build_app(c), contexts, policy=policy)
 
 
 async def _wait_for_signal() -> None:
@@ -254,23 +339,27 @@ async def _wait_for_signal() -> None:
 
 
 def _worker(
-    root: Path, listeners: list[socket.socket], log_level: str, lifeline: Connection, parent: int
+    settings: WorkerSettings, listeners: list[socket.socket], lifeline: Connection, parent: int
 ) -> None:
     """A further server process on the same data directory and the same listening sockets; it
     ends with the server process (devprov.cli.worker)."""
     end_with_parent(parent)
-    _configure_logging(log_level)
-    c = open_container(root)
+    _configure_logging(settings.log_level)
+    c = open_container(settings.root, webhook_allow=settings.webhook_allow)
 
     async def serve() -> None:
-        server = _server(c)
+        server = _server(c, _policy(settings.max_connections))
         await server.serve_on(listeners)
+        stopping = asyncio.Event()
+        housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))
         stop = asyncio.ensure_future(_wait_for_signal())
         gone = asyncio.ensure_future(parent_gone(lifeline))
         await asyncio.wait([stop, gone], return_when=asyncio.FIRST_COMPLETED)
         for waiter in (stop, gone):
             waiter.cancel()
         await server.close()
+        stopping.set()
+        await housekeeping
 
     try:
         asyncio.run(serve())

@@ -27,6 +27,7 @@ from devprov.core.registration import (
     AttestationMethod,
     CertificateSummary,
     RegistrationState,
+    device_error,
     summarize_certificate,
 )
 
@@ -152,8 +153,13 @@ def registration_state(state: RegistrationState) -> dict[str, Any]:
 
 
 def registration_result(state: RegistrationState) -> dict[str, Any]:
-    """DeviceRegistrationResult (device API): the state plus the attestation's sub-object."""
+    """DeviceRegistrationResult (device API): the state plus the attestation's sub-object, with
+    the error a device is shown (``device_error``)."""
     body = registration_state(state)
+    if state.error_code is not None:
+        body["errorCode"], body["errorMessage"] = device_error(
+            state.error_code, state.error_message
+        )
     group_id = state.enrollment_id if state.enrollment_kind is EnrollmentKind.GROUP else None
     if state.method is AttestationMethod.X509:
         x509_body: dict[str, Any] = {}

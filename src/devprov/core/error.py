@@ -169,6 +169,13 @@ class MalformedRequestError(InvalidInputError):
     number = 400001
 
 
+class JsonTooDeepError(MalformedRequestError):
+    """A JSON body nests arrays and objects deeper than devprov reads (core.json_text)."""
+
+    code = "JsonNestingTooDeep"
+    number = 400270
+
+
 class InvalidNameError(InvalidInputError):
     """A provisioning service or policy name breaks the naming rules."""
 
@@ -412,6 +419,14 @@ class CustomAllocationError(InvalidInputError):
     number = 400304
 
 
+class WebhookDestinationRefusedError(NotPermittedError):
+    """A custom allocation webhook's host is an address devprov does not call (link-local, cloud
+    metadata; core.outbound), and the operator did not allow it; the registration fails."""
+
+    code = "CustomAllocationWebhookRefused"
+    number = 403430
+
+
 class NoHubError(InvalidInputError):
     """No IoT hub could be chosen (none linked, none eligible); DPS's registration errorCode 400208."""
 
@@ -420,3 +435,11 @@ class NoHubError(InvalidInputError):
     # see that number.
     code = "IotHubNotSpecified"
     number = 400208
+
+
+class WebhookFailedError(UnavailableError):
+    """The custom allocation webhook failed, took longer than its deadline (10 s), answered with a
+    status other than 2xx, too large a body or no JSON; the registration fails."""
+
+    code = "CustomAllocationWebhookFailed"
+    number = 503430

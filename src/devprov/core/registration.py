@@ -16,6 +16,7 @@ from typing import Any
 
 from devprov.core.certificate import CertificateFacts
 from devprov.core.enrollment import Enrollment, EnrollmentKind
+from devprov.core.error import WebhookDestinationRefusedError, WebhookFailedError
 
 
 class RegistrationStatus(enum.Enum):
@@ -90,6 +91,24 @@ class RegistrationState:
     @property
     def key(self) -> str:
         return self.registration_id.lower()
+
+
+# What DPS tells a device whose custom allocation webhook failed: errorCode 400207,
+# "Custom allocation failed" (docs/dps-wire.md#custom-allocation-failures). The precise reason,
+# with the webhook's URL redacted, stays in the registration state, the audit trail and the log.
+CUSTOM_ALLOCATION_FAILED = 400207
+CUSTOM_ALLOCATION_FAILED_MESSAGE = "Custom allocation failed"
+_WEBHOOK_FAILURES = frozenset({WebhookFailedError.number, WebhookDestinationRefusedError.number})
+
+
+def device_error(
+    error_code: int | None, error_message: str | None
+) -> tuple[int | None, str | None]:
+    """The errorCode and errorMessage a device is shown for a failed registration: DPS's generic
+    answer where the stored reason is the operator's (a webhook failure), else the stored ones."""
+    if error_code in _WEBHOOK_FAILURES:
+        return CUSTOM_ALLOCATION_FAILED, CUSTOM_ALLOCATION_FAILED_MESSAGE
+    return error_code, error_message
 
 
 def device_id_for(enrollment: Enrollment, registration_id: str) -> str:

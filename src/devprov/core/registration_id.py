@@ -38,11 +38,16 @@ _ID_CHARACTERS = re.compile(r"[A-Za-z0-9._:-]+")
 _ALLOWED = "letters, digits, '-', '.', '_' and ':'"
 
 # Enough of a rejected value to recognise it in an error message without echoing a megabyte.
-_SHOWN = 64
+SHOWN_CHARACTERS = 64
 
 
-def _shown(value: str) -> str:
-    return repr(value) if len(value) <= _SHOWN else f"{value[:_SHOWN]!r}..."
+def shown_id(value: str) -> str:
+    """``value`` as a message, log line or audit entry may carry an id a client sent: quoted
+    with Python's escapes (no raw newline or terminal escape), whole when it is short, otherwise
+    its first :data:`SHOWN_CHARACTERS` characters and its length."""
+    if len(value) <= SHOWN_CHARACTERS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
 
 
 def _id_problem(value: str, limit: int) -> str | None:
@@ -70,7 +75,7 @@ def validate_registration_id(value: str, *, x509: bool = False) -> str:
     problem = _id_problem(value, limit)
     if problem is not None:
         kind = "an X.509 device's registration id" if x509 else "a registration id"
-        raise InvalidRegistrationIdError(f"{_shown(value)} is not {kind}: it {problem}")
+        raise InvalidRegistrationIdError(f"{shown_id(value)} is not {kind}: it {problem}")
     return value
 
 
@@ -82,7 +87,7 @@ def validate_enrollment_group_id(value: str) -> str:
     problem = _id_problem(value, MAX_ENROLLMENT_GROUP_ID_LENGTH)
     if problem is not None:
         raise InvalidEnrollmentGroupIdError(
-            f"{_shown(value)} is not an enrollment group id: it {problem}"
+            f"{shown_id(value)} is not an enrollment group id: it {problem}"
         )
     return value
 

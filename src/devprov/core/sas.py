@@ -267,26 +267,57 @@ def verify_sas_token(
     Raises :class:`InvalidSasSignatureError`, :class:`SasTokenExpiredError`, and
     :class:`InvalidSymmetricKeyError` for a malformed key in ``keys``.
     """
+    verify_sas_token_against(token, [keys], now=now, clock_skew=clock_skew)
+
+
+def verify_sas_token_against(
+    token: SasToken,
+    key_sets: Sequence[Sequence[str]],
+    *,
+    now: datetime,
+    clock_skew: timedelta = timedelta(0),
+) -> int:
+    """The index of the first of ``key_sets`` (each an owner's primary and secondary key) whose
+    key signed ``token``; then the expiry of the token, as :func:`verify_sas_token` checks it.
+
+    Several owners share a key name (a policy name exists in every service, a device may belong
+    to several enrollment groups), so which owner signed is known only once every signature is
+    checked. Only then is the expiry judged: an expired token is reported as expired however many
+    owners were tried before or after the one that signed it, and a forged one as a bad
+    signature, never as expired.
+
+    Raises :class:`InvalidSasSignatureError` when no key signed the token,
+    :class:`SasTokenExpiredError` when one did and ``se`` is past, and
+    :class:`InvalidSymmetricKeyError` for a malformed key.
+    """
     if now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
-    if not keys:
-        raise ValueError("verify_sas_token needs at least one key")
-    parsed_keys = [parse_symmetric_key(key) for key in keys]
+    if not key_sets or not all(key_sets):
+        raise ValueError("verify_sas_token_against needs at least one key per owner")
+    parsed = [[parse_symmetric_key(key) for key in keys] for keys in key_sets]
     message = f"{token.resource}\n{token.expiry}"
     presented = token.signature.encode("utf-8")
-    matched = False
-    for key in parsed_keys:
-        expected = _hmac_b64(key, message).encode("ascii")
-        matched |= hmac.compare_digest(expected, presented)
-    if not matched:
+    signer: int | None = None
+    for index, keys in enumerate(parsed):
+        matched = False
+        for key in keys:  # every key of an owner, so the time does not tell which one matched
+            expected = _hmac_b64(key, message).encode("ascii")
+            matched |= hmac.compare_digest(expected, presented)
+        if matched:
+            signer = index
+            break
+    if signer is None:
+        count = sum(len(keys) for keys in key_sets)
+        owners = "" if len(key_sets) == 1 else f" of {len(key_sets)} owners"
         raise InvalidSasSignatureError(
-            f"the SAS token's signature matches none of the {len(parsed_keys)} key(s) it was checked "
+            f"the SAS token's signature matches none of the {count} key(s){owners} it was checked "
             "against (wrong key, or sr or se changed after signing)"
         )
     if token.expiry + clock_skew.total_seconds() < now.timestamp():
         raise SasTokenExpiredError(
             f"the SAS token expired at se={token.expiry}, before {now.isoformat()}"
         )
+    return signer
 
 
 # --- resources -------------------------------------------------------------------------------

@@ -7,18 +7,89 @@ per registration with the hop, 2.4 ms without. The one slow call, the custom all
 runs on a worker thread (device_api). A writer of another process holding SQLite's lock makes a
 call wait, bounded by storage.database.SQLITE_BUSY_TIMEOUT_MS; several worker processes
 (``devprov serve --workers``) keep one such wait from stalling every connection.
+
+An exception no handler expected becomes DPS's error body with status 500 and a tracking id,
+and exactly one log line at ERROR that names the exception, where it was raised and the tracking
+id (its traceback is logged at DEBUG): :class:`UnexpectedErrors`.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devprov.bootstrap import Container
-from devprov.core.error import RouteNotFoundError
+from devprov.core.error import InternalError, RouteNotFoundError
 from devprov.http import device_api, management, service_api
-from devprov.http.error import arm_error_response, new_tracking_id
+from devprov.http.error import arm_error_response, dps_error_response, new_tracking_id
+
+log = logging.getLogger("devprov.http")
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an unexpected exception gets DPS's 500 and one log line.
+
+    Installed inside Starlette's own outermost error middleware, which would otherwise answer
+    plain text, and re-raise for the server to log a second time. After the response has begun
+    nothing can be said to the client: the exception goes on to the server, which cuts the
+    response and logs it (once, still).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            tracking_id = new_tracking_id()
+            log.error(  # noqa: TRY400 - one line; the traceback goes to DEBUG
+                "unexpected error on %s %s (tracking %s): %s",
+                scope["method"],
+                scope["path"],
+                tracking_id,
+                _describe(exc),
+            )
+            log.debug("traceback of tracking %s", tracking_id, exc_info=exc)
+            error = InternalError(
+                f"an unexpected error occurred; the server log has it under tracking id {tracking_id}"
+            )
+            await dps_error_response(error, tracking_id)(scope, receive, send)
+
+
+# An exception's message may quote a client's input at any length; the log line keeps this much.
+MAX_LOGGED_MESSAGE = 500
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)``, the innermost frame, on one line."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        where = f" (at {last.filename}:{last.lineno} in {last.name})"
+    message = str(exc)
+    if len(message) > MAX_LOGGED_MESSAGE:
+        message = f"{message[:MAX_LOGGED_MESSAGE]}... ({len(message)} characters)"
+    return f"{type(exc).__name__}: {message}{where}"
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -48,4 +119,5 @@ def build_app(container: Container) -> Starlette:
             *service_api.routes(container),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},
+        middleware=[Middleware(UnexpectedErrors)],
     )

@@ -2,9 +2,18 @@
 
 Owns the asyncio protocol object: pumping bytes through the connection's ``TlsSession``, h11's
 state machine, one request cycle at a time (``devprov.http.cycle``), enforcing the request
-limits, timeouts, flow control in both directions, and how the connection ends. h11's states,
-the timers and closing make one state machine, kept in this one class; the cycle and the server
+limits, the timeouts of each phase, flow control in both directions, and how the connection
+ends. h11's states, the timers and closing make one state machine, kept in this one class
+(hence past 400 lines: split up, its invariants would span modules); the cycle and the server
 reach it only through the narrow protocols ``cycle.Connection`` and :class:`Server`.
+
+The phases and their timeouts (``devprov.transport.policy``): the TLS handshake; the first
+request's head, counted from the handshake's end; between requests, keep-alive until the next
+request's first byte, then its head; the request body, a total from the end of the head; the
+handler, from the end of the head until the response is written (``devprov.http.cycle``). A
+head or body that times out gets 408; a handshake or keep-alive wait that times out is closed.
+While the connection waits on its client (every phase but a handler at work on a whole request)
+the server's gate may evict it to make room at the cap.
 
 A connection ends cleanly, with the server's close_notify, whenever the server closes it
 (unless TLS failed) and when the client sent close_notify first: both keep the TLS session
@@ -17,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Iterable
+from enum import Enum
 from typing import Any, Protocol, cast
 
 import h11
-from OpenSSL import SSL
 
 from devprov.http.asgi import AsgiApp, Message
 from devprov.http.cycle import ClientDisconnected, Cycle, build_scope
 from devprov.http.response import build_error_response, build_response_head, decide_refusal
-from devprov.http.tls import TlsError, TlsSession
+from devprov.http.tls import TlsContexts, TlsError, TlsSession
+from devprov.transport.gate import ConnectionGate
+from devprov.transport.policy import ConnectionPolicy
 
 # The server's one logger: operators configure it by this name, whichever module logs.
 logger = logging.getLogger("devprov.http.server")
@@ -36,14 +47,24 @@ logger = logging.getLogger("devprov.http.server")
 LINGER_SECONDS = 2.0
 
 
+class _Phase(Enum):
+    """The phases of a connection (module docstring); a handler at work is not timed here."""
+
+    HANDSHAKE = "TLS handshake"
+    HEAD = "request head"
+    KEEP_ALIVE = "keep-alive wait"
+    BODY = "request body"
+    HANDLER = "handler"
+
+
 class Server(Protocol):
     """What a connection needs from the server that accepted it (``server.HttpsServer``)."""
 
     app: AsgiApp
-    context: SSL.Context
+    contexts: TlsContexts
+    policy: ConnectionPolicy
+    gate: ConnectionGate
     max_body_bytes: int
-    handshake_timeout: float
-    idle_timeout: float
     max_header_bytes: int
 
     @property
@@ -55,6 +76,9 @@ class Server(Protocol):
 
     def forget(self, connection: HttpsConnection) -> None:
         """The connection is closed."""
+
+    def handshake_done(self, connection: HttpsConnection, chain_bytes: int) -> None:
+        """The TLS handshake finished; the client presented ``chain_bytes`` of certificates."""
 
     def spawn(self, coroutine: Awaitable[None]) -> None:
         """Run a request's app call as a task; the server's close() ends those still running."""
@@ -68,8 +92,10 @@ class HttpsConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self._server = server
+        self._policy = server.policy
         self._loop = asyncio.get_running_loop()
-        self._tls = TlsSession(server.context)
+        self._tls = TlsSession(server.contexts.context)
+        self.generation = server.contexts.generation  # of the TLS context, see tls.TlsContexts
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_header_bytes)
         self._transport = cast(asyncio.Transport, None)
         self._client: tuple[str, int] | None = None
@@ -77,12 +103,12 @@ class HttpsConnection(asyncio.Protocol):
         self._tls_extension: dict[str, Any] = {}
         self._cycle: Cycle | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._last_read = 0.0
+        self._phase = _Phase.HANDSHAKE
         self._writable = asyncio.Event()
         self._writable.set()
         self._read_paused = self._closing = self._lingering = False
         self._peer_eof = self._shutting_down = self._flush_pending = False
-        self._close_after_response = False
+        self._close_after_response = self._retiring = False
 
     # --- asyncio callbacks --------------------------------------------------------------------
 
@@ -91,14 +117,13 @@ class HttpsConnection(asyncio.Protocol):
         self._client = _address(transport.get_extra_info("peername"))
         self._local = _address(transport.get_extra_info("sockname"))
         self._server.track(self)
-        self._arm(self._server.handshake_timeout)
+        self._arm(self._policy.handshake_timeout)
         if self._server.closed:  # accepted while close() was already sweeping connections
             self.shut_down()
 
     def data_received(self, data: bytes) -> None:
         if self._lingering or self._peer_eof:
             return
-        self._last_read = self._loop.time()
         tls = self._tls
         tls.receive(data)
         try:
@@ -106,8 +131,10 @@ class HttpsConnection(asyncio.Protocol):
                 if not tls.handshake():
                     self._flush()
                     return
-                self._tls_extension = tls.extension()
-                self._wait_for_request()
+                self._tls_extension = extension = tls.extension()
+                chain = extension["devprov.client_chain_der"]
+                self._server.handshake_done(self, sum(len(der) for der in chain))
+                self._wait_for_request(first=True)
             plaintext, closed = tls.read()
         except TlsError as exc:
             logger.debug("TLS failure from %s: %s", self._client, exc)
@@ -115,6 +142,8 @@ class HttpsConnection(asyncio.Protocol):
             self._close(notify=False)
             return
         if plaintext:
+            if self._phase is _Phase.KEEP_ALIVE:  # the next request's first byte: its head is timed
+                self._enter(_Phase.HEAD, self._policy.head_timeout)
             self._h11.receive_data(plaintext)
         if closed:  # the client's close_notify: h11 sees the end, and _close() answers it
             self._peer_eof = True
@@ -141,6 +170,10 @@ class HttpsConnection(asyncio.Protocol):
         self._disarm()
         if self._cycle is not None:
             self._cycle.disconnect()
+            # The cycle refers back to this connection: break the cycle of references, so that
+            # the TLS connection (and the session and chain it holds) is freed now, not at the
+            # garbage collector's next full pass.
+            self._cycle = None
         self._writable.set()
         self._server.forget(self)
 
@@ -192,7 +225,9 @@ class HttpsConnection(asyncio.Protocol):
         cycle = Cycle(self, head=request.method == b"HEAD")
         self._cycle = cycle
         if self._h11.their_state is h11.SEND_BODY:
-            self._arm(self._server.idle_timeout)  # a stalled body times out like an idle line
+            self._enter(_Phase.BODY, self._policy.body_timeout)
+        else:
+            self._enter(_Phase.HANDLER)
         scope = build_scope(
             request,
             client=self._client,
@@ -200,7 +235,7 @@ class HttpsConnection(asyncio.Protocol):
             state=self._server.request_state(),
             tls=self._tls_extension,
         )
-        self._server.spawn(cycle.run(self._server.app, scope))
+        self._server.spawn(cycle.run(self._server.app, scope, timeout=self._policy.handler_timeout))
 
     def _on_data(self, data: bytes) -> None:
         cycle = cast(Cycle, self._cycle)
@@ -218,7 +253,7 @@ class HttpsConnection(asyncio.Protocol):
         if cycle.response_complete:
             self._next_cycle()
         else:
-            self._disarm()
+            self._enter(_Phase.HANDLER)
             cycle.end_body()
 
     def _on_response_complete(self) -> None:
@@ -239,14 +274,25 @@ class HttpsConnection(asyncio.Protocol):
         self._h11.start_next_cycle()
         self._cycle = None
         self.resume_reading()
-        self._wait_for_request()
+        self._wait_for_request(first=False)
 
-    def _wait_for_request(self) -> None:
-        if self._shutting_down:
+    def _wait_for_request(self, *, first: bool) -> None:
+        if self._shutting_down or (self._retiring and not first):
             self._close()
+        elif first:  # the first request's head is timed from the handshake's end
+            self._enter(_Phase.HEAD, self._policy.head_timeout)
         else:
-            # Not re-armed per byte: a request head must arrive whole within idle_timeout.
-            self._arm(self._server.idle_timeout)
+            self._enter(_Phase.KEEP_ALIVE, self._policy.keep_alive_timeout)
+
+    def _enter(self, phase: _Phase, timeout: float | None = None) -> None:
+        """Start ``phase``: its timer (none while a handler works) and what the gate knows."""
+        self._phase = phase
+        if timeout is None:
+            self._disarm()
+            self._server.gate.busy(self)
+        else:
+            self._arm(timeout)
+            self._server.gate.idle(self)
 
     # --- the cycle's requests (cycle.Connection) ----------------------------------------------
 
@@ -255,7 +301,9 @@ class HttpsConnection(asyncio.Protocol):
         events: list[h11.Event] = []
         if not cycle.head_sent:
             # A client still waiting for 100 may never send its body (RFC 9110 10.1.1): close.
-            close = self._shutting_down or self._h11.they_are_waiting_for_100_continue
+            close = (
+                self._shutting_down or self._retiring or self._h11.they_are_waiting_for_100_continue
+            )
             events.append(build_response_head(start, body, more=more, head=cycle.head, close=close))
             cycle.head_sent = True
         if body and not cycle.head:  # HEAD: h11 frames no body, so the app's is dropped
@@ -277,12 +325,17 @@ class HttpsConnection(asyncio.Protocol):
             self._send_plaintext(self._serialize([continue_]))
         self.resume_reading()
 
-    def app_failed(self, cycle: Cycle) -> None:
-        """The app raised or returned early: 500 if nothing was sent yet, else cut the response."""
+    def app_failed(self, cycle: Cycle, *, timed_out: bool = False) -> None:
+        """The app raised, returned early or ran out of time: 500 (503 for the timeout) if
+        nothing was sent yet, else cut the response."""
         if cycle is not self._cycle or self._closing:
             return
         if self._h11.our_state is h11.SEND_RESPONSE:
-            self._reject(500, "internal server error")
+            if timed_out:
+                seconds = self._policy.handler_timeout
+                self._reject(503, f"the request was not handled within {seconds:g} s")
+            else:
+                self._reject(500, "internal server error")
         else:
             cycle.disconnect()
             self._close()
@@ -366,6 +419,7 @@ class HttpsConnection(asyncio.Protocol):
             transport.write_eof()
             self.resume_reading()
             self._timer = self._loop.call_later(LINGER_SECONDS, transport.close)
+            self._server.gate.idle(self)  # done but for the linger: evictable at the cap
         else:
             transport.close()
 
@@ -375,6 +429,20 @@ class HttpsConnection(asyncio.Protocol):
         if self._lingering:
             self._transport.close()
         elif self._cycle is None:
+            self._close(notify=self._tls.handshake_complete)
+
+    def retire(self) -> None:
+        """This connection's TLS context was replaced (tls.TlsContexts): close between requests
+        rather than serve more on it, so that the old context and its session cache are freed."""
+        self._retiring = True
+        if self._phase is _Phase.KEEP_ALIVE:
+            self._close()
+
+    def evict(self) -> None:
+        """The gate needs this slot for a new connection (transport.gate.Slot)."""
+        if self._lingering:
+            self._transport.close()
+        else:
             self._close(notify=self._tls.handshake_complete)
 
     def abort(self) -> None:
@@ -393,18 +461,20 @@ class HttpsConnection(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
-        if not self._tls.handshake_complete:
-            logger.debug("TLS handshake from %s timed out", self._client)
+        phase = self._phase
+        logger.debug("%s of %s timed out", phase.value, self._client)
+        if phase is _Phase.HANDSHAKE:
             self._close(notify=False)
-            return
-        if self._cycle is not None and self._h11.their_state is h11.SEND_BODY:
-            # While a body is read the limit is on silence, not on the whole body.
-            quiet = 0.0 if self._read_paused else self._loop.time() - self._last_read
-            if quiet < self._server.idle_timeout:
-                self._arm(self._server.idle_timeout - quiet)
-                return
-            logger.debug("request body from %s stalled", self._client)
-        self._close()
+        elif phase is _Phase.HEAD:
+            self._reject(
+                408, f"the request head did not arrive within {self._policy.head_timeout:g} s"
+            )
+        elif phase is _Phase.BODY:
+            self._reject(
+                408, f"the request body did not arrive within {self._policy.body_timeout:g} s"
+            )
+        else:  # keep-alive: a quiet close (RFC 9112 9.5)
+            self._close()
 
 
 def _address(info: object) -> tuple[str, int] | None:

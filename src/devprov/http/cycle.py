@@ -1,15 +1,18 @@
 """One request cycle of the HTTPS server, as the ASGI app sees it.
 
-Owns the ``http`` scope built from h11's request, the app's ``receive()`` (the request body,
-buffered up to a high-water mark, then ``http.disconnect``) and ``send()`` (the response start
-held back until the first body part), and running the app for the request. Framing, TLS and
-closing are the connection's (``devprov.http.connection``), reached through :class:`Connection`.
+Owns the ``http`` scope built from h11's request (a request target in absolute form is routed
+as its path, RFC 9112 3.2.2), the app's ``receive()`` (the request body, buffered up to a
+high-water mark, then ``http.disconnect``) and ``send()`` (the response start held back until
+the first body part), and running the app for the request within the handler timeout. Framing,
+TLS and closing are the connection's (``devprov.http.connection``), reached through
+:class:`Connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -22,6 +25,10 @@ logger = logging.getLogger("devprov.http.server")
 
 # Body bytes buffered for an app that has not called receive() before reading pauses.
 BODY_HIGH_WATER = 64 * 1024
+
+# absolute-form (RFC 9112 3.2.2): scheme "://" authority, then the path and query, if any. Only
+# the schemes HTTP has; the authority ends at the first "/", "?" or "#" (RFC 3986 3.2).
+_ABSOLUTE_FORM = re.compile(rb"(?i:https?)://([^/?#]*)(.*)", re.DOTALL)
 
 
 class ClientDisconnected(OSError):
@@ -43,8 +50,27 @@ class Connection(Protocol):
     async def write_response(self, cycle: Cycle, start: Message, body: bytes, more: bool) -> None:
         """Send the head on the first call, then ``body``; the end too unless ``more``."""
 
-    def app_failed(self, cycle: Cycle) -> None:
-        """The app raised, or returned without completing its response."""
+    def app_failed(self, cycle: Cycle, *, timed_out: bool = False) -> None:
+        """The app raised, returned without completing its response, or ran out of time."""
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes | None] | None:
+    """The origin-form target (path and query) of a request target, and the authority it names
+    in absolute form (None in origin form); None for any other form, which is not served.
+
+    RFC 9112 3.2: a server must accept the absolute form (``https://host/path``) although
+    clients send it only to proxies; the authority-form (CONNECT) and the asterisk-form
+    (``OPTIONS *``) ask for what devprov does not do.
+    """
+    if target.startswith(b"/"):
+        return target, None
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is None:
+        return None
+    authority, rest = match.groups()
+    if not authority or rest.startswith(b"#"):
+        return None
+    return (rest if rest.startswith(b"/") else b"/" + rest), authority
 
 
 def build_scope(
@@ -55,8 +81,17 @@ def build_scope(
     state: dict[str, Any],
     tls: dict[str, Any],
 ) -> Scope:
-    """The ASGI ``http`` scope (spec 2.4) for ``request``, with the ``tls`` extension."""
-    raw_path, _, query = request.target.partition(b"?")
+    """The ASGI ``http`` scope (spec 2.4) for ``request``, with the ``tls`` extension.
+
+    The target must have passed :func:`split_target`. In absolute form its authority replaces
+    the Host header, as RFC 9112 3.2.2 asks, so that URLs the app builds name the right host.
+    """
+    target, authority = split_target(request.target) or (request.target, None)
+    headers = list(request.headers)  # h11 lowercases the names
+    if authority is not None:
+        headers = [(name, value) for name, value in headers if name != b"host"]
+        headers.append((b"host", authority))
+    raw_path, _, query = target.partition(b"?")
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -67,7 +102,7 @@ def build_scope(
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": list(request.headers),  # h11 lowercases the names
+        "headers": headers,
         "client": client,
         "server": server,
         "state": state,
@@ -130,16 +165,30 @@ class Cycle:
         self.response_complete = True
         self._event.set()
 
-    async def run(self, app: AsgiApp, scope: Scope) -> None:
-        """Call the app for this request; tell the connection if it fails to answer."""
+    async def run(self, app: AsgiApp, scope: Scope, *, timeout: float | None = None) -> None:
+        """Call the app for this request; tell the connection if it fails to answer.
+
+        The app is cancelled after ``timeout`` seconds (the handler timeout); it can only be
+        cancelled where it awaits, so a handler blocking the event loop runs to its end first.
+        """
+        deadline = asyncio.timeout(timeout)
         try:
-            await app(scope, self.receive, self.send)
-        except Exception:
+            async with deadline:
+                await app(scope, self.receive, self.send)
+        except Exception as exc:
+            timed_out = isinstance(exc, TimeoutError) and deadline.expired()
             if self.disconnected:
                 logger.debug("ASGI app raised after its client went away", exc_info=True)
+            elif timed_out:
+                logger.warning(
+                    "%s %s was not answered within %g s (the handler timeout): cancelled",
+                    scope["method"],
+                    scope["path"],
+                    timeout,
+                )
             else:
                 logger.exception("ASGI app raised on %s %r", scope["method"], scope["path"])
-            self._connection.app_failed(self)
+            self._connection.app_failed(self, timed_out=timed_out)
             return
         if not self.response_complete and not self.disconnected:
             logger.error("ASGI app returned without completing its response")

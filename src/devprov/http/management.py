@@ -24,7 +24,13 @@ from devprov.core.certificate import resource_subject, to_pem
 from devprov.core.error import DevprovError, InvalidCredentialsError, MalformedRequestError
 from devprov.core.etag import format_etag
 from devprov.http.error import arm_error_response, new_tracking_id
-from devprov.http.request import api_version, bearer_token, case_insensitive, log_refusal, read_json
+from devprov.http.request import (
+    api_version,
+    bearer_token,
+    case_insensitive,
+    log_api_refusal,
+    read_json,
+)
 from devprov.service.model import CertificateRecord
 
 log = logging.getLogger("devprov.http.management")
@@ -183,7 +189,9 @@ def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awa
                 raise InvalidCredentialsError("the bearer token is not this server's admin token")
             response = await handler(request, container)
         except DevprovError as exc:
-            log_refusal(log, request, exc, tracking_id)
+            log_api_refusal(
+                container.refusals, log, request, exc, tracking_id, action="managementApi"
+            )
             return arm_error_response(exc, tracking_id)
         response.headers["x-ms-request-id"] = tracking_id
         return response

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -11,12 +10,20 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from devprov.core.error import (
+    AuthenticationError,
     BodyTooLargeError,
     DevprovError,
     MalformedRequestError,
     MissingCredentialsError,
     NotFoundError,
 )
+from devprov.core.json_text import parse_json
+from devprov.service.refusal_log import Origin, Refusal, RefusalLog
+
+# The most of a request path a log line shows. DPS's paths are under 300 characters (a 128-character
+# registration id, an ID scope, an operation id); a longer one is a client's, shortened with its
+# length rather than written to the log in full.
+MAX_LOGGED_PATH = 300
 
 # DPS's maximum message size (docs/dps-wire.md#limits-and-quotas). The HTTPS server refuses larger
 # bodies before the app sees them; this guard covers other servers and chunked bodies.
@@ -43,10 +50,7 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         if required:
             raise MalformedRequestError("the request needs a JSON body")
         return None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+    return parse_json(body)  # bounded nesting: core.json_text
 
 
 def bearer_token(request: Request) -> str:
@@ -92,9 +96,47 @@ def log_refusal(
         level,
         "%s %s -> %s %s (api-version %s, tracking %s)",
         request.method,
-        request.url.path,
+        shown_path(request.url.path),
         error.code,
         error.message,
-        api_version(request),
+        shown_path(api_version(request) or "None"),
         tracking_id,
     )
+
+
+def shown_path(path: str) -> str:
+    """``path`` for a log line: whole up to MAX_LOGGED_PATH characters, else cut, with its length."""
+    if len(path) <= MAX_LOGGED_PATH:
+        return path
+    return f"{path[:MAX_LOGGED_PATH]}... ({len(path)} characters)"
+
+
+def request_origin(request: Request, tracking_id: str) -> Origin:
+    """Who asked what, for the refusal log (service.refusal_log), in log_refusal's words."""
+    version = api_version(request)
+    return Origin(
+        address=request.client.host if request.client else None,
+        request=f"{request.method} {shown_path(request.url.path)}",
+        context=f"api-version {shown_path(version) if version else None}, tracking {tracking_id}",
+        read=request.method in ("GET", "HEAD"),
+    )
+
+
+def log_api_refusal(
+    refusals: RefusalLog,
+    log: logging.Logger,
+    request: Request,
+    error: DevprovError,
+    tracking_id: str,
+    *,
+    action: str,
+) -> None:
+    """The log line of a refused service or management API request. One that failed
+    authentication is anybody's, and goes to the refusal log, which limits how many such lines a
+    client can cause; a refusal of an authenticated caller is logged in full (log_refusal)."""
+    if isinstance(error, AuthenticationError):
+        refusals.refused(
+            Refusal(action=action, error=error, origin=request_origin(request, tracking_id))
+        )
+    else:
+        log_refusal(log, request, error, tracking_id)

@@ -1,7 +1,8 @@
 """The responses the HTTPS server frames: the head of an app's response, and its own answers.
 
-The server answers some requests without the app (400, 413, 431, 500), with DPS's error body;
-which request heads it refuses is decided here too. The app's own errors are the app's business.
+The server answers some requests without the app (400, 408, 413, 431, 500, 503), with DPS's
+error body; which request heads it refuses is decided here too. The app's own errors are the
+app's business.
 """
 
 from __future__ import annotations
@@ -14,27 +15,46 @@ from http import HTTPStatus
 
 import h11
 
-from devprov.core.error import BodyTooLargeError, InternalError, MalformedRequestError
+from devprov.core.error import (
+    BodyTooLargeError,
+    InternalError,
+    MalformedRequestError,
+    UnavailableError,
+)
 from devprov.http.asgi import Message
+from devprov.http.cycle import split_target
 
 # h11 sends an empty reason phrase unless given one; some clients print or log it.
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
-# DPS error numbers are <HTTP status><3-digit sub-code> (core.error); 431 has no leaf there.
+# DPS error numbers are <HTTP status><3-digit sub-code> (core.error); 408 and 431 have no leaf
+# there and get <status>000.
 _ERROR_NUMBERS = {
     400: MalformedRequestError.number,
     413: BodyTooLargeError.number,
     500: InternalError.number,
+    503: UnavailableError.number,
 }
 
 
 def decide_refusal(
     request: h11.Request, *, max_header_bytes: int, max_body_bytes: int
 ) -> tuple[int, str] | None:
-    """The status and message the server answers ``request`` with itself, or None to run the app."""
+    """The status and message the server answers ``request`` with itself, or None to run the app.
+
+    Every refusal closes the connection (``connection._reject``).
+    """
     if _head_size(request) > max_header_bytes:
         # h11 bounds only heads that arrive in pieces; one that came whole is checked here.
         return 431, "request head too large"
+    names = {name for name, _ in request.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        # RFC 9112 6.1: such a message may be a request smuggling attempt; the server may
+        # refuse it and must close the connection afterwards either way. h11 would read it by
+        # Transfer-Encoding and keep the connection.
+        return 400, "a request may not carry both Content-Length and Transfer-Encoding"
+    if split_target(request.target) is None:
+        return 400, "the request target must be a path or an absolute http(s) URI"
     if (_content_length(request.headers) or 0) > max_body_bytes:
         return 413, f"request body exceeds {max_body_bytes} bytes"
     return None

@@ -9,6 +9,11 @@ request as the app sees it is ``devprov.http.cycle``; the ASGI lifespan is
 during the handshake, is ``devprov.http.tls``; the chain reaches the app in
 ``scope["extensions"]["tls"]``.
 
+Limits and timeouts come from one :class:`devprov.transport.policy.ConnectionPolicy`, and each
+new connection is admitted by a :class:`devprov.transport.gate.ConnectionGate` before anything
+is spent on it: past the cap it is closed at once, without a TLS handshake and without a log
+line of its own (the gate logs counts, once per interval).
+
 The public names are here: :class:`HttpsServer`, the exceptions it and its apps meet and the
 ASGI type aliases.
 """
@@ -16,9 +21,10 @@ ASGI type aliases.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 
@@ -28,6 +34,9 @@ from devprov.http.connection import HttpsConnection
 from devprov.http.cycle import ClientDisconnected
 from devprov.http.lifespan import Lifespan, LifespanStartupFailed
 from devprov.http.listener import CannotListenError, PortInUseError, bind_listeners
+from devprov.http.tls import TlsContexts
+from devprov.transport.gate import ConnectionGate
+from devprov.transport.policy import ConnectionPolicy
 
 __all__ = [
     "AsgiApp",
@@ -42,34 +51,46 @@ __all__ = [
     "Send",
 ]
 
+# The server's one logger: operators configure it by this name, whichever module logs.
+logger = logging.getLogger("devprov.http.server")
+
 # close(): how long requests in flight get before their connections are cut.
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+# What asyncio's accept loop reports when accept() fails for want of descriptors or memory. It
+# logs it with a traceback, once per pending connection and again after each 1 s pause (measured:
+# about 700 KiB of log a second); the server counts these in its gate instead.
+_ACCEPT_FAILED = "socket.accept() out of system resource"
+# After such a failure asyncio retries accepting a second later (BaseSelectorEventLoop's
+# _start_serving, a private name); a retry that outlives the listener fails on its closed socket
+# and would be logged with a traceback too. It is noise: the listener is gone on purpose.
+_ACCEPT_RETRY = "_start_serving"
 
 
 class HttpsServer:
     """Serves one ASGI 3 app over HTTPS on any number of listeners, without threads.
 
-    ``context`` comes from :func:`devprov.http.tls.build_server_context`. Limits: request bodies
-    over ``max_body_bytes`` get 413, request heads over ``max_header_bytes`` get 431; a TLS
-    handshake has ``handshake_timeout`` seconds, a connection may wait ``idle_timeout`` seconds
-    for its next request and a request body may stall that long.
+    ``context`` is a :class:`devprov.http.tls.TlsContexts` (from
+    :func:`devprov.http.tls.server_contexts`, whose session cache is bounded) or one context from
+    :func:`devprov.http.tls.build_server_context`. ``policy`` holds the connection cap and the
+    timeouts of every phase (its defaults without one). Request bodies over ``max_body_bytes``
+    get 413, request heads over ``max_header_bytes`` get 431.
     """
 
     def __init__(
         self,
         app: AsgiApp,
-        context: SSL.Context,
+        context: SSL.Context | TlsContexts,
         *,
+        policy: ConnectionPolicy | None = None,
         max_body_bytes: int = 96 * 1024,
-        handshake_timeout: float = 10,
-        idle_timeout: float = 60,
         max_header_bytes: int = 16 * 1024,
     ) -> None:
         self.app = app
-        self.context = context
+        self.contexts = context if isinstance(context, TlsContexts) else TlsContexts.fixed(context)
+        self.policy = policy or ConnectionPolicy()
+        self.gate = ConnectionGate(self.policy)
         self.max_body_bytes = max_body_bytes
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
         self.max_header_bytes = max_header_bytes
         self._servers: list[asyncio.Server] = []
         self._connections: set[HttpsConnection] = set()
@@ -77,6 +98,7 @@ class HttpsServer:
         self._lifespan: Lifespan | None = None
         self._drained = asyncio.Event()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host``:``port`` (0 picks a port) and return the port bound.
@@ -103,8 +125,9 @@ class HttpsServer:
         from now on and closes them in close()."""
         await self._start_lifespan()
         loop = asyncio.get_running_loop()
+        self._watch_accept_failures(loop)
         for listener in listeners:
-            server = await loop.create_server(lambda: HttpsConnection(self), sock=listener)
+            server = await loop.create_server(self._accept, sock=listener)
             self._servers.append(server)
 
     async def _start_lifespan(self) -> None:
@@ -146,6 +169,40 @@ class HttpsServer:
         self._servers.clear()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
+        self.gate.close()
+
+    # --- admission ----------------------------------------------------------------------------
+
+    def _accept(self) -> asyncio.Protocol:
+        """The protocol for a connection just accepted: refused at once past the cap."""
+        if not self.gate.make_room():
+            return _Refused()
+        connection = HttpsConnection(self)
+        self.gate.add(connection)
+        return connection
+
+    def _watch_accept_failures(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count failed accepts instead of letting asyncio log each; hand on everything else.
+
+        The handler stays on the loop after close(): asyncio's retries may still fire then.
+        """
+        if self._loop is loop:
+            return
+        self._loop = loop
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            message = str(context.get("message", ""))
+            if message == _ACCEPT_FAILED:
+                self.gate.accept_failed()
+            elif _ACCEPT_RETRY in message and self._closed:
+                logger.debug("an accept retry outlived its listener: %s", context.get("exception"))
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
 
     # --- for its connections (connection.Server) ----------------------------------------------
 
@@ -160,9 +217,18 @@ class HttpsServer:
 
     def forget(self, connection: HttpsConnection) -> None:
         """A connection closed."""
+        self.gate.release(connection)
         self._connections.discard(connection)
         if self._closed and not self._connections:
             self._drained.set()
+
+    def handshake_done(self, connection: HttpsConnection, chain_bytes: int) -> None:
+        """A handshake finished: charge its session to the cache, retire an old generation."""
+        if self.contexts.charge(connection.generation, chain_bytes):
+            current = self.contexts.generation
+            for other in list(self._connections):
+                if other.generation < current:
+                    other.retire()
 
     def spawn(self, coroutine: Awaitable[None]) -> None:
         """Run a request's app call as a task; close() cancels those still running at the end."""
@@ -173,3 +239,10 @@ class HttpsServer:
     def request_state(self) -> dict[str, Any]:
         """ASGI lifespan state: each request gets a shallow copy of what startup left there."""
         return dict(self._lifespan.state) if self._lifespan is not None else {}
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past the cap: closed as soon as it is made, before any TLS."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()

@@ -21,7 +21,7 @@ from devprov.core.enrollment import EnrollmentKind
 from devprov.core.error import DevprovError, MalformedRequestError
 from devprov.core.sas import Right
 from devprov.http.error import dps_error_response, new_tracking_id
-from devprov.http.request import case_insensitive, log_refusal, read_json
+from devprov.http.request import case_insensitive, log_api_refusal, read_json
 from devprov.service.access import Caller
 
 log = logging.getLogger("devprov.http.service")
@@ -197,7 +197,7 @@ def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awa
             )
             response = await handler(request, container, caller)
         except DevprovError as exc:
-            log_refusal(log, request, exc, tracking_id)
+            log_api_refusal(container.refusals, log, request, exc, tracking_id, action="serviceApi")
             return dps_error_response(exc, tracking_id)
         response.headers["x-ms-request-id"] = tracking_id
         return response

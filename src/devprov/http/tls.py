@@ -15,16 +15,20 @@ authentication error the device can read, instead of a handshake alert it cannot
 
 :class:`TlsSession` runs one connection over memory BIOs so that the asyncio protocol in
 ``devprov.http.connection`` owns the socket and no thread is spent per connection.
+
+:class:`TlsContexts` bounds the memory of OpenSSL's session cache (see
+``SESSION_CACHE_BYTES``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from OpenSSL import SSL
 from OpenSSL.crypto import X509
 
@@ -67,6 +71,22 @@ SESSION_TIMEOUT_SECONDS = 300
 # RFC 2818 2.2 (obsoleted by RFC 9110) forbade reusing a session closed without one. RFC 5246
 # 7.2.1 would allow resuming it; OpenSSL's default is kept.
 
+# The cache's memory is bounded here, since OpenSSL's bound is a count, not bytes. A cached
+# session holds the client's parsed chain: measured with bench/session_cache.py, about 12 KB for
+# a session whose chain is 855 bytes of DER and 209 KB for one of 90 KB, so the default entry
+# limit of 20,480 sessions let a client presenting large chains pin about 4 GB. pyOpenSSL can
+# set neither the cache's size nor flush it, but a cache belongs to its SSL context and dies
+# with it. So :class:`TlsContexts` estimates what each handshake adds (SESSION_BASE_BYTES plus
+# SESSION_BYTES_PER_CHAIN_BYTE per byte of the presented chain), and when the current context
+# has taken half of SESSION_CACHE_BYTES it starts a fresh context; the server then retires the
+# connections of the older one (each finishes its current request and closes), so the old
+# context and its cache are freed within one request's time. Two generations at most are alive:
+# the cache stays under SESSION_CACHE_BYTES (estimated). The cost: sessions of the old generation
+# no longer resume, and their clients make a full handshake once.
+SESSION_CACHE_BYTES = 64 * 1024 * 1024
+SESSION_BASE_BYTES = 12 * 1024
+SESSION_BYTES_PER_CHAIN_BYTE = 2.5
+
 # Bytes moved per BIO call; a TLS record is at most 16 KiB plus overhead, so one call usually
 # drains everything the socket delivered.
 BIO_CHUNK = 65536
@@ -91,21 +111,102 @@ def build_server_context(
     does not match the certificate.
     """
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.use_certificate_chain_file(str(certificate_chain_file))
+    context.use_privatekey_file(str(private_key_file))
+    _configure(context, request_client_certificate=request_client_certificate)
+    return context
+
+
+def _configure(context: SSL.Context, *, request_client_certificate: bool) -> None:
+    """Everything of a server context but its certificate and key, which are set already."""
+    context.check_privatekey()
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_cipher_list(TLS12_CIPHERS)
     # Renegotiation could swap the client certificate after the chain was handed to the app,
     # and client-initiated renegotiation is a cheap way to burn server CPU. No tickets: see
     # SESSION_TIMEOUT_SECONDS.
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
-    context.use_certificate_chain_file(str(certificate_chain_file))
-    context.use_privatekey_file(str(private_key_file))
-    context.check_privatekey()
     context.set_alpn_select_callback(_select_alpn)
     context.set_timeout(SESSION_TIMEOUT_SECONDS)
     if request_client_certificate:
         context.set_verify(SSL.VERIFY_PEER, _accept_any_certificate)
         context.set_session_id(SESSION_ID_CONTEXT)
-    return context
+
+
+class TlsContexts:
+    """The server's SSL contexts: the current one, replaced by a fresh one as its session cache
+    fills (see SESSION_CACHE_BYTES).
+
+    ``build`` makes a context; :attr:`generation` counts the contexts made. A server opens each
+    new connection on :attr:`context`, reports each finished handshake to :meth:`charge`, and
+    retires the connections of older generations when :meth:`charge` returns True.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], SSL.Context],
+        *,
+        session_cache_bytes: int | None = SESSION_CACHE_BYTES,
+    ) -> None:
+        self._build = build
+        # Each generation may take half: the current one fills while the previous one drains.
+        self._budget = None if session_cache_bytes is None else session_cache_bytes // 2
+        self._spent = 0
+        self.context = build()
+        self.generation = 0
+
+    @classmethod
+    def fixed(cls, context: SSL.Context) -> TlsContexts:
+        """One context for ever: its session cache is bounded only by OpenSSL's entry limit."""
+        return cls(lambda: context, session_cache_bytes=None)
+
+    def charge(self, generation: int, chain_bytes: int) -> bool:
+        """A handshake finished on a context of ``generation`` with a client chain of
+        ``chain_bytes`` (DER, 0 for none). True if that started a fresh context."""
+        if self._budget is None or generation != self.generation:
+            return False
+        self._spent += SESSION_BASE_BYTES + int(chain_bytes * SESSION_BYTES_PER_CHAIN_BYTE)
+        if self._spent < self._budget:
+            return False
+        self.context = self._build()
+        self.generation += 1
+        self._spent = 0
+        return True
+
+
+def server_contexts(
+    certificate_chain_file: Path,
+    private_key_file: Path,
+    *,
+    request_client_certificate: bool = True,
+    session_cache_bytes: int = SESSION_CACHE_BYTES,
+) -> TlsContexts:
+    """:class:`TlsContexts` of :func:`build_server_context` contexts, the session cache bounded.
+
+    The files are read once, when this is called (with build_server_context's errors); fresh
+    contexts are built from the certificates and key then read, never from the files again.
+    """
+    first = build_server_context(
+        certificate_chain_file,
+        private_key_file,
+        request_client_certificate=request_client_certificate,
+    )
+    chain = x509.load_pem_x509_certificates(certificate_chain_file.read_bytes())
+    key = load_pem_private_key(private_key_file.read_bytes(), None)
+    contexts = [first]
+
+    def build() -> SSL.Context:
+        if contexts:
+            return contexts.pop()
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.use_certificate(chain[0])
+        for certificate in chain[1:]:
+            context.add_extra_chain_cert(certificate)
+        context.use_privatekey(key)  # type: ignore[arg-type]  # any key type OpenSSL takes
+        _configure(context, request_client_certificate=request_client_certificate)
+        return context
+
+    return TlsContexts(build, session_cache_bytes=session_cache_bytes)
 
 
 def _accept_any_certificate(

@@ -2,7 +2,9 @@
 
 DPS addresses an instance by host name; one devprov server hosts several provisioning services
 on one host and port, so the service is the one whose policy key signed the token (a policy name
-such as ``provisioningserviceowner`` exists in every service, its keys do not).
+such as ``provisioningserviceowner`` exists in every service, its keys do not). Which policy
+signed is settled before the expiry is judged, so an expired token is reported as expired
+(``SasTokenExpired``, 401005) however many services have a policy of its name.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from devprov.core.error import DevprovError, InvalidCredentialsError, MissingCredentialsError
+from devprov.core.error import InvalidCredentialsError, MissingCredentialsError
 from devprov.core.sas import (
     Right,
     parse_sas_token,
     require_right,
     resource_matches_service,
-    verify_sas_token,
+    verify_sas_token_against,
 )
 from devprov.service.model import AccessPolicy
 from devprov.service.port import Clock, UnitOfWorkFactory
@@ -56,16 +58,11 @@ class ServiceAccess:
         now = self._clock()
         with self._uow(read_only=True) as uow:
             candidates = uow.services.policies_named(token.key_name)
-        last: DevprovError | None = None
-        for policy in candidates:
-            try:
-                verify_sas_token(token, (policy.primary_key, policy.secondary_key), now=now)
-            except DevprovError as exc:
-                last = exc
-                continue
-            return Caller(policy.service, policy)
-        if last is not None:
-            raise last
-        raise InvalidCredentialsError(
-            f"no provisioning service has a shared access policy '{token.key_name}'"
+        if not candidates:
+            raise InvalidCredentialsError(
+                f"no provisioning service has a shared access policy '{token.key_name}'"
+            )
+        signer = verify_sas_token_against(
+            token, [(p.primary_key, p.secondary_key) for p in candidates], now=now
         )
+        return Caller(candidates[signer].service, candidates[signer])

@@ -32,6 +32,7 @@ from devprov.core.error import (
     DevprovError,
     InvalidDeviceCertificateError,
     InvalidInputError,
+    SasTokenExpiredError,
 )
 from devprov.core.registration import AttestationMethod, CertificateSummary, summarize_certificate
 from devprov.core.registration_id import validate_registration_id
@@ -40,6 +41,7 @@ from devprov.core.sas import (
     parse_sas_token,
     resource_matches_device,
     verify_sas_token,
+    verify_sas_token_against,
 )
 from devprov.service.model import CertificateRecord, Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
@@ -324,17 +326,28 @@ def _attest_symmetric(
         except DevprovError as exc:
             raise DeviceSasError(f"individual enrollment '{individual.id}': {exc.message}") from exc
         return Attested(individual, AttestationMethod.SYMMETRIC_KEY)
-    last: DevprovError | None = None
-    for group in uow.enrollments.symmetric_key_groups(service):
-        keys = [derive_device_key(key, registration_id) for key in group.attestation.keys]
-        try:
-            verify_sas_token(token, keys, now=now)
-        except DevprovError as exc:
-            last = exc
-            continue
-        return Attested(group, AttestationMethod.SYMMETRIC_KEY)
-    reason = last.message if last else "the service has no symmetric-key enrollment group"
-    raise DeviceSasError(f"no enrollment's key verifies the token of '{registration_id}': {reason}")
+    groups = [g for g in uow.enrollments.symmetric_key_groups(service) if g.attestation.keys]
+    if not groups:
+        raise DeviceSasError(
+            f"no enrollment's key verifies the token of '{registration_id}': "
+            "the service has no symmetric-key enrollment group"
+        )
+    # Which group signed is settled before the expiry is judged (core.sas), so an expired token
+    # is reported as expired whichever group's key signed it.
+    key_sets = [
+        [derive_device_key(key, registration_id) for key in g.attestation.keys] for g in groups
+    ]
+    try:
+        signer = verify_sas_token_against(token, key_sets, now=now)
+    except SasTokenExpiredError as exc:
+        raise DeviceSasError(
+            f"an enrollment group's key signed the token of '{registration_id}', but {exc.message}"
+        ) from exc
+    except DevprovError as exc:
+        raise DeviceSasError(
+            f"no enrollment's key verifies the token of '{registration_id}': {exc.message}"
+        ) from exc
+    return Attested(groups[signer], AttestationMethod.SYMMETRIC_KEY)
 
 
 def confirm_caller(

@@ -27,19 +27,30 @@ from devprov.core.enrollment import AllocationPolicyName, Enrollment, Enrollment
 from devprov.core.error import (
     AuthenticationError,
     DevprovError,
+    InvalidRegistrationIdError,
     NotFoundError,
     ServiceNotFoundError,
 )
 from devprov.core.etag import ETAG_BYTES, build_etag
+from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.registration import (
     RegistrationState,
     RegistrationStatus,
     decide_assignment,
     device_id_for,
 )
-from devprov.service.attestation import Attested, Credentials, attest, confirm_caller
+from devprov.core.registration_id import shown_id, validate_registration_id
+from devprov.service.attestation import (
+    Attested,
+    Credentials,
+    DeviceAttestationError,
+    DeviceSasError,
+    attest,
+    confirm_caller,
+)
 from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+from devprov.service.refusal_log import Origin, Refusal, RefusalLog
 
 log = logging.getLogger("devprov.registration")
 
@@ -96,11 +107,42 @@ class RegistrationOutcome:
     state: RegistrationState | None
 
 
+@dataclass
+class _Attempt:
+    """One device request, for the refusal log: what it asked, and of which service once known."""
+
+    action: str
+    registration_id: str
+    origin: Origin | None
+    service: str | None = None
+
+    def refusal(self, error: DevprovError) -> Refusal:
+        return Refusal(
+            action=self.action,
+            error=error,
+            origin=self.origin or Origin(),
+            service=self.service,
+            registration_id=self.registration_id,
+            # What the audit trail has always held: devices that failed to authenticate.
+            audited=isinstance(error, AuthenticationError),
+        )
+
+
 class DeviceRegistration:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, random_bytes: RandomBytes) -> None:
+    """The device API's use cases. Each logs what it refuses through the refusal log, once, and
+    audits devices that fail to authenticate there (service.refusal_log)."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         self._uow = uow
         self._clock = clock
         self._random = random_bytes
+        self._refusals = refusals or RefusalLog(uow, clock, RefusalWindows())
 
     # --- register -------------------------------------------------------------------------
 
@@ -112,19 +154,35 @@ class DeviceRegistration:
         payload: Mapping[str, Any] | None,
         *,
         force: bool = False,
+        origin: Origin | None = None,
     ) -> RegistrationOutcome | WebhookCall:
         """Attest, allocate and record a registration. A custom allocation returns a
         :class:`WebhookCall` for the caller to complete."""
+        attempt = _Attempt("register", registration_id, origin)
+        try:
+            return self._register(attempt, id_scope, credentials, payload, force=force)
+        except DevprovError as exc:
+            self._refusals.refused(attempt.refusal(exc))
+            raise
+
+    def _register(
+        self,
+        attempt: _Attempt,
+        id_scope: str,
+        credentials: Credentials,
+        payload: Mapping[str, Any] | None,
+        *,
+        force: bool,
+    ) -> RegistrationOutcome | WebhookCall:
         now = self._clock()
+        registration_id = attempt.registration_id
         with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
-            try:
-                attested = attest(
-                    uow, service.name, service.id_scope, registration_id, credentials, now=now
-                )
-            except DevprovError as exc:
-                self._audit(uow, service.name, registration_id, "register", exc)
-                raise
+            attempt.service = service.name
+            _check_registration_id(registration_id, credentials)
+            attested = attest(
+                uow, service.name, service.id_scope, registration_id, credentials, now=now
+            )
             existing = uow.registrations.get(service.name, registration_id)
             hubs = [
                 LinkedHub(h.host_name, h.weight, h.apply_allocation_policy)
@@ -327,42 +385,66 @@ class DeviceRegistration:
     # --- poll and lookup ------------------------------------------------------------------
 
     def operation_status(
-        self, id_scope: str, registration_id: str, operation_id: str, credentials: Credentials
+        self,
+        id_scope: str,
+        registration_id: str,
+        operation_id: str,
+        credentials: Credentials,
+        *,
+        origin: Origin | None = None,
+    ) -> RegistrationOutcome:
+        attempt = _Attempt("operationStatus", registration_id, origin)
+        try:
+            return self._operation_status(attempt, id_scope, operation_id, credentials)
+        except DevprovError as exc:
+            self._refusals.refused(attempt.refusal(exc))
+            raise
+
+    def _operation_status(
+        self, attempt: _Attempt, id_scope: str, operation_id: str, credentials: Credentials
     ) -> RegistrationOutcome:
         now = self._clock()
+        registration_id = attempt.registration_id
         with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
+            attempt.service = service.name
+            _check_registration_id(registration_id, credentials)
             operation = uow.operations.get(service.name, operation_id)
-            try:
-                if (
-                    operation is None
-                    or operation.registration_id.lower() != registration_id.lower()
-                ):
-                    attest(
-                        uow, service.name, service.id_scope, registration_id, credentials, now=now
-                    )
-                    raise OperationNotFoundError(
-                        f"operation '{operation_id}' of '{registration_id}' does not exist"
-                    )
-                confirm_caller(uow, service, registration_id, operation, credentials, now=now)
-            except AuthenticationError as exc:
-                self._audit(uow, service.name, registration_id, "operationStatus", exc)
-                raise
+            if operation is None or operation.registration_id.lower() != registration_id.lower():
+                attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
+                raise OperationNotFoundError(
+                    f"operation {shown_id(operation_id)} of '{registration_id}' does not exist"
+                )
+            confirm_caller(uow, service, registration_id, operation, credentials, now=now)
             return RegistrationOutcome(
                 operation, uow.registrations.get(service.name, registration_id)
             )
 
     def status_lookup(
-        self, id_scope: str, registration_id: str, credentials: Credentials
+        self,
+        id_scope: str,
+        registration_id: str,
+        credentials: Credentials,
+        *,
+        origin: Origin | None = None,
+    ) -> RegistrationState:
+        attempt = _Attempt("statusLookup", registration_id, origin)
+        try:
+            return self._status_lookup(attempt, id_scope, credentials)
+        except DevprovError as exc:
+            self._refusals.refused(attempt.refusal(exc))
+            raise
+
+    def _status_lookup(
+        self, attempt: _Attempt, id_scope: str, credentials: Credentials
     ) -> RegistrationState:
         now = self._clock()
+        registration_id = attempt.registration_id
         with self._uow(read_only=True) as uow:
             service = _service(uow, id_scope)
-            try:
-                attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
-            except DevprovError as exc:
-                self._audit(uow, service.name, registration_id, "statusLookup", exc)
-                raise
+            attempt.service = service.name
+            _check_registration_id(registration_id, credentials)
+            attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
             state = uow.registrations.get(service.name, registration_id)
         if state is None:
             raise RegistrationNotFoundError(f"'{registration_id}' has not registered")
@@ -372,26 +454,6 @@ class DeviceRegistration:
 
     def _etag(self) -> str:
         return build_etag(self._random(ETAG_BYTES))
-
-    def _audit(
-        self, uow: UnitOfWork, service: str, registration_id: str, action: str, error: DevprovError
-    ) -> None:
-        """Record a refused device in the audit trail. The log line is the adapter's, which
-        answers the device (http.device_api), so that a refusal is logged once."""
-        uow.rollback()
-        uow.audit.record(
-            AuditEvent(
-                at=self._clock(),
-                service=service,
-                action=action,
-                outcome=Outcome.FAILED,
-                actor=f"device:{registration_id}",
-                reason=error.message,
-                error_code=error.code,
-                registration_id=registration_id,
-            )
-        )
-        uow.commit()
 
 
 def _outcome(state: RegistrationState, enrollment: Enrollment) -> str:
@@ -413,5 +475,20 @@ def _outcome(state: RegistrationState, enrollment: Enrollment) -> str:
 def _service(uow: UnitOfWork, id_scope: str) -> ProvisioningService:
     service = uow.services.get_by_scope(id_scope)
     if service is None:
-        raise ServiceNotFoundError(f"no provisioning service has ID scope '{id_scope}'")
+        raise ServiceNotFoundError(f"no provisioning service has ID scope {shown_id(id_scope)}")
     return service
+
+
+def _check_registration_id(registration_id: str, credentials: Credentials) -> None:
+    """Refuse an id DPS would not accept before anything is read for it or written about it.
+
+    The device gets the answer a failed attestation of its kind gets (DPS documents none for a
+    malformed id): 401002 for a certificate, 401000 for a token or nothing; the message, with the
+    id shortened and its length, is for the log.
+    """
+    try:
+        validate_registration_id(registration_id)
+    except InvalidRegistrationIdError as exc:
+        if credentials.chain_der and not credentials.authorization:
+            raise DeviceAttestationError(exc.message) from exc
+        raise DeviceSasError(exc.message) from exc

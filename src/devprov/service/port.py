@@ -80,6 +80,10 @@ class RegistrationStore(Protocol):
 class OperationStore(Protocol):
     def add(self, operation: Operation) -> None: ...
     def get(self, service: str, operation_id: str) -> Operation | None: ...
+    def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` finished operations created before ``before``, oldest
+        first; how many were deleted."""
+        ...
 
 
 class HubStore(Protocol):
@@ -99,6 +103,9 @@ class AuditLog(Protocol):
         registration_id: str | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]: ...
+    def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` events older than ``before``, oldest first; how many."""
+        ...
 
 
 class SettingStore(Protocol):

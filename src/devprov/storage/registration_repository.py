@@ -265,6 +265,20 @@ class SqlOperationStore:
             error_message=row["error_message"],
         )
 
+    def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` finished operations created before ``before``, oldest first
+        (by ix_operations_created_at); how many were deleted. One still assigning is kept."""
+        oldest = (
+            select(operations.c.id)
+            .where(operations.c.created_at < before, operations.c.status != "assigning")
+            .order_by(operations.c.created_at)
+            .limit(limit)
+        )
+        result = self._c.execute(
+            delete(operations).where(operations.c.id.in_(oldest.scalar_subquery()))
+        )
+        return int(result.rowcount)
+
 
 # --- linked hubs -------------------------------------------------------------------------------
 

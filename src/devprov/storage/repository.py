@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -317,6 +317,9 @@ class SqlAuditLog:
                 "error_code": event.error_code,
                 "api_version": event.api_version,
                 "registration_id": event.registration_id,
+                "registration_key": None
+                if event.registration_id is None
+                else event.registration_id.lower(),
             },
         )
 
@@ -334,9 +337,8 @@ class SqlAuditLog:
         if certificate is not None:
             query = query.where(func.lower(audit_events.c.certificate) == certificate.lower())
         if registration_id is not None:
-            query = query.where(
-                func.lower(audit_events.c.registration_id) == registration_id.lower()
-            )
+            # By ix_audit_events_registration_key, newest first (0003).
+            query = query.where(audit_events.c.registration_key == registration_id.lower())
         rows = list(self._c.execute(query).mappings())
         rows.reverse()
         return [
@@ -354,6 +356,20 @@ class SqlAuditLog:
             )
             for row in rows
         ]
+
+    def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` events older than ``before``, oldest first (by
+        ix_audit_events_at); how many were deleted."""
+        oldest = (
+            select(audit_events.c.id)
+            .where(audit_events.c.at < before)
+            .order_by(audit_events.c.at)
+            .limit(limit)
+        )
+        result = self._c.execute(
+            delete(audit_events).where(audit_events.c.id.in_(oldest.scalar_subquery()))
+        )
+        return int(result.rowcount)
 
 
 class SqlSettingStore:

@@ -107,7 +107,13 @@ audit_events = Table(
     Column("error_code", String(64)),
     Column("api_version", String(64)),
     Column("registration_id", String(128)),
+    # Lower-case registration_id (0003): ids compare ignoring case, and `devprov audit
+    # --registration` finds a device's events by this index, newest first.
+    Column("registration_key", String(128)),
     Index("ix_audit_events_service_at", "service", "at"),
+    Index("ix_audit_events_registration_key", "registration_key", "id"),
+    # Retention deletes the oldest events first (0003).
+    Index("ix_audit_events_at", "at"),
 )
 
 settings = Table(
@@ -207,6 +213,8 @@ operations = Table(
     Column("error_code", Integer),
     Column("error_message", Text),
     Index("ix_operations_service_registration", "service", "registration_id"),
+    # Retention deletes the oldest finished operations first (0003).
+    Index("ix_operations_created_at", "created_at"),
 )
 
 linked_hubs = Table(

@@ -1,0 +1,168 @@
+"""The audit lookup by registration id and retention's deletes use indexes (migration 0003),
+shown by SQLite's own query plan for the statements the stores really run; 0003 backfills the
+lookup key of rows written before it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, inspect, text
+
+from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
+from devprov.storage.database import migrate
+from devprov.storage.repository import SqlUnitOfWork
+from tests import factory as f
+from tests.storage.test_repository import fresh_engine, run_alembic  # noqa: F401 - a fixture
+
+T0 = f.NOW
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements run on ``engine`` meanwhile, with their parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def plan(engine: Engine, statement: str, parameters: Any) -> str:
+    """SQLite's query plan of ``statement``, one line per step."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+    return "\n".join(str(row[-1]) for row in rows)
+
+
+def event_of(rid: str | None, seconds: int = 0, service: str = "svc") -> AuditEvent:
+    return AuditEvent(
+        at=T0 + timedelta(seconds=seconds),
+        service=service,
+        action="register",
+        outcome=Outcome.FAILED,
+        actor=f"device:{rid}",
+        reason="refused",
+        registration_id=rid,
+    )
+
+
+def fill(engine: Engine, events: list[AuditEvent]) -> None:
+    with SqlUnitOfWork(engine) as u:
+        for e in events:
+            u.audit.record(e)
+        u.commit()
+
+
+def only(engine: Engine, call: Callable[[SqlUnitOfWork], object], word: str) -> tuple[str, Any]:
+    """The one statement containing ``word`` that ``call`` runs; its changes are rolled back."""
+    with statements(engine) as seen, SqlUnitOfWork(engine) as u:
+        call(u)
+    (found,) = [(s, p) for s, p in seen if word in s]
+    return found
+
+
+def test_the_lookup_by_registration_id_uses_an_index(engine: Engine) -> None:
+    fill(engine, [event_of(f"dev-{i}", i) for i in range(200)] + [event_of(None, 300)])
+    statement, parameters = only(
+        engine, lambda u: u.audit.query(registration_id="DEV-7"), "FROM audit_events"
+    )
+    steps = plan(engine, statement, parameters)
+    assert "USING INDEX ix_audit_events_registration_key" in steps or (
+        "USING COVERING INDEX ix_audit_events_registration_key" in steps
+    ), steps
+    assert "SCAN audit_events" not in steps, steps
+    assert "TEMP B-TREE" not in steps, steps  # newest first straight from the index
+    with SqlUnitOfWork(engine) as u:
+        (found,) = u.audit.query(registration_id="DEV-7")
+        assert found.registration_id == "dev-7"  # the case the device used is kept
+
+
+def test_pruning_finds_the_oldest_by_index(engine: Engine) -> None:
+    fill(engine, [event_of(f"dev-{i}", i) for i in range(50)])
+    statement, parameters = only(
+        engine,
+        lambda u: u.audit.prune(before=T0 + timedelta(seconds=10), limit=5),
+        "DELETE FROM audit_events",
+    )
+    assert "ix_audit_events_at" in plan(engine, statement, parameters)
+    with SqlUnitOfWork(engine) as u:
+        assert u.audit.prune(before=T0 + timedelta(seconds=10), limit=5) == 5
+        assert u.audit.prune(before=T0 + timedelta(seconds=10), limit=500) == 5  # the rest due
+        assert u.audit.prune(before=T0 + timedelta(seconds=10), limit=500) == 0
+        u.commit()
+    with SqlUnitOfWork(engine) as u:
+        left = [e.registration_id for e in u.audit.query(limit=100)]
+    assert left == [f"dev-{i}" for i in range(10, 50)]  # the oldest went, the rest stay
+
+
+def test_pruning_operations_keeps_recent_and_unfinished_ones(engine: Engine) -> None:
+    with SqlUnitOfWork(engine) as u:
+        u.services.add(ProvisioningService("svc", "0ne00000001", T0), [])
+        for i, status in enumerate(["assigned", "failed", "assigning", "disabled", "assigned"]):
+            u.operations.add(Operation(f"op-{i}", "svc", "dev", T0 + timedelta(days=i), status))
+        u.commit()
+    statement, parameters = only(
+        engine,
+        lambda u: u.operations.prune(before=T0 + timedelta(days=3, seconds=1), limit=10),
+        "DELETE FROM operations",
+    )
+    assert "ix_operations_created_at" in plan(engine, statement, parameters)
+    with SqlUnitOfWork(engine) as u:
+        assert u.operations.prune(before=T0 + timedelta(days=3, seconds=1), limit=10) == 3
+        u.commit()
+    with SqlUnitOfWork(engine) as u:
+        kept = [i for i in range(5) if u.operations.get("svc", f"op-{i}") is not None]
+    assert kept == [2, 4]  # still assigning, and newer than the cut-off
+
+
+def test_0003_backfills_the_lookup_key_of_older_rows(fresh_engine: Engine) -> None:  # noqa: F811
+    run_alembic(fresh_engine, "upgrade", "0002")
+    with fresh_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO audit_events (at, service, action, outcome, actor, registration_id)"
+                " VALUES ('2026-11-27 12:00:00.000000', 'svc', 'register', 'failed', 'd',"
+                " :rid)"
+            ),
+            [{"rid": "Old-Device"}, {"rid": None}],
+        )
+    migrate(fresh_engine)
+    with SqlUnitOfWork(fresh_engine) as u:
+        (found,) = u.audit.query(registration_id="old-DEVICE")
+        assert found.registration_id == "Old-Device"
+    indexes = {i["name"] for i in inspect(fresh_engine).get_indexes("audit_events")}
+    assert {"ix_audit_events_registration_key", "ix_audit_events_at"} <= indexes
+
+
+def test_0003_downgrades_to_0002_and_upgrades_again(fresh_engine: Engine) -> None:  # noqa: F811
+    migrate(fresh_engine)
+    fill(fresh_engine, [event_of("Dev-1")])
+    run_alembic(fresh_engine, "downgrade", "0002")
+    inspector = inspect(fresh_engine)
+    assert "registration_key" not in {c["name"] for c in inspector.get_columns("audit_events")}
+    assert "ix_operations_created_at" not in {
+        i["name"] for i in inspector.get_indexes("operations")
+    }
+    migrate(fresh_engine)
+    with SqlUnitOfWork(fresh_engine) as u:
+        (found,) = u.audit.query(registration_id="dev-1")
+        assert found.registration_id == "Dev-1"
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_prune_respects_its_limit(engine: Engine, limit: int) -> None:
+    fill(engine, [event_of("dev", i) for i in range(5)])
+    with SqlUnitOfWork(engine) as u:
+        assert u.audit.prune(before=T0 + timedelta(days=1), limit=limit) == limit
+        u.commit()
+    with SqlUnitOfWork(engine) as u:
+        assert len(u.audit.query()) == 5 - limit
