@@ -108,7 +108,9 @@ def redact_url(url: str) -> str:
 
 def _opaque(url: str) -> str:
     scheme = url.partition("://")[0] if "://" in url else ""
-    return f"{scheme}://{REDACTED}" if scheme.isalpha() else REDACTED
+    # Lower-cased as urlsplit shows it on the other path: schemes are case-insensitive
+    # (RFC 3986 3.1).
+    return f"{scheme.lower()}://{REDACTED}" if scheme.isalpha() else REDACTED
 
 
 def _secret_parts(url: str) -> list[str]:
