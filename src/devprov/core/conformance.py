@@ -14,7 +14,6 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtensionOID
 
 from devprov.core.encoding import (
@@ -30,13 +29,11 @@ from devprov.core.profile import (
     ee_eku_breach,
     ee_key_usage_breach,
     ee_san_breach,
-    other_key_name,
+    weak_key,
 )
 
 # A device chooses its subject; messages keep at most this much of one.
 MAX_SUBJECT_IN_MESSAGE = 200
-
-_ISSUER_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 # The extensions cryptography's policies account for; any other one marked critical is refused
 # (P8, RFC 5280 4.2).
@@ -88,16 +85,9 @@ def issuer_key_breach(issuer: x509.Certificate) -> Breach | None:
     except (ValueError, UnsupportedAlgorithm):
         kind = "a public key that cannot be read"
     else:
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size >= MIN_RSA_KEY_BITS:
-                return None
-            kind = f"an RSA-{key.key_size} key"
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            if isinstance(key.curve, _ISSUER_CURVES):
-                return None
-            kind = f"an EC key on {key.curve.name}"
-        else:
-            kind = f"{other_key_name(key)} of a kind CAs may not use"
+        kind = weak_key(key, whose="CAs")
+        if kind is None:
+            return None
     return Breach(
         "P2",
         "CA/B 6.1.5, 7.1.3.1",

@@ -18,8 +18,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 # E7: CA/B 6.1.5. RSA moduli of at least 2048 bits, evenly divisible by 8; NIST P-256/384/521.
 MIN_RSA_KEY_BITS = 2048
-_DEVICE_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
-
 # cryptography names some purposes "Unknown OID" (anyExtendedKeyUsage among them); an operator
 # reads the names OpenSSL's configuration files use.
 _EKU_NAMES = {
@@ -173,6 +171,25 @@ def other_key_name(key: object) -> str:
     return next((name for kind, name in _KEY_NAMES if isinstance(key, kind)), "a key")
 
 
+# The keys CA/B 6.1.5 allows, the set cryptography demands of every issuer (P2) and devprov of
+# devices (E7): RSA of at least 2048 bits, ECDSA on these curves.
+ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+def weak_key(key: object, *, whose: str, rsa_multiple_of: int = 1) -> str | None:
+    """What is wrong with ``key`` under CA/B 6.1.5 ("an RSA-1024 key"), or None when it is
+    allowed. Devices' RSA moduli must also be a multiple of 8 bits (``rsa_multiple_of``)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size >= MIN_RSA_KEY_BITS and key.key_size % rsa_multiple_of == 0:
+            return None
+        return f"an RSA-{key.key_size} key"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, ALLOWED_CURVES):
+            return None
+        return f"an EC key on {key.curve.name}"
+    return f"{other_key_name(key)} of a kind {whose} may not use"
+
+
 def device_key_breach(leaf: x509.Certificate) -> Breach | None:
     """E7: the device's own key meets the strength cryptography demands of issuers."""
     try:
@@ -185,16 +202,9 @@ def device_key_breach(leaf: x509.Certificate) -> Breach | None:
             "not know)",
             _REISSUE_DEVICE,
         )
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size >= MIN_RSA_KEY_BITS and key.key_size % 8 == 0:
-            return None
-        problem = f"an RSA-{key.key_size} key"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if isinstance(key.curve, _DEVICE_CURVES):
-            return None
-        problem = f"an EC key on {key.curve.name}"
-    else:
-        problem = f"{other_key_name(key)} of a kind devices may not use"
+    problem = weak_key(key, whose="devices", rsa_multiple_of=8)
+    if problem is None:
+        return None
     return Breach(
         "E7",
         "CA/B 6.1.5",
