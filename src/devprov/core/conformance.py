@@ -80,6 +80,7 @@ def shorten(text: str) -> str:
 
 def issuer_key_breach(issuer: x509.Certificate) -> Breach | None:
     """P2: issuer keys are RSA of at least 2048 bits or ECDSA P-256/384/521 (CA/B 6.1.5)."""
+    kind: str | None
     try:
         key = issuer.public_key()
     except (ValueError, UnsupportedAlgorithm):
