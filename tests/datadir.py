@@ -3,9 +3,13 @@ the one the database knows, every file is private, nothing is half-written."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import sqlite3
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -78,3 +82,23 @@ def check_complete(root: Path) -> None:
     check_token(root)
     assert exposed(root) == {}
     assert leftovers(root) == []
+
+
+@contextmanager
+def failing(name: str, *, after: int = 0) -> Iterator[list[int]]:
+    """``os.<name>`` raises ENOSPC from its ``after``-th call on: a full disk at that step
+    (devprov's own writes of data directory files go through os.write, os.fsync and os.replace)."""
+    real: Callable[..., object] = getattr(os, name)
+    calls: list[int] = []
+
+    def fake(*args: object) -> object:
+        calls.append(1)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args)
+
+    setattr(os, name, fake)
+    try:
+        yield calls
+    finally:
+        setattr(os, name, real)

@@ -3,12 +3,11 @@ one admin token when servers start together, nothing half-written when a write f
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from devprov.bootstrap import open_container
 from devprov.storage.data_dir import DataDirectoryAccessError, NotADataDirectoryError
 from devprov.storage.database import create_database_engine, sqlite_url
-from tests.datadir import check_complete, exposed, leftovers, modes
+from tests.datadir import check_complete, exposed, failing, leftovers, modes
 
 
 @contextmanager
@@ -190,28 +189,8 @@ def test_servers_initialising_together_agree_on_one_ca(tmp_path: Path) -> None:
 # --- a full disk ------------------------------------------------------------------------------
 
 
-@contextmanager
-def full_disk(name: str, after: int) -> Iterator[list[int]]:
-    """``os.<name>`` fails with ENOSPC from its ``after``-th call on (devprov's own writes of
-    the data directory's files go through os.write, os.fsync and os.replace)."""
-    real: Callable[..., object] = getattr(os, name)
-    calls: list[int] = []
-
-    def fake(*args: object) -> object:
-        calls.append(1)
-        if len(calls) > after:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(*args)
-
-    setattr(os, name, fake)
-    try:
-        yield calls
-    finally:
-        setattr(os, name, real)
-
-
 def count_calls(name: str, root: Path) -> int:
-    with full_disk(name, after=10**9) as calls:
+    with failing(name, after=10**9) as calls:
         first_start(root)
     return len(calls)
 
@@ -225,7 +204,7 @@ def test_a_full_disk_at_any_write_of_the_first_start(tmp_path: Path, step: str) 
     assert calls >= 5, f"a first start made {calls} {step} calls through os"
     for after in range(calls):
         root = tmp_path / f"data-{after}"
-        with full_disk(step, after), pytest.raises(DataDirectoryAccessError) as failed:
+        with failing(step, after=after), pytest.raises(DataDirectoryAccessError) as failed:
             first_start(root)
         assert "file system is full" in failed.value.message
         assert leftovers(root) == [], (after, leftovers(root))

@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from devprov.storage.file import (
     make_private_directory,
     write_atomically,
 )
+from tests.datadir import failing
 
 
 def mode(path: Path) -> int:
@@ -35,25 +36,6 @@ def umask(value: int) -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
-
-
-@contextmanager
-def failing(name: str, *, after: int = 0) -> Iterator[list[int]]:
-    """``os.<name>`` raises ENOSPC from its ``after``-th call on: a full disk at that step."""
-    real: Callable[..., object] = getattr(os, name)
-    calls: list[int] = []
-
-    def fake(*args: object) -> object:
-        calls.append(1)
-        if len(calls) > after:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(*args)
-
-    setattr(os, name, fake)
-    try:
-        yield calls
-    finally:
-        setattr(os, name, real)
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o022, 0o077], ids=["umask-000", "umask-022", "umask-077"])
