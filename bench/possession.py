@@ -180,7 +180,7 @@ def _empty_endpoint_server(pki_dir: str, ports: Any) -> None:
     from starlette.routing import Route
 
     from devprov.http.server import HttpsServer
-    from devprov.http.tls import build_server_context
+    from devprov.transport.tls import build_server_context
 
     async def verify(request: Request) -> JSONResponse:
         await request.body()

@@ -42,7 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from devprov.core.issuance import Issuer, build_root_certificate, build_server_certificate
 from devprov.http.server import HttpsServer, Receive, Scope, Send
-from devprov.http.tls import build_server_context, server_contexts
+from devprov.transport.tls import build_server_context, server_contexts
 
 HOST = "127.0.0.1"
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"

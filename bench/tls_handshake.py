@@ -45,7 +45,7 @@ from devprov.core.issuance import (
     build_server_certificate,
 )
 from devprov.http.server import HttpsServer, Receive, Scope, Send
-from devprov.http.tls import build_server_context
+from devprov.transport.tls import build_server_context
 
 HOST = "127.0.0.1"
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"

@@ -33,7 +33,7 @@ from devprov.core.issuance import (
     build_server_certificate,
 )
 from devprov.http.server import HttpsServer
-from devprov.http.tls import build_server_context
+from devprov.transport.tls import build_server_context
 
 T = TypeVar("T")
 HOST = "127.0.0.1"

@@ -33,8 +33,8 @@ from devprov.http.server import (
     LifespanStartupFailed,
     PortInUseError,
 )
-from devprov.http.tls import build_server_context
 from devprov.transport.policy import ConnectionPolicy
+from devprov.transport.tls import build_server_context
 from tests.http.conftest import (
     HOST,
     EchoApp,

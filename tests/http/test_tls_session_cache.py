@@ -1,4 +1,4 @@
-"""The TLS session cache is bounded in memory (http.tls.TlsContexts): a fresh SSL context
+"""The TLS session cache is bounded in memory (transport.tls.TlsContexts): a fresh SSL context
 replaces one whose cache has taken its budget, the old context's connections are retired, and
 the old context is freed with its sessions. Real TLS 1.2 and 1.3 handshakes on 127.0.0.1; the
 memory test measures a real server process.
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from bench import session_cache
 
-from devprov.http.tls import (
+from devprov.transport.tls import (
     SESSION_BASE_BYTES,
     SESSION_BYTES_PER_CHAIN_BYTE,
     TlsContexts,

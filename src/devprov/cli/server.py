@@ -35,10 +35,10 @@ from devprov.core.sas import build_connection_string
 from devprov.http.app import build_app
 from devprov.http.listener import bind_listeners
 from devprov.http.server import HttpsServer
-from devprov.http.tls import server_contexts
 from devprov.service.model import OWNER_POLICY
 from devprov.storage.file import PRIVATE_UMASK
 from devprov.transport.policy import ConnectionPolicy, default_max_connections
+from devprov.transport.tls import server_contexts
 
 MAX_PORT = 65535
 

@@ -18,7 +18,7 @@ the server's gate may evict it to make room at the cap.
 A connection ends cleanly, with the server's close_notify, whenever the server closes it
 (unless TLS failed) and when the client sent close_notify first: both keep the TLS session
 resumable. A client that drops TCP without close_notify while the server has nothing left to
-send loses its session (why: ``devprov.http.tls``, above ``TlsSession``).
+send loses its session (why: ``devprov.transport.tls``, above ``TlsSession``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import h11
 from devprov.http.asgi import AsgiApp, Message
 from devprov.http.cycle import ClientDisconnected, Cycle, build_scope
 from devprov.http.response import build_error_response, build_response_head, decide_refusal
-from devprov.http.tls import TlsContexts, TlsError, TlsSession
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
+from devprov.transport.tls import TlsContexts, TlsError, TlsSession
 
 # The server's one logger: operators configure it by this name, whichever module logs.
 logger = logging.getLogger("devprov.http.server")

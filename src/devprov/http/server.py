@@ -6,7 +6,7 @@ Each connection is a ``devprov.http.connection.HttpsConnection`` (TLS pumping, H
 framing, keep-alive, timeouts, the request body limit, the answers given without the app); a
 request as the app sees it is ``devprov.http.cycle``; the ASGI lifespan is
 ``devprov.http.lifespan``. TLS, and why client certificates are collected rather than verified
-during the handshake, is ``devprov.http.tls``; the chain reaches the app in
+during the handshake, is ``devprov.transport.tls``; the chain reaches the app in
 ``scope["extensions"]["tls"]``.
 
 Limits and timeouts come from one :class:`devprov.transport.policy.ConnectionPolicy`, and each
@@ -34,9 +34,9 @@ from devprov.http.connection import HttpsConnection
 from devprov.http.cycle import ClientDisconnected
 from devprov.http.lifespan import Lifespan, LifespanStartupFailed
 from devprov.http.listener import CannotListenError, PortInUseError, bind_listeners
-from devprov.http.tls import TlsContexts
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
+from devprov.transport.tls import TlsContexts
 
 __all__ = [
     "AsgiApp",
@@ -70,9 +70,9 @@ _ACCEPT_RETRY = "_start_serving"
 class HttpsServer:
     """Serves one ASGI 3 app over HTTPS on any number of listeners, without threads.
 
-    ``context`` is a :class:`devprov.http.tls.TlsContexts` (from
-    :func:`devprov.http.tls.server_contexts`, whose session cache is bounded) or one context from
-    :func:`devprov.http.tls.build_server_context`. ``policy`` holds the connection cap and the
+    ``context`` is a :class:`devprov.transport.tls.TlsContexts` (from
+    :func:`devprov.transport.tls.server_contexts`, whose session cache is bounded) or one context from
+    :func:`devprov.transport.tls.build_server_context`. ``policy`` holds the connection cap and the
     timeouts of every phase (its defaults without one). Request bodies over ``max_body_bytes``
     get 413, request heads over ``max_header_bytes`` get 431.
     """

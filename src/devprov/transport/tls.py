@@ -1,4 +1,5 @@
-"""Server-side TLS for the HTTPS server: the pyOpenSSL context and one connection's TLS.
+"""Server-side TLS for every endpoint (HTTPS, MQTT): the pyOpenSSL context and one connection's
+TLS.
 
 Devices authenticate with X.509 client certificates that may be self-signed or issued through
 intermediates the server has never seen, and the set of trusted certificates changes while the
@@ -9,12 +10,13 @@ server CPU per mutual-TLS handshake of ``ssl`` with asyncio.
 
 So TLS only *collects* the client's certificates: the context requests one, accepts whatever is
 presented (or nothing), and :class:`TlsSession` hands the presented chain, leaf first, to the
-HTTP layer. The application validates it later, against the trust store of the moment, with
-``cryptography.x509.verification`` (see ``devprov.core``); a failed validation is then an
+protocol above (HTTP, MQTT). The application validates it later, against the trust store of the
+moment, with ``cryptography.x509.verification`` (see ``devprov.core``); a failed validation is then an
 authentication error the device can read, instead of a handshake alert it cannot.
 
 :class:`TlsSession` runs one connection over memory BIOs so that the asyncio protocol in
-``devprov.http.connection`` owns the socket and no thread is spent per connection.
+``devprov.http.connection`` (or ``devprov.transport.stream``) owns the socket and no thread is
+spent per connection.
 
 :class:`TlsContexts` bounds the memory of OpenSSL's session cache (see
 ``SESSION_CACHE_BYTES``).
