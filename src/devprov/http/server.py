@@ -73,7 +73,8 @@ class HttpsServer:
     ``context`` is a :class:`devprov.transport.tls.TlsContexts` (from
     :func:`devprov.transport.tls.server_contexts`, whose session cache is bounded) or one context from
     :func:`devprov.transport.tls.build_server_context`. ``policy`` holds the connection cap and the
-    timeouts of every phase (its defaults without one). Request bodies over ``max_body_bytes``
+    timeouts of every phase (its defaults without one); ``gate`` admits its connections, shared
+    with the process's other endpoints (a gate of its own without one). Request bodies over ``max_body_bytes``
     get 413, request heads over ``max_header_bytes`` get 431.
     """
 
@@ -83,13 +84,15 @@ class HttpsServer:
         context: SSL.Context | TlsContexts,
         *,
         policy: ConnectionPolicy | None = None,
+        gate: ConnectionGate | None = None,
         max_body_bytes: int = 96 * 1024,
         max_header_bytes: int = 16 * 1024,
     ) -> None:
         self.app = app
         self.contexts = context if isinstance(context, TlsContexts) else TlsContexts.fixed(context)
         self.policy = policy or ConnectionPolicy()
-        self.gate = ConnectionGate(self.policy)
+        # One gate per process: the MQTT endpoint's connections count against the same cap.
+        self.gate = gate or ConnectionGate(self.policy)
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self._servers: list[asyncio.Server] = []
