@@ -29,6 +29,22 @@ class ErrorKind(Enum):
     INTERNAL = "internal"
 
 
+# The status DPS answers each kind with: the HTTP status on HTTPS, and the status in the topic of
+# an MQTT answer (``$dps/registrations/res/{status}/...``, docs/dps-wire.md#mqtt), which DPS takes
+# from the same table. Each transport maps the tree through this one table.
+STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_INPUT: 400,
+    ErrorKind.AUTHENTICATION_FAILED: 401,
+    ErrorKind.NOT_PERMITTED: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.PRECONDITION_FAILED: 412,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.INTERNAL: 500,
+}
+
+
 class DevprovError(Exception):
     """Root of every error devprov raises on purpose."""
 

@@ -21,25 +21,19 @@ from starlette.routing import Route
 
 from devprov.bootstrap import Container
 from devprov.core import document
-from devprov.core.error import (
-    AuthenticationError,
-    DevprovError,
-    InvalidInputError,
-    MalformedRequestError,
-)
-from devprov.core.registration import RegistrationState, device_error
+from devprov.core.error import DevprovError
 from devprov.http.error import dps_error_response, new_tracking_id
 from devprov.http.request import case_insensitive, read_json, request_origin
-from devprov.service.attestation import Credentials, DeviceAttestationError
+from devprov.service.attestation import Credentials
 from devprov.service.device import WebhookCall
-from devprov.service.model import Operation
+from devprov.service.device_answer import (
+    RETRY_AFTER_SECONDS,
+    assigning_body,
+    device_message,
+    operation_status_body,
+    registration_payload,
+)
 from devprov.service.refusal_log import Origin, Refusal
-
-# The poll delay devprov suggests. The outcome is decided during the register call, so the first
-# poll already sees it; Node's transport honours this header, Python's waits 2 s regardless
-# (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
-# docs/sdk-clients.md#node-device-http-transport).
-RETRY_AFTER_SECONDS = 1
 
 
 class _Recorded(Exception):
@@ -50,28 +44,6 @@ class _Recorded(Exception):
         self.error = error
 
 
-class TpmNotSupportedError(InvalidInputError):
-    """A device asked for TPM attestation, which devprov does not support."""
-
-    code = "TpmNotSupported"
-    number = 400430
-
-
-def operation_status_body(operation: Operation, state: RegistrationState | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"operationId": operation.id, "status": operation.status}
-    if state is not None and operation.status != "assigning":
-        result = document.registration_result(state)
-        result["status"] = operation.status
-        if operation.error_code is not None:
-            # What a device is shown; the precise reason is the operator's (GET /registrations,
-            # the audit trail, the log).
-            result["errorCode"], result["errorMessage"] = device_error(
-                operation.error_code, operation.error_message
-            )
-        body["registrationState"] = result
-    return body
-
-
 def credentials(request: Request) -> Credentials:
     tls = request.scope.get("extensions", {}).get("tls", {})
     chain = tuple(tls.get("devprov.client_chain_der") or ())
@@ -80,23 +52,7 @@ def credentials(request: Request) -> Credentials:
 
 async def _registration_body(request: Request) -> Mapping[str, Any] | None:
     body = await read_json(request, required=False)
-    if body is None:
-        return None
-    if not isinstance(body, dict):
-        raise MalformedRequestError("the body must be a DeviceRegistration object")
-    given = body.get("registrationId")
-    if given is not None and (
-        not isinstance(given, str) or given.lower() != request.path_params["rid"].lower()
-    ):
-        raise MalformedRequestError("'registrationId' in the body differs from the one in the path")
-    if body.get("tpm"):
-        raise TpmNotSupportedError(
-            "devprov does not support TPM attestation; use X.509 or a symmetric key"
-        )
-    payload = body.get("payload")
-    if payload is not None and not isinstance(payload, dict):
-        raise MalformedRequestError("'payload' must be a JSON object")
-    return payload
+    return registration_payload(body, request.path_params["rid"])
 
 
 async def register(request: Request, c: Container, origin: Origin) -> Response:
@@ -124,7 +80,7 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
     else:
         outcome = result
     return JSONResponse(
-        {"operationId": outcome.operation.id, "status": "assigning"},
+        assigning_body(outcome.operation),
         status_code=202,
         headers={
             "Retry-After": str(RETRY_AFTER_SECONDS),
@@ -190,14 +146,7 @@ def _endpoint(
                         registration_id=request.path_params.get("rid"),
                     )
                 )
-            generic = None
-            if isinstance(exc, AuthenticationError):
-                generic = (
-                    "Invalid certificate"
-                    if isinstance(exc, DeviceAttestationError)
-                    else "Unauthorized"
-                )
-            return dps_error_response(exc, tracking_id, message=generic)
+            return dps_error_response(exc, tracking_id, message=device_message(exc))
         response.headers["x-ms-request-id"] = tracking_id
         return response
 

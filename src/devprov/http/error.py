@@ -16,29 +16,18 @@ from http import HTTPStatus
 
 from starlette.responses import JSONResponse
 
+from devprov.core.error import STATUS as KIND_STATUS
 from devprov.core.error import DevprovError, ErrorKind
+from devprov.service.device_answer import error_body
 
 log = logging.getLogger("devprov.http")
 
-STATUS: dict[ErrorKind, HTTPStatus] = {
-    ErrorKind.INVALID_INPUT: HTTPStatus.BAD_REQUEST,
-    ErrorKind.AUTHENTICATION_FAILED: HTTPStatus.UNAUTHORIZED,
-    ErrorKind.NOT_PERMITTED: HTTPStatus.FORBIDDEN,
-    ErrorKind.NOT_FOUND: HTTPStatus.NOT_FOUND,
-    ErrorKind.CONFLICT: HTTPStatus.CONFLICT,
-    ErrorKind.PRECONDITION_FAILED: HTTPStatus.PRECONDITION_FAILED,
-    ErrorKind.TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    ErrorKind.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
-    ErrorKind.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR,
-}
+# devprov.core.error.STATUS as HTTP statuses.
+STATUS: dict[ErrorKind, HTTPStatus] = {kind: HTTPStatus(code) for kind, code in KIND_STATUS.items()}
 
 
 def new_tracking_id() -> str:
     return str(uuid.uuid4())
-
-
-def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _headers(error: DevprovError, status: HTTPStatus, tracking_id: str) -> dict[str, str]:
@@ -69,10 +58,5 @@ def dps_error_response(
 ) -> JSONResponse:
     """DPS's error body. ``message`` replaces the precise one where the caller is a device."""
     status = STATUS[error.kind]
-    body = {
-        "errorCode": error.number,
-        "trackingId": tracking_id,
-        "message": message or error.message,
-        "timestampUtc": _timestamp(),
-    }
+    body = error_body(error, tracking_id, datetime.now(UTC), message=message)
     return JSONResponse(body, status_code=status, headers=_headers(error, status, tracking_id))

@@ -1,0 +1,109 @@
+"""What the device API reads and answers, whichever transport carries it (HTTPS, MQTT).
+
+DPS gives a device the same JSON over HTTPS and over MQTT (docs/dps-wire.md#mqtt): the
+DeviceRegistration body it sends, the RegistrationOperationStatus it gets back, and DPS's error
+body. Each transport frames them (a status line and headers; a topic) and nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from devprov.core import document
+from devprov.core.error import (
+    STATUS,
+    AuthenticationError,
+    DevprovError,
+    InvalidInputError,
+    MalformedRequestError,
+)
+from devprov.core.registration import RegistrationState, device_error
+from devprov.service.attestation import DeviceAttestationError
+from devprov.service.model import Operation
+
+# The poll delay devprov suggests. The outcome is decided during the register call, so the first
+# poll already sees it; Node's transports honour it, Python's waits 2 s after a register
+# regardless (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
+# docs/sdk-clients.md#node-device-http-transport).
+RETRY_AFTER_SECONDS = 1
+
+
+class TpmNotSupportedError(InvalidInputError):
+    """A device asked for TPM attestation, which devprov does not support."""
+
+    code = "TpmNotSupported"
+    number = 400430
+
+
+def registration_payload(body: object, registration_id: str) -> Mapping[str, Any] | None:
+    """The custom ``payload`` of a DeviceRegistration body (None for none), once the body is
+    checked: an object, naming the same registration id if it names one, not asking for TPM."""
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise MalformedRequestError("the body must be a DeviceRegistration object")
+    given = body.get("registrationId")
+    if given is not None and (
+        not isinstance(given, str) or given.lower() != registration_id.lower()
+    ):
+        raise MalformedRequestError(
+            "'registrationId' in the body differs from the one the request names"
+        )
+    if body.get("tpm"):
+        raise TpmNotSupportedError(
+            "devprov does not support TPM attestation; use X.509 or a symmetric key"
+        )
+    payload = body.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise MalformedRequestError("'payload' must be a JSON object")
+    return payload
+
+
+def assigning_body(operation: Operation) -> dict[str, Any]:
+    """The answer to a register: the operation to poll."""
+    return {"operationId": operation.id, "status": "assigning"}
+
+
+def operation_status_body(operation: Operation, state: RegistrationState | None) -> dict[str, Any]:
+    """RegistrationOperationStatus: the operation, and once decided, the registration state."""
+    body: dict[str, Any] = {"operationId": operation.id, "status": operation.status}
+    if state is not None and operation.status != "assigning":
+        result = document.registration_result(state)
+        result["status"] = operation.status
+        if operation.error_code is not None:
+            # What a device is shown; the precise reason is the operator's (GET /registrations,
+            # the audit trail, the log).
+            result["errorCode"], result["errorMessage"] = device_error(
+                operation.error_code, operation.error_message
+            )
+        body["registrationState"] = result
+    return body
+
+
+def status_of(error: DevprovError) -> int:
+    """The status DPS answers ``error`` with (HTTP status; MQTT answer topic)."""
+    return STATUS[error.kind]
+
+
+def device_message(error: DevprovError) -> str:
+    """What a device is told: DPS's generic words for a failed authentication (the precise
+    reason goes to the log and the audit trail), the precise message otherwise."""
+    if isinstance(error, DeviceAttestationError):
+        return "Invalid certificate"
+    if isinstance(error, AuthenticationError):
+        return "Unauthorized"
+    return error.message
+
+
+def error_body(
+    error: DevprovError, tracking_id: str, now: datetime, *, message: str | None = None
+) -> dict[str, Any]:
+    """DPS's error body (docs/dps-wire.md#service-error-body)."""
+    return {
+        "errorCode": error.number,
+        "trackingId": tracking_id,
+        "message": message or error.message,
+        "timestampUtc": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
