@@ -17,6 +17,7 @@ from pathlib import Path
 
 START_TIMEOUT_SECONDS = 60
 _LISTENING = re.compile(r"devprov is listening on (https://\S+) ")
+_MQTT = re.compile(r" and mqtts://\S+:(\d+) ")
 
 
 @dataclass
@@ -25,6 +26,7 @@ class ServerProcess:
     data_dir: Path
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    mqtt_port: int | None = None  # MQTT over TLS, when the server was started with it
 
     @property
     def ca_file(self) -> Path:
@@ -46,7 +48,11 @@ class ServerProcess:
 def running_server(
     data_dir: Path, *extra: str, open_files: int | None = None
 ) -> Iterator[ServerProcess]:
-    """``devprov serve`` with ``extra`` options; ``open_files`` lowers its descriptor limit."""
+    """``devprov serve`` with ``extra`` options; ``open_files`` lowers its descriptor limit.
+
+    MQTT over TLS is off unless ``extra`` names ``--mqtt-port`` (its default, 8883, is a port
+    only one server can hold).
+    """
 
     def limit() -> None:
         if open_files is not None:
@@ -61,6 +67,7 @@ def running_server(
         str(data_dir),
         "--port",
         "0",
+        *([] if "--mqtt-port" in extra else ["--mqtt-port", "0"]),
         *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -96,7 +103,10 @@ def running_server(
                 raise TimeoutError("devprov serve did not start:\n" + "".join(output))
         if not found:
             raise RuntimeError("devprov serve exited early:\n" + "".join(output))
-        yield ServerProcess(found[0], data_dir, process, output)
+        mqtt = next((m for line in output if (m := _MQTT.search(line))), None)
+        yield ServerProcess(
+            found[0], data_dir, process, output, mqtt_port=int(mqtt.group(1)) if mqtt else None
+        )
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

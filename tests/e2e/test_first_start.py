@@ -31,7 +31,17 @@ _LISTENING = re.compile(r"devprov is listening on (https://\S+) ")
 
 
 def serve_command(root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "devprov.cli.main", "serve", "--data-dir", str(root), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "devprov.cli.main",
+        "serve",
+        "--data-dir",
+        str(root),
+        "--mqtt-port",
+        "0",
+        *extra,
+    ]
 
 
 def wait_listening(process: subprocess.Popen[str], timeout: float = 90) -> str:

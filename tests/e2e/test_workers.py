@@ -180,7 +180,16 @@ def test_a_second_server_cannot_share_the_port(tmp_path: Path, second: list[str]
         _workers(first.process.pid, 1)
         command = [sys.executable, "-m", "devprov.cli.main", "serve"]
         other = subprocess.Popen(
-            [*command, "--data-dir", str(tmp_path / "second"), "--port", str(first.port), *second],
+            [
+                *command,
+                "--data-dir",
+                str(tmp_path / "second"),
+                "--port",
+                str(first.port),
+                "--mqtt-port",
+                "0",
+                *second,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -18,6 +18,7 @@ from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.endpoints import build_endpoints
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.output import add_json_flag, emit
 from devprov.cli.worker import (
@@ -32,15 +33,16 @@ from devprov.core.outbound import Network
 from devprov.core.printable import EscapingFormatter
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
-from devprov.http.app import build_app
 from devprov.http.listener import bind_listeners
-from devprov.http.server import HttpsServer
 from devprov.service.model import OWNER_POLICY
 from devprov.storage.file import PRIVATE_UMASK
 from devprov.transport.policy import ConnectionPolicy, default_max_connections
-from devprov.transport.tls import server_contexts
 
 MAX_PORT = 65535
+
+# DPS's MQTT port: Microsoft's Python device SDK connects to no other
+# (docs/sdk-clients.md#python-device-host-port-and-tls).
+DEFAULT_MQTT_PORT = 8883
 
 # How long a stopping server waits for each worker to finish its requests in flight.
 WORKER_STOP_SECONDS = 15
@@ -57,6 +59,13 @@ def register(subparsers: Any) -> None:
         type=_port,
         default=DEFAULT_PORT,
         help=f"HTTPS port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--mqtt-port",
+        type=_port,
+        default=DEFAULT_MQTT_PORT,
+        help=f"MQTT over TLS port (default {DEFAULT_MQTT_PORT}, the port DPS's device SDKs use; "
+        "0 turns MQTT over TLS off; MQTT over WebSocket is always on the HTTPS port)",
     )
     serve.add_argument(
         "--san",
@@ -231,13 +240,15 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         webhook_allow=allow,
         max_connections=args.max_connections,
+        mqtt=args.mqtt_port != 0,
     )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
         c = open_container(root, initialize=True, hosts=extra_hosts, webhook_allow=allow)
-        return asyncio.run(_run(c, settings, args.port, args.workers, info, retention))
+        ports = (args.port, args.mqtt_port)
+        return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
         os.umask(previous_umask)
 
@@ -258,30 +269,36 @@ class WorkerSettings:
     log_level: str
     webhook_allow: tuple[Network, ...]
     max_connections: int | None
+    mqtt: bool = True
 
 
 async def _run(
     c: Container,
     settings: WorkerSettings,
-    port: int,
+    ports: tuple[int, int],
     workers: int,
     info_command: str,
     retention: RetentionPolicy,
 ) -> int:
     host = settings.host
-    server = _server(c, _policy(settings.max_connections))
+    server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
-    listeners = bind_listeners(host, port)
-    bound = int(listeners[0].getsockname()[1])
+    listeners = bind_listeners(host, ports[0])
+    mqtt_listeners: list[socket.socket] = []
     try:
+        if settings.mqtt:
+            mqtt_listeners = bind_listeners(host, ports[1])
+        bound = int(listeners[0].getsockname()[1])
         url = c.data.write_endpoint(host, bound)
     except BaseException:
-        for listener in listeners:
+        for listener in listeners + mqtt_listeners:
             listener.close()
         raise
-    await server.serve_on(listeners)
-    children = [start_worker(_worker, settings, listeners) for _ in range(workers - 1)]
+    await server.serve_on(listeners, mqtt_listeners)
+    children = [
+        start_worker(_worker, settings, listeners, mqtt_listeners) for _ in range(workers - 1)
+    ]
     facts = describe(c, url)
     if c.created_secrets:
         # The one time the secrets are printed: the start that created them.
@@ -290,8 +307,12 @@ async def _run(
     else:
         print(render_restart(facts, info_command), flush=True)
     suffix = f", {workers} worker processes" if workers > 1 else ""
+    mqtt = ""
+    if mqtt_listeners:
+        mqtt_port = int(mqtt_listeners[0].getsockname()[1])
+        mqtt = f" and mqtts://{public_host(host)}:{mqtt_port} ({host}:{mqtt_port})"
     print(
-        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}); press Ctrl+C to stop",
+        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}){mqtt}; press Ctrl+C to stop",
         flush=True,
     )
     stopping = asyncio.Event()
@@ -324,11 +345,6 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _server(c: Container, policy: ConnectionPolicy) -> HttpsServer:
-    contexts = server_contexts(c.data.server_cert_file, c.data.server_key_file)
-    return HttpsServer(build_app(c), contexts, policy=policy)
-
-
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -339,7 +355,11 @@ async def _wait_for_signal() -> None:
 
 
 def _worker(
-    settings: WorkerSettings, listeners: list[socket.socket], lifeline: Connection, parent: int
+    settings: WorkerSettings,
+    listeners: list[socket.socket],
+    mqtt_listeners: list[socket.socket],
+    lifeline: Connection,
+    parent: int,
 ) -> None:
     """A further server process on the same data directory and the same listening sockets; it
     ends with the server process (devprov.cli.worker)."""
@@ -348,8 +368,8 @@ def _worker(
     c = open_container(settings.root, webhook_allow=settings.webhook_allow)
 
     async def serve() -> None:
-        server = _server(c, _policy(settings.max_connections))
-        await server.serve_on(listeners)
+        server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
+        await server.serve_on(listeners, mqtt_listeners)
         stopping = asyncio.Event()
         housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))
         stop = asyncio.ensure_future(_wait_for_signal())

@@ -144,6 +144,36 @@ class DeviceRegistration:
         self._random = random_bytes
         self._refusals = refusals or RefusalLog(uow, clock, RefusalWindows())
 
+    # --- connect --------------------------------------------------------------------------
+
+    def authenticate(
+        self,
+        id_scope: str,
+        registration_id: str,
+        credentials: Credentials,
+        *,
+        origin: Origin | None = None,
+    ) -> None:
+        """Attest a device that opens a session (MQTT's CONNECT) before it asks anything; each
+        request of the session attests it again, against the trust of that moment."""
+        attempt = _Attempt("connect", registration_id, origin)
+        try:
+            with self._uow(read_only=True) as uow:
+                service = _service(uow, id_scope)
+                attempt.service = service.name
+                _check_registration_id(registration_id, credentials)
+                attest(
+                    uow,
+                    service.name,
+                    service.id_scope,
+                    registration_id,
+                    credentials,
+                    now=self._clock(),
+                )
+        except DevprovError as exc:
+            self._refusals.refused(attempt.refusal(exc))
+            raise
+
     # --- register -------------------------------------------------------------------------
 
     def register(
