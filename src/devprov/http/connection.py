@@ -415,8 +415,12 @@ class HttpsConnection(asyncio.Protocol):
             self._flush()
         transport = self._transport
         if linger and not self._peer_eof and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:  # the client reset the connection already: nothing to linger for
+                transport.close()
+                return
             self._lingering = True
-            transport.write_eof()
             self.resume_reading()
             self._timer = self._loop.call_later(LINGER_SECONDS, transport.close)
             self._server.gate.idle(self)  # done but for the linger: evictable at the cap
