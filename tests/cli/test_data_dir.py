@@ -137,7 +137,7 @@ def test_serve_on_a_port_in_use(data: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = serve(data, "--host", "127.0.0.1", "--port", str(port))
+        done = serve(data, "--host", "127.0.0.1", "--port", str(port), "--mqtt-port", "0")
     assert done.returncode == EXIT[ErrorKind.CONFLICT], done.stderr
     err = one_error_line(done.stderr, "PortInUse")
     assert f"127.0.0.1:{port} is already in use" in err and "--port" in err
@@ -145,8 +145,29 @@ def test_serve_on_a_port_in_use(data: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_serve_on_an_mqtt_port_in_use(data: Path) -> None:
+    """The MQTT port is named as such, and the HTTPS port bound before it is let go."""
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        free.bind(("127.0.0.1", 0))
+        https_port = free.getsockname()[1]
+        free.close()
+        port = taken.getsockname()[1]
+        done = serve(
+            data, "--host", "127.0.0.1", "--port", str(https_port), "--mqtt-port", str(port)
+        )
+    assert done.returncode == EXIT[ErrorKind.CONFLICT], done.stderr
+    err = one_error_line(done.stderr, "PortInUse")
+    assert f"127.0.0.1:{port} is already in use" in err
+    assert "choose another port with --mqtt-port (0 turns MQTT off)" in err
+    with socket.socket() as again:  # nothing stayed bound
+        again.bind(("127.0.0.1", https_port))
+
+
+@pytest.mark.e2e
 def test_serve_on_an_address_of_another_machine(data: Path) -> None:
-    done = serve(data, "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1 (RFC 5737)
+    done = serve(data, "--host", "192.0.2.1", "--port", "0", "--mqtt-port", "0")  # RFC 5737
     assert done.returncode == EXIT[ErrorKind.INVALID_INPUT], done.stderr
     err = one_error_line(done.stderr, "CannotListen")
     assert "'192.0.2.1' is not an address of this machine" in err

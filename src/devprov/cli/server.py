@@ -288,7 +288,7 @@ async def _run(
     mqtt_listeners: list[socket.socket] = []
     try:
         if settings.mqtt:
-            mqtt_listeners = bind_listeners(host, ports[1])
+            mqtt_listeners = bind_listeners(host, ports[1], option="--mqtt-port (0 turns MQTT off)")
         bound = int(listeners[0].getsockname()[1])
         url = c.data.write_endpoint(host, bound)
     except BaseException:

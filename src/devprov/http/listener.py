@@ -38,19 +38,19 @@ class CannotListenError(InvalidInputError):
     number = 400260
 
 
-def bind_listeners(host: str, port: int) -> list[socket.socket]:
+def bind_listeners(host: str, port: int, *, option: str = "--port") -> list[socket.socket]:
     """Bind and listen on every address ``host`` resolves to, all on one port (``port`` 0 picks
     a free one for the first and the others take the same).
 
     Raises :class:`PortInUseError` or :class:`CannotListenError` when an address cannot be
-    bound; nothing stays bound then.
+    bound, naming ``option`` as the way to choose another port; nothing stays bound then.
     """
     try:
         addresses = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
-        raise listen_error(exc, host, port) from exc
+        raise listen_error(exc, host, port, option) from exc
     listeners: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(
@@ -68,7 +68,7 @@ def bind_listeners(host: str, port: int) -> list[socket.socket]:
     except OSError as exc:
         for listener in listeners:
             listener.close()
-        raise listen_error(exc, host, port) from exc
+        raise listen_error(exc, host, port, option) from exc
     if not listeners:
         raise CannotListenError(f"cannot listen on {host}:{port}: no IPv4 or IPv6 address")
     return listeners
@@ -85,7 +85,9 @@ def _bind(listener: socket.socket, family: int, address: tuple[object, ...]) -> 
     listener.setblocking(False)
 
 
-def listen_error(exc: OSError, host: str, port: int) -> InvalidInputError | ConflictError:
+def listen_error(
+    exc: OSError, host: str, port: int, option: str = "--port"
+) -> InvalidInputError | ConflictError:
     """The error a failure to listen on ``host``:``port`` becomes."""
     where = f"{host}:{port}"
     # asyncio's strerror repeats the address; the errno's own text is enough beside ``where``.
@@ -94,12 +96,12 @@ def listen_error(exc: OSError, host: str, port: int) -> InvalidInputError | Conf
     if exc.errno == errno.EADDRINUSE:
         return PortInUseError(
             f"{where} is already in use (is another 'devprov serve' running?); stop that "
-            "process or choose another port with --port"
+            f"process or choose another port with {option}"
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return CannotListenError(
             f"not permitted to listen on {where}: ports below 1024 need root or "
-            "CAP_NET_BIND_SERVICE; choose another port with --port"
+            f"CAP_NET_BIND_SERVICE; choose another port with {option}"
         )
     if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
         return CannotListenError(
