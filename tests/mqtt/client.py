@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Request
+
+from devprov.cli.endpoints import WEBSOCKET_PATH
 from devprov.mqtt.codec import (
     ConnAck,
     Connect,
@@ -34,13 +38,39 @@ def tls_context(ca_file: Path, cert: Path | None = None, key: Path | None = None
 
 
 class RawClient:
-    """One MQTT connection over TLS; every read has a deadline."""
+    """One MQTT connection over TLS, or inside a WebSocket at ``/$iothub/websocket`` on the
+    HTTPS port (``websocket=True``, with wsproto as the client); every read has a deadline."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, *, host: str = "localhost") -> None:
+    def __init__(
+        self,
+        port: int,
+        context: ssl.SSLContext,
+        *,
+        host: str = "localhost",
+        websocket: bool = False,
+    ) -> None:
         raw = socket.create_connection((host, port), timeout=10)
         self.sock = context.wrap_socket(raw, server_hostname=host)
         self.decoder = Decoder(max_packet_bytes=1 << 20, role="client")
         self._packet_id = 0
+        self._ws: WSConnection | None = None
+        if websocket:
+            self._upgrade(host)
+
+    def _upgrade(self, host: str) -> None:
+        ws = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(ws.send(Request(host=host, target=WEBSOCKET_PATH, subprotocols=["mqtt"])))
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection during the upgrade")
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    assert event.subprotocol == "mqtt"
+                    self._ws = ws
+                    return
+                raise ConnectionError(f"the upgrade was refused: {event!r}")
 
     def __enter__(self) -> RawClient:
         return self
@@ -53,7 +83,23 @@ class RawClient:
             self.sock.close()
 
     def send(self, packet: Packet | bytes) -> None:
-        self.sock.sendall(packet if isinstance(packet, bytes) else encode(packet))
+        data = packet if isinstance(packet, bytes) else encode(packet)
+        if self._ws is not None:
+            data = self._ws.send(Message(data=data))
+        self.sock.sendall(data)
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed what the socket delivered; False once the peer closed (WebSocket close)."""
+        if self._ws is None:
+            self.decoder.feed(data)
+            return True
+        self._ws.receive_data(data)
+        for event in self._ws.events():
+            if isinstance(event, BytesMessage):
+                self.decoder.feed(bytes(event.data))
+            elif isinstance(event, CloseConnection):
+                return False
+        return True
 
     def read(self, timeout: float = 10.0) -> Packet | None:
         """The next packet, or None when the server closed the connection."""
@@ -70,9 +116,9 @@ class RawClient:
                 data = self.sock.recv(65536)
             except (ConnectionResetError, ssl.SSLError):
                 return None
-            if not data:
-                return None
-            self.decoder.feed(data)
+            if not data or not self._receive(data):
+                packet = self.decoder.next_packet()
+                return packet
 
     def closed_by_server(self, timeout: float = 10.0) -> bool:
         """True when the server closes the connection (after any packets it still sends)."""

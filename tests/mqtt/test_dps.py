@@ -27,6 +27,18 @@ from tests.mqtt.client import RawClient, body, status, tls_context
 from tests.mqtt.conftest import HUB, LocalServer
 
 
+@pytest.fixture(params=["tls", "websocket"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """MQTT over TLS on the MQTT port, or inside a WebSocket on the HTTPS port."""
+    return str(request.param)
+
+
+def client_for(server: LocalServer, context, transport: str) -> RawClient:
+    if transport == "websocket":
+        return RawClient(server.https_port, context, websocket=True)
+    return RawClient(server.mqtt_port, context)
+
+
 def device_context(server: LocalServer, pki: Path, name: str = "my-device"):
     return tls_context(server.ca_file, pki / f"{name}-full-chain.pem", pki / f"{name}.key")
 
@@ -48,8 +60,11 @@ def registered(client: RawClient, registration_id: str, payload=None) -> dict:
     return body(final)
 
 
-def test_x509_group_device_is_assigned(local_server: LocalServer, demo_pki: Path) -> None:
-    with RawClient(local_server.mqtt_port, device_context(local_server, demo_pki)) as client:
+def test_x509_group_device_is_assigned(
+    local_server: LocalServer, demo_pki: Path, transport: str
+) -> None:
+    context = device_context(local_server, demo_pki)
+    with client_for(local_server, context, transport) as client:
         assert client.connect(local_server.scope, "my-device") == ConnAck(False, ACCEPTED)
         assert client.subscribe() == SubAck(1, (1,))
         result = registered(client, "my-device")
@@ -59,10 +74,11 @@ def test_x509_group_device_is_assigned(local_server: LocalServer, demo_pki: Path
     assert state["substatus"] in ("initialAssignment", "reprovisionedToInitialAssignment")
 
 
-def test_symmetric_key_group_device(local_server: LocalServer) -> None:
-    assert local_server.cli("enrollment-group", "create", "mqtt-keys", "--symmetric-key") == 0
+def test_symmetric_key_group_device(local_server: LocalServer, transport: str) -> None:
+    group = f"mqtt-keys-{transport}"
+    assert local_server.cli("enrollment-group", "create", group, "--symmetric-key") == 0
     mechanism = local_server.container.enrollments.attestation_mechanism(
-        "default", EnrollmentKind.GROUP, "mqtt-keys"
+        "default", EnrollmentKind.GROUP, group
     )
     assert mechanism.primary_key is not None
     key = derive_device_key(mechanism.primary_key, "mqtt-sensor-1")
@@ -93,9 +109,11 @@ def test_other_filters_are_refused_in_the_suback(local_server: LocalServer, demo
         assert client.subscribe() == SubAck(2, (1,))
 
 
-def test_unknown_certificate_is_not_authorized(local_server: LocalServer, demo_pki: Path):
+def test_unknown_certificate_is_not_authorized(
+    local_server: LocalServer, demo_pki: Path, transport: str
+) -> None:
     context = device_context(local_server, demo_pki / "stranger", "stranger")
-    with RawClient(local_server.mqtt_port, context) as client:
+    with client_for(local_server, context, transport) as client:
         assert client.connect(local_server.scope, "stranger").return_code == NOT_AUTHORIZED
         assert client.closed_by_server()
     events = local_server.container.audit.events(registration_id="stranger")
@@ -175,9 +193,10 @@ def test_disabled_group_is_answered_disabled(local_server: LocalServer, demo_pki
 
 
 def test_request_errors_are_answered_with_dps_bodies(
-    local_server: LocalServer, demo_pki: Path
+    local_server: LocalServer, demo_pki: Path, transport: str
 ) -> None:
-    with RawClient(local_server.mqtt_port, device_context(local_server, demo_pki)) as client:
+    context = device_context(local_server, demo_pki)
+    with client_for(local_server, context, transport) as client:
         client.connect(local_server.scope, "my-device")
         client.subscribe()
         bad = client.request("$dps/registrations/PUT/iotdps-register/?$rid=7", b"{not json")

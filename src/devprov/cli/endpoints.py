@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from devprov.bootstrap import Container
 from devprov.http.app import build_app
 from devprov.http.server import HttpsServer
+from devprov.http.websocket import WebSocketRoute
 from devprov.mqtt import dps
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
@@ -48,6 +49,7 @@ def build_endpoints(c: Container, policy: ConnectionPolicy, *, mqtt: bool) -> En
         server_contexts(c.data.server_cert_file, c.data.server_key_file),
         policy=policy,
         gate=gate,
+        upgrades={WEBSOCKET_PATH: WebSocketRoute(WEBSOCKET_SUBPROTOCOL, opener)},
     )
     mqtt_server = None
     if mqtt:

@@ -19,13 +19,19 @@ A connection ends cleanly, with the server's close_notify, whenever the server c
 (unless TLS failed) and when the client sent close_notify first: both keep the TLS session
 resumable. A client that drops TCP without close_notify while the server has nothing left to
 send loses its session (why: ``devprov.transport.tls``, above ``TlsSession``).
+
+A request for one of the server's WebSocket paths is answered here, never by the app: refused,
+or upgraded (``devprov.http.websocket``). Once upgraded the connection stops speaking HTTP: its
+timers are disarmed, and the plaintext, the end of input, the server's shut-down and the gate's
+eviction go to the connection's :class:`devprov.http.websocket.WebSocket`, whose session owns
+the timing from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from enum import Enum
 from typing import Any, Protocol, cast
 
@@ -34,8 +40,16 @@ import h11
 from devprov.http.asgi import AsgiApp, Message
 from devprov.http.cycle import ClientDisconnected, Cycle, build_scope
 from devprov.http.response import build_error_response, build_response_head, decide_refusal
+from devprov.http.websocket import (
+    WebSocket,
+    WebSocketRoute,
+    decide_upgrade,
+    find_route,
+    switch_protocols,
+)
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
+from devprov.transport.stream import Peer
 from devprov.transport.tls import TlsContexts, TlsError, TlsSession
 
 # The server's one logger: operators configure it by this name, whichever module logs.
@@ -66,6 +80,7 @@ class Server(Protocol):
     gate: ConnectionGate
     max_body_bytes: int
     max_header_bytes: int
+    upgrades: Mapping[str, WebSocketRoute]  # request paths that upgrade to WebSocket
 
     @property
     def closed(self) -> bool:
@@ -102,6 +117,7 @@ class HttpsConnection(asyncio.Protocol):
         self._local: tuple[str, int] | None = None
         self._tls_extension: dict[str, Any] = {}
         self._cycle: Cycle | None = None
+        self._websocket: WebSocket | None = None  # once upgraded (module docstring)
         self._timer: asyncio.TimerHandle | None = None
         self._phase = _Phase.HANDSHAKE
         self._writable = asyncio.Event()
@@ -141,6 +157,14 @@ class HttpsConnection(asyncio.Protocol):
             self._flush()
             self._close(notify=False)
             return
+        if self._websocket is not None:
+            self._websocket.receive(plaintext)
+            if closed:  # the client's close_notify: the session's input ends, close_notify answers
+                self._peer_eof = True
+                self._websocket.end()
+                self._close()
+            self._flush_soon()
+            return
         if plaintext:
             if self._phase is _Phase.KEEP_ALIVE:  # the next request's first byte: its head is timed
                 self._enter(_Phase.HEAD, self._policy.head_timeout)
@@ -154,6 +178,8 @@ class HttpsConnection(asyncio.Protocol):
         self._flush_soon()
 
     def eof_received(self) -> bool | None:
+        if self._websocket is not None:
+            self._websocket.end()  # then asyncio closes the transport, as for HTTP
         cycle = self._cycle
         if self._lingering or cycle is None or cycle.response_complete:
             return None  # asyncio closes the transport; no close_notify (module docstring)
@@ -168,6 +194,9 @@ class HttpsConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._disarm()
+        if self._websocket is not None:
+            self._websocket.lost()
+            self._websocket = None  # it refers back to this connection, as a cycle does
         if self._cycle is not None:
             self._cycle.disconnect()
             # The cycle refers back to this connection: break the cycle of references, so that
@@ -186,7 +215,7 @@ class HttpsConnection(asyncio.Protocol):
     # --- HTTP events --------------------------------------------------------------------------
 
     def _handle_events(self) -> None:
-        while not self._closing:
+        while not self._closing and self._websocket is None:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -222,6 +251,10 @@ class HttpsConnection(asyncio.Protocol):
         if refusal is not None:
             self._reject(*refusal)
             return
+        route = find_route(self._server.upgrades, request.target)
+        if route is not None:
+            self._upgrade(request, route)
+            return
         cycle = Cycle(self, head=request.method == b"HEAD")
         self._cycle = cycle
         if self._h11.their_state is h11.SEND_BODY:
@@ -236,6 +269,23 @@ class HttpsConnection(asyncio.Protocol):
             tls=self._tls_extension,
         )
         self._server.spawn(cycle.run(self._server.app, scope, timeout=self._policy.handler_timeout))
+
+    def _upgrade(self, request: h11.Request, route: WebSocketRoute) -> None:
+        """A request for a WebSocket path: refused with a 4xx, or upgraded (module docstring)."""
+        refusal = decide_upgrade(request, route.subprotocol)
+        if refusal is not None:
+            self._reject(refusal.status, refusal.message, refusal.headers)
+            return
+        self._send_plaintext(switch_protocols(self._h11, request, route.subprotocol))
+        self._server.gate.idle(self)  # until the session says otherwise: it waits for a packet
+        chain = tuple(self._tls_extension["devprov.client_chain_der"])
+        peer = Peer(address=self._client, chain_der=chain, transport="websocket")
+        self._websocket = websocket = WebSocket(self, route, peer)
+        trailing, closed = self._h11.trailing_data  # sent with the head: the first frames
+        websocket.receive(trailing)
+        if closed:
+            websocket.end()
+            self._close()
 
     def _on_data(self, data: bytes) -> None:
         cycle = cast(Cycle, self._cycle)
@@ -353,12 +403,15 @@ class HttpsConnection(asyncio.Protocol):
 
     # --- writing and closing ------------------------------------------------------------------
 
-    def _reject(self, status: int, message: str) -> None:
+    def _reject(
+        self, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
         """Answer without (or instead of) the app, then close."""
         if self._cycle is not None:
             self._cycle.disconnect()
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send_plaintext(self._serialize(build_error_response(status, message)))
+            answer = build_error_response(status, message, headers)
+            self._send_plaintext(self._serialize(answer))
         self._close(linger=True)
 
     def _serialize(self, events: Iterable[h11.Event]) -> bytes:
@@ -415,8 +468,12 @@ class HttpsConnection(asyncio.Protocol):
             self._flush()
         transport = self._transport
         if linger and not self._peer_eof and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:  # the client reset the connection already: nothing to linger for
+                transport.close()
+                return
             self._lingering = True
-            transport.write_eof()
             self.resume_reading()
             self._timer = self._loop.call_later(LINGER_SECONDS, transport.close)
             self._server.gate.idle(self)  # done but for the linger: evictable at the cap
@@ -428,6 +485,8 @@ class HttpsConnection(asyncio.Protocol):
         self._shutting_down = True
         if self._lingering:
             self._transport.close()
+        elif self._websocket is not None:
+            self._websocket.shut_down()
         elif self._cycle is None:
             self._close(notify=self._tls.handshake_complete)
 
@@ -442,11 +501,29 @@ class HttpsConnection(asyncio.Protocol):
         """The gate needs this slot for a new connection (transport.gate.Slot)."""
         if self._lingering:
             self._transport.close()
+        elif self._websocket is not None:
+            self._websocket.evict()
         else:
             self._close(notify=self._tls.handshake_complete)
 
     def abort(self) -> None:
         self._transport.abort()
+
+    # --- the upgraded connection's requests (websocket.Link) -----------------------------------
+
+    def write_plaintext(self, data: bytes) -> None:
+        self._send_plaintext(data)
+
+    def close_connection(self, *, linger: bool) -> None:
+        self._close(linger=linger)
+
+    def idle(self) -> None:
+        if not self._closing:
+            self._server.gate.idle(self)
+
+    def busy(self) -> None:
+        if not self._closing:
+            self._server.gate.busy(self)
 
     # --- timers -------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The responses the HTTPS server frames: the head of an app's response, and its own answers.
 
-The server answers some requests without the app (400, 408, 413, 431, 500, 503), with DPS's
-error body; which request heads it refuses is decided here too. The app's own errors are the
-app's business.
+The server answers some requests without the app (400, 408, 413, 431, 500, 503, and 405 and
+426 on a WebSocket path), with DPS's error body; which request heads it refuses is decided here
+too. The app's own errors are the app's business.
 """
 
 from __future__ import annotations
@@ -80,8 +80,11 @@ def build_response_head(
     return h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
 
 
-def build_error_response(status: int, message: str) -> list[h11.Event]:
-    """A whole response with DPS's error body, closing the connection."""
+def build_error_response(
+    status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> list[h11.Event]:
+    """A whole response with DPS's error body, closing the connection; ``headers`` are added
+    (``Allow`` for 405, ``Upgrade`` for 426)."""
     body = _error_body(status, message)
     response = h11.Response(
         status_code=status,
@@ -90,6 +93,7 @@ def build_error_response(status: int, message: str) -> list[h11.Event]:
             (b"content-type", b"application/json; charset=utf-8"),
             (b"content-length", str(len(body)).encode("ascii")),
             (b"connection", b"close"),
+            *headers,
         ],
     )
     return [response, h11.Data(data=body), h11.EndOfMessage()]
