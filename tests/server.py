@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class ServerProcess:
 
     @property
     def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
+        return urllib.parse.urlsplit(self.url).port or 443  # the URL names no port when it is 443
 
     def cli_args(self) -> list[str]:
         return ["--data-dir", str(self.data_dir)]
@@ -50,8 +51,8 @@ def running_server(
 ) -> Iterator[ServerProcess]:
     """``devprov serve`` with ``extra`` options; ``open_files`` lowers its descriptor limit.
 
-    MQTT over TLS is off unless ``extra`` names ``--mqtt-port`` (its default, 8883, is a port
-    only one server can hold).
+    The HTTPS port is a free one unless ``extra`` names ``--port``; MQTT over TLS is off unless
+    ``extra`` names ``--mqtt-port`` (its default, 8883, is a port only one server can hold).
     """
 
     def limit() -> None:
@@ -65,8 +66,7 @@ def running_server(
         "serve",
         "--data-dir",
         str(data_dir),
-        "--port",
-        "0",
+        *([] if "--port" in extra else ["--port", "0"]),
         *([] if "--mqtt-port" in extra else ["--mqtt-port", "0"]),
         *extra,
     ]

@@ -1,12 +1,17 @@
-"""Microsoft's Node device provisioning SDK (azure-iot-provisioning-device with its HTTP
-transport) registering against a real devprov server over TLS: an X.509 device of an enrollment
-group, a self-signed individual enrollment and a symmetric-key group device, each with a negative
-control (an unknown CA, a wrong key, a disabled group).
+"""Microsoft's Node device provisioning SDK (azure-iot-provisioning-device) registering against a
+real devprov server over TLS. With its HTTP transport: an X.509 device of an enrollment group, a
+self-signed individual enrollment and a symmetric-key group device, each with a negative control
+(an unknown CA, a wrong key, a disabled group). With its MQTT transports (``Mqtt`` over TLS,
+``MqttWs`` over WebSocket): an X.509 group device and a symmetric-key group device, with an
+unknown CA and a wrong key as their negative controls.
 
 The SDK runs in a child ``node`` process (``tests/interop/node/register.js``) with the packages
-pinned by ``tests/interop/node/package-lock.json``. It reaches the server's port through a
-test-only ``https.Agent`` (docs/sdk-clients.md#node-device-another-port-for-the-http-transport);
-a real device talks to port 443.
+pinned by ``tests/interop/node/package-lock.json``. The HTTP transport reaches the server's port
+through a test-only ``https.Agent``
+(docs/sdk-clients.md#node-device-another-port-for-the-http-transport), ``Mqtt`` is given
+``localhost:<port>``; a real device talks to 443 and 8883. ``MqttWs`` connects to 443 and nothing
+else, so its cases run against a second server on 443, and skip, saying why, when that port
+cannot be had here or the server has no MQTT over WebSocket endpoint (tests/interop/ports.py).
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.iot.deviceprovisioning import DeviceProvisioningClient
 
 from devprov.cli.main import main
 from devprov.core.sas import derive_device_key
 from tests.interop.nodejs import NODE_DIR, run_driver
+from tests.interop.ports import skip_unless_free, websocket_refusal
 from tests.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.interop
@@ -41,6 +49,7 @@ class Outcome:
     ok: bool
     result: dict[str, Any]
     name: str | None
+    message: str | None
     status_code: int | None
     response_body: Any
 
@@ -50,6 +59,7 @@ class Outcome:
             ok=line["ok"],
             result=line.get("result") or {},
             name=line.get("name"),
+            message=line.get("message"),
             status_code=line.get("statusCode"),
             response_body=line.get("responseBody"),
         )
@@ -68,9 +78,13 @@ class Dps:
             self.connection_string, connection_verify=str(self.server.ca_file), retry_total=0
         )
 
-    def register(self, registration_id: str, **credentials: Any) -> Outcome:
+    def register(
+        self, registration_id: str, transport: str = "http", **credentials: Any
+    ) -> Outcome:
         args = {
+            "transport": transport,
             "port": self.server.port,
+            "mqttPort": self.server.mqtt_port,
             "ca": str(self.server.ca_file),
             "idScope": self.id_scope,
             "registrationId": registration_id,
@@ -87,10 +101,17 @@ def quiet(*argv: str) -> None:
         assert main(list(argv)) == 0, argv
 
 
-@pytest.fixture(scope="module")
-def dps(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(node: str, tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[Dps]:
+    """A devprov server with the demo root proven and one hub, as a :class:`Dps`."""
     pki = tmp_path_factory.mktemp("node-pki")
-    with running_server(tmp_path_factory.mktemp("node") / "data") as server:
+    with running_server(tmp_path_factory.mktemp("node") / "data", *extra) as server:
         quiet("ca", "demo", str(pki))
         root, root_key = str(pki / "root.pem"), str(pki / "root.key")
         quiet(
@@ -105,8 +126,41 @@ def dps(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
 
 
 @pytest.fixture(scope="module")
-def x509_group(dps: Dps) -> str:
-    dps.service().enrollment_group.create_or_update(
+def dps(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
+    """HTTPS and MQTT over TLS, each on a free port."""
+    with serving(node, tmp_path_factory, "--mqtt-port", str(free_port())) as dps:
+        yield dps
+
+
+MQTT_WS = "Node's MqttWs transport"
+
+
+@pytest.fixture(scope="module")
+def dps_on_443(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
+    """HTTPS, and MQTT over WebSocket with it, on 443: the only port ``MqttWs`` connects to."""
+    skip_unless_free([443], MQTT_WS)
+    with serving(node, tmp_path_factory, "--host", "localhost", "--port", "443") as dps:
+        reason = websocket_refusal(dps.server.port, dps.server.ca_file)
+        if reason is not None:
+            pytest.skip(reason)
+        yield dps
+
+
+@pytest.fixture(params=["mqtt", "mqttws"])
+def over_mqtt(request: pytest.FixtureRequest) -> tuple[Dps, str]:
+    """A server and the MQTT transport to reach it with: ``Mqtt`` on the server's MQTT port, or
+    ``MqttWs`` on 443."""
+    if request.param == "mqtt":
+        return request.getfixturevalue("dps"), "mqtt"
+    return request.getfixturevalue("dps_on_443"), "mqttws"
+
+
+def create_x509_group(dps: Dps) -> str:
+    """The enrollment group of the demo root, created unless the server has it already."""
+    service = dps.service()
+    with contextlib.suppress(ResourceNotFoundError):
+        return str(service.enrollment_group.get(id="node-x509-group")["enrollmentGroupId"])
+    service.enrollment_group.create_or_update(
         id="node-x509-group",
         enrollment_group={
             "enrollmentGroupId": "node-x509-group",
@@ -115,6 +169,11 @@ def x509_group(dps: Dps) -> str:
         },
     )
     return "node-x509-group"
+
+
+@pytest.fixture(scope="module")
+def x509_group(dps: Dps) -> str:
+    return create_x509_group(dps)
 
 
 def symmetric_group(dps: Dps, group_id: str, *, enabled: bool = True) -> str:
@@ -252,3 +311,67 @@ def test_disabled_group_is_reported(dps: Dps) -> None:
     assert "assignedHub" not in outcome.result["registrationState"]
     state = dps.service().device_registration_state.get(id="node-disabled-1")
     assert state["status"] == "disabled" and "assignedHub" not in state
+
+
+# --- the MQTT transports: Mqtt over TLS, MqttWs over WebSocket ---------------------------------
+
+
+def test_x509_group_device_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
+    dps, transport = over_mqtt
+    group = create_x509_group(dps)
+    device = f"node-{transport}-x509"
+    quiet("ca", "device", device, "--issuer", "intermediate", "--dir", str(dps.pki))
+    outcome = dps.register(
+        device,
+        transport,
+        cert=leaf_and_intermediate(dps.pki, device),
+        key=dps.pki / f"{device}.key",
+        payload={"modelId": "dtmi:devprov:test;1"},
+    )
+    state = assert_assigned(outcome, device)
+    assert state["x509"]["enrollmentGroupId"] == group
+    assert state["x509"]["certificateInfo"]["subjectName"] == f"CN={device}"
+    assert dps.service().device_registration_state.get(id=device)["etag"] == state["etag"]
+
+
+def test_symmetric_key_group_device_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
+    dps, transport = over_mqtt
+    group_key = symmetric_group(dps, f"node-{transport}-sym-group")
+    device = f"node-{transport}-sym-1"
+    outcome = dps.register(device, transport, symmetricKey=derive_device_key(group_key, device))
+    state = assert_assigned(outcome, device)
+    assert state["symmetricKey"] == {"enrollmentGroupId": f"node-{transport}-sym-group"}
+
+
+# The Node SDK hands on mqtt.js's error for a CONNACK refused with return code 5, not authorized
+# (docs/mqtt.md#connect-return-codes), as a plain Error.
+NOT_AUTHORIZED = ("Error", "Connection refused: Not authorized")
+
+
+def test_device_of_an_unknown_ca_is_refused_over_mqtt(
+    over_mqtt: tuple[Dps, str], tmp_path: Path
+) -> None:
+    dps, transport = over_mqtt
+    create_x509_group(dps)
+    rogue = tmp_path / "rogue"
+    quiet("ca", "demo", str(rogue))
+    device = f"node-{transport}-rogue"
+    quiet("ca", "device", device, "--issuer", "intermediate", "--dir", str(rogue))
+    outcome = dps.register(
+        device, transport, cert=leaf_and_intermediate(rogue, device), key=rogue / f"{device}.key"
+    )
+    assert not outcome.ok
+    assert (outcome.name, outcome.message) == NOT_AUTHORIZED
+    states = dps.service().device_registration_state.query(id="node-x509-group")
+    assert device not in {s["registrationId"] for s in states}
+
+
+def test_wrong_symmetric_key_is_refused_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
+    dps, transport = over_mqtt
+    group_key = symmetric_group(dps, f"node-{transport}-sym-wrong")
+    device = f"node-{transport}-sym-wrong-1"
+    outcome = dps.register(
+        device, transport, symmetricKey=derive_device_key(group_key, "someone-else")
+    )
+    assert not outcome.ok
+    assert (outcome.name, outcome.message) == NOT_AUTHORIZED

@@ -1,8 +1,11 @@
-// Registers one device with Microsoft's Node provisioning SDK over HTTPS and prints the outcome as
-// one JSON line; driven by tests/interop/test_node_device.py.
+// Registers one device with Microsoft's Node provisioning SDK over HTTPS, MQTT or MQTT over
+// WebSocket and prints the outcome as one JSON line; driven by tests/interop/test_node_device.py.
 //
 // usage: node register.js '<json>'
-//   {"port": 8443, "ca": "ca.pem", "idScope": "0ne...", "registrationId": "my-device",
+//   {"transport": "http" | "mqtt" | "mqttws",          (default "http")
+//    "port": 8443,                                     (http: the server's HTTPS port)
+//    "mqttPort": 8883,                                 (mqtt: the server's MQTT over TLS port)
+//    "ca": "ca.pem", "idScope": "0ne...", "registrationId": "my-device",
 //    "cert": "chain.pem", "key": "device.key"          (X.509: the PEM chain the device presents)
 //    | "symmetricKey": "<base64 device key>",          (symmetric key: the derived device key)
 //    "payload": {...}, "timeoutSeconds": 60}           (both optional)
@@ -15,13 +18,17 @@
 // (docs/sdk-clients.md#node-device-http-transport); the agent below moves the connection to the
 // test server's port. That agent is test-only
 // (docs/sdk-clients.md#node-device-another-port-for-the-http-transport): a real device talks to
-// 443.
+// 443. The MQTT transport takes "host:port" as it is; MqttWs always connects to
+// wss://<host>:443/$iothub/websocket (docs/sdk-clients.md#node-device-mqtt-and-mqtt-over-websocket),
+// so the server must listen on 443 for it.
 'use strict';
 
 const fs = require('fs');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
+const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const HttpBase = require('azure-iot-http-base').Http;
+const { MqttBase } = require('azure-iot-mqtt-base');
 const { X509Security } = require('azure-iot-security-x509');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 
@@ -41,9 +48,28 @@ function describeRefusal(err) {
   return Object.assign(describe(err), { result: err.result === undefined ? null : err.result });
 }
 
-const httpBase = new HttpBase();
-httpBase.setOptions({ ca: fs.readFileSync(args.ca, 'utf8'), http: { agent: new PortAgent() } });
-const client = ProvisioningDeviceClient.create('localhost', args.idScope, new Http(httpBase), security());
+// The host the SDK is given and its transport, trusting the server's CA.
+function transport() {
+  const ca = fs.readFileSync(args.ca, 'utf8');
+  const kind = args.transport || 'http';
+  if (kind === 'http') {
+    const base = new HttpBase();
+    base.setOptions({ ca, http: { agent: new PortAgent() } });
+    return ['localhost', new Http(base)];
+  }
+  const base = new MqttBase();
+  base.setOptions({ ca });
+  if (kind === 'mqtt') {
+    return [`localhost:${args.mqttPort}`, new Mqtt(base)];
+  }
+  if (kind === 'mqttws') {
+    return ['localhost', new MqttWs(base)];
+  }
+  throw new Error(`unknown transport ${JSON.stringify(kind)}: http, mqtt or mqttws`);
+}
+
+const [host, deviceTransport] = transport();
+const client = ProvisioningDeviceClient.create(host, args.idScope, deviceTransport, security());
 if (args.payload !== undefined) {
   client.setProvisioningPayload(args.payload);
 }
