@@ -17,6 +17,7 @@ from devprov.bootstrap import open_container
 from devprov.cli.main import main
 from devprov.core.sas import build_sas_token, derive_device_key
 from tests.server import ServerProcess, running_server
+from tests.webhook import allocation_webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -286,30 +287,7 @@ def test_audit_trail_names_the_reason(server: ServerProcess, pki: Path, capsys) 
 
 
 def test_custom_allocation_through_a_real_webhook(server: ServerProcess) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    seen: list[dict] = []
-
-    class Webhook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            body = json.dumps(
-                {"iotHubHostName": "hub-b.azure-devices.net", "payload": {"tier": "gold"}}
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    webhook = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
-    thread = threading.Thread(target=webhook.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with allocation_webhook("hub-b.azure-devices.net", {"tier": "gold"}) as webhook:
         assert main(["hub", "add", "hub-b.azure-devices.net", *server.cli_args()]) == 0
         id_scope = scope(server)
         with service_client(server) as svc:
@@ -318,7 +296,7 @@ def test_custom_allocation_through_a_real_webhook(server: ServerProcess) -> None
                 "attestation": {"type": "symmetricKey"},
                 "allocationPolicy": "custom",
                 "customAllocationDefinition": {
-                    "webhookUrl": f"http://127.0.0.1:{webhook.server_address[1]}/alloc",
+                    "webhookUrl": webhook.url,
                     "apiVersion": "2021-10-01",
                 },
             }
@@ -345,11 +323,7 @@ def test_custom_allocation_through_a_real_webhook(server: ServerProcess) -> None
         assert result["status"] == "assigned"
         assert result["registrationState"]["assignedHub"] == "hub-b.azure-devices.net"
         assert result["registrationState"]["payload"] == {"tier": "gold"}
-        (request,) = seen
+        (request,) = webhook.seen
         assert request["deviceRuntimeContext"]["registrationId"] == "custom-1"
         assert request["deviceRuntimeContext"]["payload"] == {"model": "m1"}
         assert "hub-b.azure-devices.net" in request["linkedHubs"]
-    finally:
-        webhook.shutdown()
-        webhook.server_close()
-        thread.join()

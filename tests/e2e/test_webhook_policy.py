@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from devprov.cli.main import main
 from tests.server import ServerProcess, running_server
+from tests.webhook import allocation_webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -26,30 +25,15 @@ KEY = "pOlIcY-SECRET"
 
 
 @pytest.fixture(scope="module")
-def webhook() -> Iterator[tuple[int, list[str]]]:
-    seen: list[str] = []
+def webhook() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """The webhook's port, and the requests it received, as a list that fills as they come."""
+    with allocation_webhook(HUB) as hook:
+        yield hook.port, hook.seen
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(request["deviceRuntimeContext"]["registrationId"])
-            body = json.dumps({"iotHubHostName": HUB}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], seen
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def asked_for(seen: list[dict[str, Any]]) -> set[str]:
+    """The registration ids the webhook was asked about."""
+    return {request["deviceRuntimeContext"]["registrationId"] for request in seen}
 
 
 def run(server: ServerProcess, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
@@ -68,7 +52,7 @@ def _hooked_group(server: ServerProcess, capsys: pytest.CaptureFixture[str], por
 
 
 def test_a_refused_destination_fails_the_registration(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], webhook: tuple[int, list[str]]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], webhook: tuple[int, list[dict[str, Any]]]
 ) -> None:
     port, seen = webhook
     with running_server(tmp_path / "data") as server:
@@ -80,7 +64,7 @@ def test_a_refused_destination_fails_the_registration(
         assert code == 0 and state["errorCode"] == 403430
         assert f"http://0.0.0.0:{port}/alloc?<redacted> was not called" in state["errorMessage"]
         assert "--webhook-allow 0.0.0.0/8" in state["errorMessage"]
-        assert "d-0" not in seen
+        assert "d-0" not in asked_for(seen)
         register = ["device", "register", "d-00", "--group-key", GROUP_KEY, *server.cli_args()]
         assert main(register) == 1
         printed = capsys.readouterr().out
@@ -91,7 +75,7 @@ def test_a_refused_destination_fails_the_registration(
 
 
 def test_the_operator_allows_a_destination_for_every_worker(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], webhook: tuple[int, list[str]]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], webhook: tuple[int, list[dict[str, Any]]]
 ) -> None:
     port, seen = webhook
     allow = ["--webhook-allow", "0.0.0.0/32", "--workers", "2"]
@@ -105,7 +89,7 @@ def test_the_operator_allows_a_destination_for_every_worker(
             )
             assert code == 0, operation
             assert operation["registrationState"]["assignedHub"] == HUB
-    assert {f"d-{i}" for i in range(1, 9)} <= set(seen)
+    assert {f"d-{i}" for i in range(1, 9)} <= asked_for(seen)
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,8 @@ import io
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from devprov.cli.main import main
 from devprov.core.sas import derive_device_key
 from tests.interop.ports import skip_unless_free, websocket_refusal
 from tests.server import ServerProcess, running_server
+from tests.webhook import Webhook, allocation_webhook
 
 pytestmark = pytest.mark.interop
 
@@ -218,45 +217,17 @@ def test_symmetric_key_group_device_with_a_derived_key(dps: Dps, websockets: boo
     assert group_members(dps, group) == {device}
 
 
-class Webhook(BaseHTTPRequestHandler):
-    """DPS's custom allocation webhook: records each request, answers WEBHOOK_HUB with a
-    payload for the device."""
-
-    seen: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        self.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        body = json.dumps({"iotHubHostName": WEBHOOK_HUB, "payload": {"tier": "gold"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A real local allocation webhook: its URL and the requests it received."""
-    seen: list[dict[str, Any]] = []
-    handler = type("RecordingWebhook", (Webhook,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/allocate", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def webhook() -> Iterator[Webhook]:
+    """A real local allocation webhook that answers WEBHOOK_HUB with a payload for the device."""
+    with allocation_webhook(WEBHOOK_HUB, {"tier": "gold"}) as hook:
+        yield hook
 
 
 def test_payload_reaches_the_webhook_and_its_answer_comes_back(
-    dps: Dps, websockets: bool, webhook: tuple[str, list[dict[str, Any]]]
+    dps: Dps, websockets: bool, webhook: Webhook
 ) -> None:
-    url, seen = webhook
+    url, seen = webhook.url, webhook.seen
     group = name("py-custom", websockets)
     dps.cli(
         "enrollment-group", "create", group, "--symmetric-key", "--allocation-policy", "custom",
