@@ -11,8 +11,9 @@ API on the same server, the same PKI and the same client threads, in the same ru
    Every registration is a device's first: each run gets fresh leaves.
 2. **Idle connected devices**: ``--idle`` connections from symmetric-key group devices (derived
    keys, SAS token in CONNECT's password: the cheapest devices for the client, so that the
-   server gets the cores), each CONNECTed with keep-alive 1740 s (no pings needed) and
-   SUBSCRIBEd. The server's RSS (``/proc/PID/status`` VmRSS) before and after gives memory per
+   server gets the cores) or, with ``--idle-x509``, X.509 devices as in (1), which cost the
+   server more (the chain is validated at CONNECT and kept with the connection); each CONNECTed
+   with keep-alive 1740 s (no pings needed) and SUBSCRIBEd. The server's RSS (``/proc/PID/status`` VmRSS) before and after gives memory per
    connection; its utime + stime over the opening gives the CPU they cost. At the end every
    one is sent PINGREQ: those that answer PINGRESP stayed connected.
 3. **A new registration with the fleet connected**: the load of (1) again, fresh devices, beside
@@ -25,7 +26,7 @@ blocking stdlib ``ssl`` sockets and devprov's MQTT codec in the client role, on 
 the server (docs/performance.md#machine-and-method says what that means for rates).
 
 Usage: .venv/bin/python bench/mqtt.py [--devices 500] [--clients 4] [--idle 10000]
-                                      [--rounds 1] [--timeout 300]
+                                      [--idle-x509] [--rounds 1] [--timeout 300]
 """
 
 from __future__ import annotations
@@ -178,12 +179,14 @@ def register_mqtt(port: int, scope: str, device: https.Device) -> int:
     raise https.BenchFailure(f"{rid}: still assigning after {https.MAX_POLLS} polls")
 
 
-def open_idle(port: int, scope: str, key: str, links: list[Link], device: https.Device) -> int:
-    """Connect one symmetric-key group device (its key derived from the group's ``key``) and
-    leave it connected, in ``links``."""
-    rid = device.registration_id
-    expiry = int(time.time()) + 7200
-    token = build_sas_token(derive_device_key(key, rid), f"{scope}/registrations/{rid}", expiry)
+def open_idle(
+    port: int, scope: str, key: str | None, links: list[Link], device: https.Device
+) -> int:
+    """Connect one device and leave it connected, in ``links``: a symmetric-key group device
+    (its key derived from the group's ``key``), or with ``key`` None an X.509 device."""
+    rid, expiry = device.registration_id, int(time.time()) + 7200
+    resource_uri = f"{scope}/registrations/{rid}"
+    token = build_sas_token(derive_device_key(key, rid), resource_uri, expiry) if key else None
     links.append(open_link(port, device.context, scope, rid, token))
     return 0
 
@@ -208,6 +211,7 @@ class Fleet:
     """Part 2: idle connections, what opening them cost the server, how many stayed."""
 
     wanted: int
+    kind: str  # "symmetric-key" or "X.509"
     why_fewer: str  # why --idle was lowered, if it was
     links: list[Link] = field(default_factory=list)
     opened: https.Run = field(default_factory=lambda: https.Run("idle"))
@@ -309,7 +313,8 @@ def print_summary(
         f"\n1. registrations/s         MQTT {m['rate']} vs HTTPS {h['rate']} (MQTT/HTTPS {ratio})"
         f"\n   latency p50 / p99 (ms)  MQTT {m['p50']} / {m['p99']} vs HTTPS {h['p50']} / {h['p99']}"
         f"\n   server CPU/registration MQTT {m['cpu']} ms vs HTTPS {h['cpu']} ms"
-        f"\n2. idle devices            {fleet.alive} of {fleet.wanted} stayed connected"
+        f"\n2. idle devices            {fleet.alive} of {fleet.wanted} {fleet.kind} devices stayed"
+        " connected"
         f" ({count} opened, {len(opened.failures)} failed to open{fleet.why_fewer})"
         f"\n   server RSS              {fleet.rss_before / 1024:.1f} MiB before,"
         f" {fleet.rss_after / 1024:.1f} MiB after: {per_connection:.1f} KiB per connection"
@@ -367,9 +372,13 @@ def bench(args: argparse.Namespace, fleet: Fleet, open_files: int) -> int:
                 print(f"round {number + 1}:\n{line('MQTT: register + poll', runs['mqtt'][-1])}")
                 print(line("HTTPS: register + poll", runs["https"][-1]))
 
-            context = ssl.create_default_context(cafile=str(server.ca_file))  # no client cert
-            members = [https.Device(f"idle-{i:06d}", context) for i in range(fleet.wanted)]
-            work = functools.partial(open_idle, port, scope, key, fleet.links)
+            if args.idle_x509:
+                members = pki.devices("idle", fleet.wanted, server.ca_file)
+            else:
+                context = ssl.create_default_context(cafile=str(server.ca_file))  # no client cert
+                members = [https.Device(f"idle-{i:06d}", context) for i in range(fleet.wanted)]
+            idle_key = None if args.idle_x509 else key
+            work = functools.partial(open_idle, port, scope, idle_key, fleet.links)
             fleet.rss_before = rss_kib(pid)  # 2. the idle fleet
             fleet.opened = https.drive("idle", work, members, args.clients, pid, args.timeout)
             fleet.rss_after = rss_kib(pid)
@@ -398,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=500, help="devices per registration run")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     parser.add_argument("--idle", type=int, default=10_000, help="idle MQTT connections")
+    parser.add_argument(
+        "--idle-x509", action="store_true", help="idle devices are X.509, not symmetric-key"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of (1) and (3), default 1")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
     args = parser.parse_args(argv)
@@ -418,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         # FD_RESERVE for itself. The margin keeps the server short of its cap: there, a new
         # registration would evict the idle connection that has waited longest.
         room = open_files - FD_RESERVE - CLIENT_FD_MARGIN - args.clients
-        fleet = Fleet(min(args.idle, room), "")
+        fleet = Fleet(min(args.idle, room), "X.509" if args.idle_x509 else "symmetric-key", "")
         if args.idle > room:
             fleet.why_fewer = f"; --idle {args.idle} lowered: RLIMIT_NOFILE hard limit {open_files}"
             print(f"idle connections limited to {room}: the hard RLIMIT_NOFILE is {open_files}")

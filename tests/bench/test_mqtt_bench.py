@@ -21,12 +21,16 @@ SCRIPT = Path(mqtt.__file__)
 NUMBER = r"[\d.]+(?: \[[\d.]+-[\d.]+\])?"  # one figure, or a median [min-max] over rounds
 
 
-@pytest.mark.parametrize("rounds", [1, 2], ids=["one-round", "two-rounds"])
+@pytest.mark.parametrize(
+    ("rounds", "option", "kind"),
+    [(1, [], "symmetric-key"), (2, ["--idle-x509"], "X.509")],
+    ids=["one-round-symmetric-key-fleet", "two-rounds-x509-fleet"],
+)
 def test_prints_every_figure_beside_its_baseline(
-    capsys: pytest.CaptureFixture[str], rounds: int
+    capsys: pytest.CaptureFixture[str], rounds: int, option: list[str], kind: str
 ) -> None:
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
-    argv = ["--devices", "5", "--clients", "2", "--idle", "20", "--rounds", str(rounds)]
+    argv = ["--devices", "5", "--clients", "2", "--idle", "20", "--rounds", str(rounds), *option]
 
     assert mqtt.main(argv) == 0
 
@@ -38,7 +42,7 @@ def test_prints_every_figure_beside_its_baseline(
         rf"registrations/s +MQTT {NUMBER} vs HTTPS {NUMBER} \(MQTT/HTTPS {NUMBER}\)",
         rf"p50 / p99 \(ms\) +MQTT {NUMBER} / {NUMBER} vs HTTPS {NUMBER} / {NUMBER}",
         rf"server CPU/registration MQTT {NUMBER} ms vs HTTPS {NUMBER} ms",
-        r"idle devices +20 of 20 stayed connected \(20 opened, 0 failed to open\)",
+        rf"idle devices +20 of 20 {kind} devices stayed connected \(20 opened, 0 failed to open\)",
         r"server RSS +[\d.]+ MiB before, [\d.]+ MiB after: -?[\d.]+ KiB per connection",
         r"server CPU to open +[\d.]+ s, [\d.]+ ms per connection",
         rf"with 20 idle connected: MQTT p50 / p99 {NUMBER} / {NUMBER} ms vs {NUMBER} / {NUMBER}"
@@ -74,7 +78,7 @@ def test_a_low_descriptor_limit_lowers_the_fleet_and_says_why() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "idle connections limited to 78: the hard RLIMIT_NOFILE is 400" in done.stdout
     assert re.search(
-        r"78 of 78 stayed connected \(78 opened, 0 failed to open;"
+        r"78 of 78 symmetric-key devices stayed connected \(78 opened, 0 failed to open;"
         r" --idle 100 lowered: RLIMIT_NOFILE hard limit 400\)",
         done.stdout,
     ), done.stdout
