@@ -1,29 +1,22 @@
-"""The MQTT device endpoint measured against one real ``devprov serve``, beside the HTTPS device
-API on the same server, the same PKI and the same client threads, in the same run.
+"""The MQTT device endpoint against one real ``devprov serve``, beside the HTTPS device API on
+the same server, PKI and client threads, in the same run.
 
-1. **Registrations per second over MQTT**: every X.509 device (leaf + intermediate, EC P-256,
-   ``bench/registration.py``'s PKI and enrollment group) opens a NEW TLS connection, sends
-   CONNECT, SUBSCRIBEs to ``$dps/registrations/res/#``, PUBLISHes its register at QoS 1 and polls
-   at once (not after the ``retry-after=1`` devprov suggests: it decides during the register)
-   until assigned, then DISCONNECTs; answers are acknowledged as the SDKs do. **Baseline**:
-   ``bench/registration.py``'s HTTPS round (new connection, PUT register, GET poll) on the same
-   server with devices made the same way; the two alternate in rotating order over rounds.
-   Every registration is a device's first: each run gets fresh leaves.
-2. **Idle connected devices**: ``--idle`` connections from symmetric-key group devices (derived
-   keys, SAS token in CONNECT's password: the cheapest devices for the client, so that the
-   server gets the cores) or, with ``--idle-x509``, X.509 devices as in (1), which cost the
-   server more (the chain is validated at CONNECT and kept with the connection); each CONNECTed
-   with keep-alive 1740 s (no pings needed) and SUBSCRIBEd. The server's RSS (``/proc/PID/status`` VmRSS) before and after gives memory per
-   connection; its utime + stime over the opening gives the CPU they cost. At the end every
-   one is sent PINGREQ: those that answer PINGRESP stayed connected.
-3. **A new registration with the fleet connected**: the load of (1) again, fresh devices, beside
-   the figure of (1) without the fleet.
+1. **Registrations over MQTT**: X.509 devices (``bench/registration.py``'s PKI and group) each
+   open a NEW TLS connection: CONNECT, SUBSCRIBE ``$dps/registrations/res/#``, register at QoS 1,
+   poll at once until assigned (not after ``retry-after=1``: devprov decides during the
+   register), answers acknowledged as the SDKs do, DISCONNECT. **Baseline**: registration.py's
+   HTTPS round on the same server, in alternating order. Every run gets fresh devices.
+2. **Idle devices**: ``--idle`` connections, CONNECTed (keep-alive 1740 s: no pings needed) and
+   SUBSCRIBEd, from symmetric-key group devices (the cheapest for the client) or, with
+   ``--idle-x509``, X.509 devices (dearer for the server: the chain is validated at CONNECT and
+   kept). The server's VmRSS before and after gives memory per connection, its utime + stime
+   the CPU to open them; at the end each gets PINGREQ, and those answering stayed connected.
+3. **Registrations beside the idle fleet**: the load of (1) again, beside (1) without it.
 
-The bench process and the server both get RLIMIT_NOFILE raised to the hard limit; the server
-gets ``--max-connections`` of that limit less devprov's reserve (FD_RESERVE), and ``--idle`` is
-lowered, with the reason printed, when the limit cannot hold it. Clients are threads with
-blocking stdlib ``ssl`` sockets and devprov's MQTT codec in the client role, on the same cores as
-the server (docs/performance.md#machine-and-method says what that means for rates).
+RLIMIT_NOFILE goes to the hard limit for this process and the server, whose
+``--max-connections`` is that limit less its reserve; ``--idle`` is lowered, saying why, when
+the limit cannot hold it. Clients are threads with blocking ``ssl`` sockets and devprov's MQTT
+codec in the client role, on the server's cores (docs/performance.md#machine-and-method).
 
 Usage: .venv/bin/python bench/mqtt.py [--devices 500] [--clients 4] [--idle 10000]
                                       [--idle-x509] [--rounds 1] [--timeout 300]
