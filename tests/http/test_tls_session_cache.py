@@ -13,8 +13,8 @@ import weakref
 from typing import Any
 
 import pytest
-from bench import session_cache
 
+from bench import session_cache
 from devprov.transport.tls import (
     SESSION_BASE_BYTES,
     SESSION_BYTES_PER_CHAIN_BYTE,
