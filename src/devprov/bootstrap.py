@@ -66,7 +66,14 @@ from devprov.storage.data_dir import (
     refuse_foreign_directory,
     remove_leftovers,
 )
-from devprov.storage.database import create_database_engine, migrate, sqlite_url
+from devprov.storage.database import (
+    check_schema,
+    create_database_engine,
+    prepare_schema,
+    redact_url,
+    sqlite_url,
+    upgrade,
+)
 from devprov.storage.file import (
     create_private_file,
     exclusive_lock,
@@ -110,6 +117,9 @@ def resolve_data_dir(value: str | Path | None) -> Path:
 @dataclass(frozen=True)
 class DataDir:
     root: Path
+    # The database URL given on the command line or in the config file (--database); without
+    # one, $DEVPROV_DATABASE_URL, and without that the SQLite file below.
+    url: str | None = None
 
     @property
     def database(self) -> Path:
@@ -172,8 +182,17 @@ class DataDir:
                 "create one"
             )
 
+    @property
+    def has_database_file(self) -> bool:
+        """True when the database is the SQLite file in this directory, not a URL given."""
+        return not (self.url or os.environ.get(DATABASE_URL_ENV))
+
     def database_url(self) -> str:
-        return os.environ.get(DATABASE_URL_ENV) or sqlite_url(self.database.resolve())
+        return self.url or os.environ.get(DATABASE_URL_ENV) or sqlite_url(self.database.resolve())
+
+    def shown_database_url(self) -> str:
+        """The database URL without its password, for output and logs."""
+        return redact_url(self.database_url())
 
     def admin_token(self) -> str | None:
         try:
@@ -248,22 +267,28 @@ class Container:
 def open_container(
     data_dir: Path,
     *,
+    database: str | None = None,
     initialize: bool = False,
     hosts: list[str] | None = None,
     webhook_allow: Sequence[Network] = (),
+    upgrade_command: str = "devprov db upgrade",
 ) -> Container:
     """Open (and with ``initialize``, create) the data directory and wire the use cases.
+
+    ``database``: the database URL (None: $DEVPROV_DATABASE_URL, else the data directory's SQLite
+    file). Initialising creates the schema of an empty database; any opening refuses a schema
+    other than the code's, naming ``upgrade_command`` (storage.database.check_schema).
 
     ``webhook_allow``: networks the allocation webhook may reach although the destination policy
     refuses them (core.outbound). Initialising holds the directory's lock from the first file it
     may create to the default service, so servers started together on a fresh directory create
     one CA, one server certificate and one admin token, and each finds the others' work complete.
     """
-    data = DataDir(data_dir)
+    data = DataDir(data_dir, database)
     data.check()
     if not initialize:
         _check_initialised(data)
-        engine = _open_database(data)
+        engine = _open_database(data, create=False, upgrade_command=upgrade_command)
         try:
             token_hash = _stored_token_hash(data, engine)
         except BaseException:
@@ -281,11 +306,11 @@ def open_container(
             )
             remove_leftovers([*astuple(data.tls_files), data.admin_token_file])
             ensure_tls_material(data, server_hosts(hosts), utc_now())
-            if not os.environ.get(DATABASE_URL_ENV):
+            if data.has_database_file:
                 # SQLite would create it with the umask's mode; its -wal and -shm files take
                 # the database's mode (sqlite/sqlite:src/os_unix.c, findCreateFileMode).
                 create_private_file(data.database)
-            engine = _open_database(data)
+            engine = _open_database(data, create=True, upgrade_command=upgrade_command)
             try:
                 token_hash, created_secrets = _initialise_secrets(data, engine)
             except StorageUnavailableError as exc:
@@ -305,25 +330,53 @@ def _check_initialised(data: DataDir) -> None:
             f"data directory {data.root} does not exist; start the server once with "
             f"'devprov serve --data-dir {data.root}' to create it"
         )
-    if not os.environ.get(DATABASE_URL_ENV) and not data.database.exists():
+    if data.has_database_file and not data.database.exists():
         raise DataDirMissingError(
             f"{data.root} is not a devprov data directory (it has no {data.database.name}); "
             f"start the server once with 'devprov serve --data-dir {data.root}' to create one"
         )
 
 
-def _open_database(data: DataDir) -> Engine:
+def upgrade_database(data: DataDir) -> tuple[str | None, str]:
+    """``devprov db upgrade``: apply the migrations the database lacks; (from, to) revisions.
+    A data directory's SQLite file must exist (a server creates it, with its directory)."""
+    if data.has_database_file:
+        _check_initialised(data)
+    engine = _open_database(data, create=None, upgrade_command="")
+    try:
+        return upgrade(engine)
+    except DBAPIError as exc:
+        raise StorageUnavailableError(
+            f"cannot upgrade the database {data.shown_database_url()}: {exc.orig}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def _open_database(data: DataDir, *, create: bool | None, upgrade_command: str) -> Engine:
+    """The engine of the data directory's database; with ``create``, an empty database gets its
+    schema; with False, a schema other than the code's is refused; with None, nothing is read."""
     engine = create_database_engine(data.database_url())
     try:
-        migrate(engine)
+        if create:
+            prepare_schema(engine, upgrade_command)
+        elif create is not None:
+            check_schema(engine, upgrade_command)
     except DBAPIError as exc:
         engine.dispose()
+        if not data.has_database_file:
+            raise StorageUnavailableError(
+                f"cannot open the database {data.shown_database_url()}: {exc.orig}"
+            ) from exc
         full = getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
         if full or is_nearly_full(data.root):
             raise full_disk_error(data.root, str(exc.orig)) from exc
         raise StorageUnavailableError(
             f"cannot open the database of {data.root}: {exc.orig}; is it a devprov data directory?"
         ) from exc
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

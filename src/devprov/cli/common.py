@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from devprov.bootstrap import (
     DATA_DIR_ENV,
+    DATABASE_URL_ENV,
     DEFAULT_PORT,
     DEFAULT_SERVICE,
     Container,
@@ -20,20 +22,39 @@ from devprov.cli.files import input_file
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """--data-dir, and --database for the commands that open the data directory's database."""
     parser.add_argument(
         "--data-dir",
         help=f"the data directory (default: ${DATA_DIR_ENV} or ./devprov-data)",
     )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help=f"the database: postgresql://USER@HOST:PORT/NAME or sqlite:///PATH (default: "
+        f"${DATABASE_URL_ENV}, else devprov.db in the data directory; docs/storage.md)",
+    )
 
 
 def data_dir(args: argparse.Namespace) -> DataDir:
-    data = DataDir(resolve_data_dir(args.data_dir))
+    data = DataDir(resolve_data_dir(args.data_dir), getattr(args, "database", None))
     data.check()
     return data
 
 
+def upgrade_command(args: argparse.Namespace) -> str:
+    """The ``devprov db upgrade`` command for the database these options name, as given (the
+    URL's password hidden: the command is printed)."""
+    words = ["devprov", "db", "upgrade"]
+    if getattr(args, "database", None):
+        words += ["--database", DataDir(Path(), args.database).shown_database_url()]
+    if args.data_dir:
+        words += ["--data-dir", str(args.data_dir)]
+    return shlex.join(words)
+
+
 def container(args: argparse.Namespace) -> Container:
-    return open_container(data_dir(args).root)
+    data = data_dir(args)
+    return open_container(data.root, database=data.url, upgrade_command=upgrade_command(args))
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:

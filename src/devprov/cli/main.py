@@ -32,6 +32,7 @@ EXIT_CODES: dict[ErrorKind, int] = {
 # return an exit code.
 COMMAND_MODULES = (
     "server",
+    "database",
     "admin",
     "ca",
     "certificate",
@@ -48,6 +49,7 @@ COMMAND_MODULES = (
 COMMANDS = {
     "serve": "server",
     "info": "server",
+    "db": "database",
     "service": "admin",
     "audit": "admin",
     "ca": "ca",
@@ -82,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser((module,) if module in COMMAND_MODULES else COMMAND_MODULES)
     args = parser.parse_args(arguments)
     try:
+        # ``serve --config FILE``: parse again with the file's values as defaults (cli.config).
+        with_config = getattr(args, "with_config", None)
+        if with_config is not None:
+            args = with_config(parser, arguments, args)
         check_input_files(parser, args)
         code: int = args.func(args)
     except DevprovError as exc:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
-from devprov.cli.common import add_data_dir, container, data_dir
+from devprov.cli.common import add_data_dir, container, data_dir, upgrade_command
+from devprov.cli.config import add_config_option
 from devprov.cli.endpoints import build_endpoints
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.output import add_json_flag, emit
@@ -50,6 +51,7 @@ WORKER_STOP_SECONDS = 15
 
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="start the server (creates the data directory)")
+    add_config_option(serve)
     add_data_dir(serve)
     serve.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
@@ -170,7 +172,7 @@ def describe(c: Container, url: str) -> dict[str, Any]:
         "serverCaFile": str(c.data.ca_file.resolve()),
         "adminToken": c.data.admin_token(),
         "adminTokenFile": str(c.data.admin_token_file.resolve()),
-        "database": c.data.database_url(),
+        "database": c.data.shown_database_url(),
         "services": services,
     }
 
@@ -228,7 +230,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
     retention = retention_policy(args)
-    root = data_dir(args).root
+    data = data_dir(args)
+    root = data.root
     extra_hosts = [*args.san]
     if args.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
         extra_hosts.append(args.host)
@@ -241,12 +244,20 @@ def _serve(args: argparse.Namespace) -> int:
         webhook_allow=allow,
         max_connections=args.max_connections,
         mqtt=args.mqtt_port != 0,
+        database=data.url,
     )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
-        c = open_container(root, initialize=True, hosts=extra_hosts, webhook_allow=allow)
+        c = open_container(
+            root,
+            database=data.url,
+            initialize=True,
+            hosts=extra_hosts,
+            webhook_allow=allow,
+            upgrade_command=upgrade_command(args),
+        )
         ports = (args.port, args.mqtt_port)
         return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
@@ -270,6 +281,7 @@ class WorkerSettings:
     webhook_allow: tuple[Network, ...]
     max_connections: int | None
     mqtt: bool = True
+    database: str | None = None  # --database; None: $DEVPROV_DATABASE_URL or the SQLite file
 
 
 async def _run(
@@ -365,7 +377,9 @@ def _worker(
     ends with the server process (devprov.cli.worker)."""
     end_with_parent(parent)
     _configure_logging(settings.log_level)
-    c = open_container(settings.root, webhook_allow=settings.webhook_allow)
+    c = open_container(
+        settings.root, database=settings.database, webhook_allow=settings.webhook_allow
+    )
 
     async def serve() -> None:
         server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
