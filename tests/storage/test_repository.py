@@ -1,4 +1,5 @@
-"""The storage contract, run against a real SQLite file built by the migrations."""
+"""The storage contract, run on SQLite and on PostgreSQL (tests/storage/conftest.py), on
+databases built by the migrations."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
-from devprov.storage.database import MIGRATIONS, create_database_engine, migrate, sqlite_url
+from devprov.storage.database import MIGRATIONS, create_database_engine, migrate
 from devprov.storage.repository import SqlUnitOfWork
 from devprov.storage.table import metadata
 from tests import factory as f
@@ -210,9 +211,10 @@ def test_settings_put_and_overwrite(uow) -> None:
         assert u.settings.get("k") == "2"
 
 
-def test_two_engines_on_one_file_see_each_other(tmp_path) -> None:
-    """Two servers on one SQLite file: WAL and busy timeouts keep both consistent."""
-    url = sqlite_url(tmp_path / "shared.db")
+def test_two_engines_on_one_database_see_each_other(database_url: str) -> None:
+    """Two servers on one database (on SQLite, one file: WAL and busy timeouts keep both
+    consistent)."""
+    url = database_url
     first, second = create_database_engine(url), create_database_engine(url)
     migrate(first)
     migrate(second)
@@ -226,8 +228,9 @@ def test_two_engines_on_one_file_see_each_other(tmp_path) -> None:
             u.commit()
         with SqlUnitOfWork(first) as u:
             assert u.certificates.count("svc") == 1
-        with first.connect() as connection:
-            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        if first.dialect.name == "sqlite":
+            with first.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         first.dispose()
         second.dispose()
@@ -327,23 +330,16 @@ def run_alembic(engine: Engine, action: str, revision: str) -> None:
         getattr(command, action)(config, revision)
 
 
-@pytest.fixture
-def fresh_engine(tmp_path):
-    engine = create_database_engine(sqlite_url(tmp_path / "fresh.db"))
-    yield engine
-    engine.dispose()
-
-
 def insert_certificate_under_0001(engine: Engine, name: str, der: bytes) -> None:
     with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO certificates (service, name, name_key, der, is_verified, created_at,"
                 " updated_at, etag, superseded_codes, used_codes) VALUES ('svc', :name, :key,"
-                " :der, 1, '2026-11-27 12:00:00.000000', '2026-11-27 12:00:00.000000', 'e',"
+                " :der, :verified, '2026-11-27 12:00:00.000000', '2026-11-27 12:00:00.000000', 'e',"
                 " '[]', '[]')"
             ),
-            {"name": name, "key": name.lower(), "der": der},
+            {"name": name, "key": name.lower(), "der": der, "verified": True},
         )
 
 
