@@ -401,3 +401,32 @@ def test_policies_named_across_services(with_service) -> None:
             ("svc2", "p2"),
         ]
         assert u.services.policies_named("nobody") == []
+
+
+def test_an_audit_event_with_overlong_descriptive_fields_is_kept_cut_to_its_columns(
+    with_service,
+) -> None:
+    """PostgreSQL refuses a string longer than its column where SQLite keeps it: the actor of a
+    device with a 128-character id runs past its 128, and the event is kept on both, cut alike."""
+    device = "d" * 128
+    with with_service() as u:
+        u.audit.record(
+            AuditEvent(
+                at=f.NOW,
+                service="svc",
+                action="register",
+                outcome=Outcome.FAILED,
+                actor=f"device:{device}",
+                reason="r" * 5000,
+                api_version="v" * 100,
+                registration_id=device,
+            )
+        )
+        u.commit()
+    with with_service() as u:
+        (stored,) = u.audit.query(registration_id=device)
+    assert stored.actor == f"device:{device}"[:128]
+    assert stored.api_version == "v" * 64
+    # Within their columns, or in a column without a length: whole.
+    assert stored.registration_id == device
+    assert stored.reason == "r" * 5000

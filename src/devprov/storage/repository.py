@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    Table,
     bindparam,
     delete,
     func,
@@ -298,30 +299,40 @@ def _policy_values(policy: AccessPolicy) -> dict[str, Any]:
     }
 
 
+def _fit(values: dict[str, Any], table: Table) -> dict[str, Any]:
+    """``values`` with each string cut to its column's length. PostgreSQL refuses a longer
+    string where SQLite keeps it whole; an audit event's descriptive fields (the actor
+    ``device:<a 128-character id>``, a client's api-version) may run past their column, and the
+    event matters more than its last characters. Cut alike on both engines."""
+    fitted = dict(values)
+    for name, value in values.items():
+        length = getattr(table.c[name].type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            fitted[name] = value[:length]
+    return fitted
+
+
 class SqlAuditLog:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
     def record(self, event: AuditEvent) -> None:
-        run_insert(
-            self._c,
-            audit_events,
-            {
-                "at": event.at,
-                "service": event.service,
-                "certificate": event.certificate,
-                "action": event.action,
-                "outcome": event.outcome.value,
-                "actor": event.actor,
-                "reason": event.reason,
-                "error_code": event.error_code,
-                "api_version": event.api_version,
-                "registration_id": event.registration_id,
-                "registration_key": None
-                if event.registration_id is None
-                else event.registration_id.lower(),
-            },
-        )
+        values = {
+            "at": event.at,
+            "service": event.service,
+            "certificate": event.certificate,
+            "action": event.action,
+            "outcome": event.outcome.value,
+            "actor": event.actor,
+            "reason": event.reason,
+            "error_code": event.error_code,
+            "api_version": event.api_version,
+            "registration_id": event.registration_id,
+            "registration_key": None
+            if event.registration_id is None
+            else event.registration_id.lower(),
+        }
+        run_insert(self._c, audit_events, _fit(values, audit_events))
 
     def query(
         self,
