@@ -53,8 +53,7 @@ def fresh_postgresql_database() -> Iterator[str]:
     name = f"devprov_test_{secrets.token_hex(6)}"
     # Byte order ("C"), as SQLite compares text: listings page in the same order on both.
     _admin(
-        f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' '
-        "LC_COLLATE 'C' LC_CTYPE 'C'"
+        f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
     )
     try:
         yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
