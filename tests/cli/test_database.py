@@ -146,7 +146,9 @@ def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     timeout, and the test fails on its exit code."""
     command = [sys.executable, "-m", "devprov.cli.main", "serve", "--port", "0"]
     command += ["--mqtt-port", "0", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    return subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
 
 
 def test_serve_refuses_an_older_schema_and_names_the_command(
