@@ -28,6 +28,7 @@ class ServerProcess:
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
     mqtt_port: int | None = None  # MQTT over TLS, when the server was started with it
+    database: str | None = None  # --database, when the server was started with one
 
     @property
     def ca_file(self) -> Path:
@@ -42,14 +43,16 @@ class ServerProcess:
         return urllib.parse.urlsplit(self.url).port or 443  # the URL names no port when it is 443
 
     def cli_args(self) -> list[str]:
-        return ["--data-dir", str(self.data_dir)]
+        database = [] if self.database is None else ["--database", self.database]
+        return ["--data-dir", str(self.data_dir), *database]
 
 
 @contextmanager
 def running_server(
-    data_dir: Path, *extra: str, open_files: int | None = None
+    data_dir: Path, *extra: str, open_files: int | None = None, database: str | None = None
 ) -> Iterator[ServerProcess]:
-    """``devprov serve`` with ``extra`` options; ``open_files`` lowers its descriptor limit.
+    """``devprov serve`` with ``extra`` options; ``open_files`` lowers its descriptor limit;
+    ``database`` is the --database URL (default: the data directory's SQLite file).
 
     The HTTPS port is a free one unless ``extra`` names ``--port``; MQTT over TLS is off unless
     ``extra`` names ``--mqtt-port`` (its default, 8883, is a port only one server can hold).
@@ -68,6 +71,7 @@ def running_server(
         str(data_dir),
         *([] if "--port" in extra else ["--port", "0"]),
         *([] if "--mqtt-port" in extra else ["--mqtt-port", "0"]),
+        *([] if database is None else ["--database", database]),
         *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -105,7 +109,12 @@ def running_server(
             raise RuntimeError("devprov serve exited early:\n" + "".join(output))
         mqtt = next((m for line in output if (m := _MQTT.search(line))), None)
         yield ServerProcess(
-            found[0], data_dir, process, output, mqtt_port=int(mqtt.group(1)) if mqtt else None
+            found[0],
+            data_dir,
+            process,
+            output,
+            mqtt_port=int(mqtt.group(1)) if mqtt else None,
+            database=database,
         )
     finally:
         if process.poll() is None:

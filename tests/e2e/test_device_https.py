@@ -39,7 +39,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def scope(server: ServerProcess) -> str:
-    c = open_container(server.data_dir)
+    c = open_container(server.data_dir, database=server.database)
     try:
         return c.directory.get("default").id_scope
     finally:
@@ -47,7 +47,7 @@ def scope(server: ServerProcess) -> str:
 
 
 def service_client(server: ServerProcess) -> httpx.Client:
-    c = open_container(server.data_dir)
+    c = open_container(server.data_dir, database=server.database)
     key = c.directory.policies("default")[0].primary_key
     c.engine.dispose()
     token = build_sas_token(
@@ -125,7 +125,7 @@ def test_trust_changes_take_effect_without_restart(server: ServerProcess, pki: P
             # the audit trail, as the group's CA, not as a path-building error.
             reason = "enrollment group 'runtime': CA 'runtime-root' is not verified"
             assert logged(server, reason) == 1, "".join(server.output[-5:])
-            audit = open_container(server.data_dir)
+            audit = open_container(server.data_dir, database=server.database)
             try:
                 events = audit.audit.events(registration_id="my-device")
             finally:

@@ -52,9 +52,22 @@ def upgrade_command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
+# Containers a command opened; main closes their database connections when the command ends, so
+# that a command run in-process (tests, scripts) leaves no connection open behind it.
+_OPENED: list[Container] = []
+
+
 def container(args: argparse.Namespace) -> Container:
     data = data_dir(args)
-    return open_container(data.root, database=data.url, upgrade_command=upgrade_command(args))
+    c = open_container(data.root, database=data.url, upgrade_command=upgrade_command(args))
+    _OPENED.append(c)
+    return c
+
+
+def close_opened() -> None:
+    """Close the database connections of every container ``container`` opened."""
+    while _OPENED:
+        _OPENED.pop().engine.dispose()
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:

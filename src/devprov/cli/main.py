@@ -99,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``devprov ... | head``): say nothing more, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        # Looked up, not imported: a command that opened no database (``devprov ca``) never
+        # loads the storage modules (see COMMANDS).
+        common = sys.modules.get("devprov.cli.common")
+        if common is not None:
+            common.close_opened()
     return code
 
 
