@@ -239,3 +239,20 @@ def test_an_unknown_engine_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     code, _, err = upgrade(capsys, "--database", "mysql://root:hunter2@db/devprov")
     assert code == EXIT[ErrorKind.INVALID_INPUT]
     assert "names the mysql engine" in err and "hunter2" not in err
+
+
+def test_an_unreachable_server_is_unavailable_and_its_password_stays_hidden(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No PostgreSQL listens on port 1: exit 10, one line naming the database without its
+    password (the twin of the upgrades above)."""
+    url = "postgresql://postgres:hunter2@127.0.0.1:1/devprov"
+    code, _, err = upgrade(capsys, "--database", url)
+    assert code == EXIT[ErrorKind.UNAVAILABLE]
+    assert err.startswith("error: StorageUnavailable: cannot upgrade the database ")
+    assert "postgresql://postgres:***@127.0.0.1:1/devprov" in err and "hunter2" not in err
+    (tmp_path / "data").mkdir()
+    code = cli_main.main(["info", "--data-dir", str(tmp_path / "data"), "--database", url])
+    err = capsys.readouterr().err
+    assert code == EXIT[ErrorKind.UNAVAILABLE]
+    assert "cannot open the database postgresql://postgres:***@" in err and "hunter2" not in err
