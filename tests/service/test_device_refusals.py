@@ -96,7 +96,10 @@ def test_a_valid_id_of_128_characters_goes_on_to_attestation(world: World) -> No
         world.register(longest, world.token(longest, derive_device_key(OTHER_KEY, longest)))
     assert "is not a registration id" not in caught.value.message
     (event,) = audit(world)
-    assert event.registration_id == longest and event.actor == f"device:{longest}"
+    assert event.registration_id == longest
+    # The actor "device:<id>" runs past its column (128), which PostgreSQL refuses: it is cut
+    # to the column on both engines; the id itself is kept whole (docs/storage.md).
+    assert event.actor == f"device:{longest}"[:128]
 
 
 def test_an_unknown_id_scope_is_not_echoed_in_full(world: World) -> None:
