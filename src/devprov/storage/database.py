@@ -8,20 +8,29 @@ transaction so that a read-then-write cannot deadlock on lock upgrade.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # The execution option that marks a connection's transactions as read-only.
 READ_ONLY_OPTION = "devprov_read_only"
 
-# How long a writer waits for another process's write lock before giving up (milliseconds).
-SQLITE_BUSY_TIMEOUT_MS = 15_000
+# How long a writer waits for another process's write lock before giving up: well inside the
+# handler's 30 s (transport.policy.HANDLER_TIMEOUT_SECONDS) and a device's own patience, so the
+# device gets 503 with a retry hint rather than a cut connection
+# (docs/storage.md#storage-and-the-event-loop).
+LOCK_TIMEOUT_SECONDS = 5.0
+SQLITE_BUSY_TIMEOUT_MS = int(LOCK_TIMEOUT_SECONDS * 1000)
+
+# SQLite's result codes for a lock it could not get in time (https://sqlite.org/rescode.html).
+_SQLITE_LOCK_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def sqlite_url(path: Path) -> str:
@@ -54,6 +63,14 @@ def _configure_sqlite(engine: Engine) -> None:
         # Reads take no write lock, so they run beside a writer (WAL); writes take it up front.
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def is_lock_timeout(exc: DBAPIError) -> bool:
+    """True when ``exc`` is the database giving up waiting for another writer's lock."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _SQLITE_LOCK_CODES  # extended codes keep the primary in the low byte
+    return "database is locked" in str(exc.orig)
 
 
 def migrate(engine: Engine) -> None:
