@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import socket
@@ -39,6 +40,7 @@ from sqlalchemy.exc import DBAPIError
 from devprov.core.error import (
     AlreadyExistsError,
     NotFoundError,
+    StorageOverloadedError,
     StorageUnavailableError,
 )
 from devprov.core.outbound import Network
@@ -52,7 +54,7 @@ from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
 from devprov.service.port import UnitOfWork
 from devprov.service.provisioning import ServiceDirectory
-from devprov.service.refusal_log import RefusalLog
+from devprov.service.refusal_log import Refusal, RefusalLog
 from devprov.service.registration import RegistrationStates
 from devprov.service.registry import CertificateRegistry
 from devprov.service.retention import Retention
@@ -74,6 +76,7 @@ from devprov.storage.database import (
     sqlite_url,
     upgrade,
 )
+from devprov.storage.executor import StorageExecutor
 from devprov.storage.file import (
     create_private_file,
     exclusive_lock,
@@ -82,6 +85,8 @@ from devprov.storage.file import (
     write_atomically,
 )
 from devprov.storage.repository import SqlUnitOfWork
+
+refusal_log = logging.getLogger("devprov.refusal")
 
 DATA_DIR_ENV = "DEVPROV_DATA_DIR"
 DATABASE_URL_ENV = "DEVPROV_DATABASE_URL"
@@ -256,12 +261,24 @@ class Container:
     server_names: frozenset[str]
     refusals: RefusalLog
     retention: Retention
+    # Where adapters on the event loop run every call above that touches the database.
+    storage: StorageExecutor
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
 
     def is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(hash_token(token), self.admin_token_sha256)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        """Record a refusal an adapter on the event loop answered itself: the log line at once,
+        the audit rows it calls for (if any) on a storage thread."""
+        recorded = self.refusals.record(refusal)
+        if recorded.events:
+            try:
+                await self.storage.run(self.refusals.write, recorded.events)
+            except StorageOverloadedError as exc:
+                refusal_log.warning("the audit trail could not record a refusal: %s", exc.message)
 
 
 def open_container(
@@ -447,6 +464,7 @@ def _wire(
         server_names=frozenset(_server_names(data)),
         refusals=refusals,
         retention=Retention(uow, utc_now),
+        storage=StorageExecutor(),
         created_secrets=created_secrets,
     )
 

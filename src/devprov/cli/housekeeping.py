@@ -80,9 +80,9 @@ async def keep_house(
     next_prune = time.monotonic()
     try:
         while not stop.is_set():
-            await _quietly(c.refusals.flush)
+            await _quietly(c, c.refusals.flush)
             if retention is not None and time.monotonic() >= next_prune:
-                complete = await _quietly(lambda: c.retention.prune(retention).complete)
+                complete = await _quietly(c, lambda: c.retention.prune(retention).complete)
                 pause = prune_interval if complete is not False else PRUNE_BACKLOG_PAUSE
                 next_prune = time.monotonic() + pause.total_seconds()
             wait = flush_interval.total_seconds()
@@ -91,13 +91,13 @@ async def keep_house(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
     finally:
-        await _quietly(lambda: c.refusals.flush(everything=True))
+        await _quietly(c, lambda: c.refusals.flush(everything=True))
 
 
-async def _quietly(work: Callable[[], T]) -> T | None:
-    """Run ``work`` on a worker thread; a storage error is logged and the server goes on."""
+async def _quietly(c: Container, work: Callable[[], T]) -> T | None:
+    """Run ``work`` on a storage thread; a storage error is logged and the server goes on."""
     try:
-        return await asyncio.to_thread(work)
+        return await c.storage.run(work)
     except DevprovError as exc:
         log.warning("housekeeping: %s: %s", exc.code, exc.message)
         return None

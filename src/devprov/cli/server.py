@@ -335,6 +335,7 @@ async def _run(
     stopping.set()
     await housekeeping
     await asyncio.to_thread(wait_for_workers, children, WORKER_STOP_SECONDS)
+    c.storage.shutdown()
     c.engine.dispose()
     print("devprov stopped", flush=True)
     return 0
@@ -398,6 +399,7 @@ def _worker(
     try:
         asyncio.run(serve())
     finally:
+        c.storage.shutdown()
         c.engine.dispose()
 
 

@@ -352,6 +352,22 @@ class StorageUnavailableError(UnavailableError):
     number = 503001
 
 
+class StorageBusyError(StorageUnavailableError):
+    """A write waited for another writer's lock longer than its bound
+    (docs/storage.md#storage-and-the-event-loop); nothing was written."""
+
+    code = "StorageBusy"
+    number = 503002
+
+
+class StorageOverloadedError(UnavailableError):
+    """Every storage thread was busy and the call could not wait for one, or not long enough
+    (docs/storage.md#storage-and-the-event-loop); the call was not made."""
+
+    code = "StorageOverloaded"
+    number = 503003
+
+
 # --- device attestation ----------------------------------------------------------------------
 
 

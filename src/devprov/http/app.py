@@ -1,12 +1,12 @@
 """The ASGI application: every API devprov serves over HTTPS, on one Starlette app.
 
-Handlers call the use cases directly on the event loop. Each call is short CPU work on local
-storage (a SQLite transaction takes well under a millisecond), and a hop to a worker thread and
-back cost more than the work itself: measured with bench/registration.py, 3.8 ms of server CPU
-per registration with the hop, 2.4 ms without. The one slow call, the custom allocation webhook,
-runs on a worker thread (device_api). A writer of another process holding SQLite's lock makes a
-call wait, bounded by storage.database.SQLITE_BUSY_TIMEOUT_MS; several worker processes
-(``devprov serve --workers``) keep one such wait from stalling every connection.
+Handlers run on the event loop and send every use case that touches storage to the storage
+threads (``Container.storage``, storage.executor): a writer of another process holding SQLite's
+lock makes that call wait, up to storage.database.LOCK_TIMEOUT_SECONDS and then 503 with a retry
+hint, while handshakes and other requests go on. The hop to a thread and back costs about half a
+millisecond of server CPU per call, measured with bench/registration.py; a wait on the loop cost
+every connection of the process seconds (docs/storage.md#storage-and-the-event-loop). The custom
+allocation webhook, a network call, runs on a worker thread of its own (device_api).
 
 An exception no handler expected becomes DPS's error body with status 500 and a tracking id,
 and exactly one log line at ERROR that names the exception, where it was raised and the tracking

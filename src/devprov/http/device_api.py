@@ -12,7 +12,7 @@ reaches once: from the use case for what it refuses, from here for the rest.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from devprov.bootstrap import Container
 from devprov.core import document
-from devprov.core.error import DevprovError
+from devprov.core.error import DevprovError, StorageOverloadedError
 from devprov.http.error import dps_error_response, new_tracking_id
 from devprov.http.request import case_insensitive, read_json, request_origin
 from devprov.service.attestation import Credentials
@@ -35,6 +35,9 @@ from devprov.service.device_answer import (
 )
 from devprov.service.refusal_log import Origin, Refusal
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class _Recorded(Exception):
     """A refusal the use case has logged (and audited) already; the endpoint only answers it."""
@@ -42,6 +45,17 @@ class _Recorded(Exception):
     def __init__(self, error: DevprovError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+async def _use_case(c: Container, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``call`` on a storage thread. What it refuses it has logged itself (_Recorded); the
+    pool's own refusal (StorageOverloadedError) has not been: the use case never ran."""
+    try:
+        return await c.storage.run(call, *args, **kwargs)
+    except StorageOverloadedError:
+        raise
+    except DevprovError as exc:
+        raise _Recorded(exc) from exc
 
 
 def credentials(request: Request) -> Credentials:
@@ -58,25 +72,22 @@ async def _registration_body(request: Request) -> Mapping[str, Any] | None:
 async def register(request: Request, c: Container, origin: Origin) -> Response:
     payload = await _registration_body(request)
     force = request.query_params.get("forceRegistration", "").lower() == "true"
-    # Only the webhook, a network call of up to WEBHOOK_DEADLINE_SECONDS, leaves the event loop
-    # (see http.app for why the rest runs on it).
-    try:
-        result = c.devices.register(
-            request.path_params["scope"],
-            request.path_params["rid"],
-            credentials(request),
-            payload,
-            force=force,
-            origin=origin,
-        )
-    except DevprovError as exc:
-        raise _Recorded(exc) from exc
+    result = await _use_case(
+        c,
+        c.devices.register,
+        request.path_params["scope"],
+        request.path_params["rid"],
+        credentials(request),
+        payload,
+        force=force,
+        origin=origin,
+    )
     if isinstance(result, WebhookCall):
         try:
             answer: object = await run_in_threadpool(c.webhook.call, result.url, result.body)
         except DevprovError as exc:
             answer = exc
-        outcome = c.devices.complete(result, answer)
+        outcome = await c.storage.run(c.devices.complete, result, answer)
     else:
         outcome = result
     return JSONResponse(
@@ -90,16 +101,15 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
 
 
 async def operation_status(request: Request, c: Container, origin: Origin) -> Response:
-    try:
-        outcome = c.devices.operation_status(
-            request.path_params["scope"],
-            request.path_params["rid"],
-            request.path_params["operation"],
-            credentials(request),
-            origin=origin,
-        )
-    except DevprovError as exc:
-        raise _Recorded(exc) from exc
+    outcome = await _use_case(
+        c,
+        c.devices.operation_status,
+        request.path_params["scope"],
+        request.path_params["rid"],
+        request.path_params["operation"],
+        credentials(request),
+        origin=origin,
+    )
     body = operation_status_body(outcome.operation, outcome.state)
     if outcome.operation.status == "assigning":
         return JSONResponse(
@@ -110,15 +120,14 @@ async def operation_status(request: Request, c: Container, origin: Origin) -> Re
 
 async def status_lookup(request: Request, c: Container, origin: Origin) -> Response:
     await _registration_body(request)
-    try:
-        state = c.devices.status_lookup(
-            request.path_params["scope"],
-            request.path_params["rid"],
-            credentials(request),
-            origin=origin,
-        )
-    except DevprovError as exc:
-        raise _Recorded(exc) from exc
+    state = await _use_case(
+        c,
+        c.devices.status_lookup,
+        request.path_params["scope"],
+        request.path_params["rid"],
+        credentials(request),
+        origin=origin,
+    )
     return JSONResponse(document.registration_result(state))
 
 
@@ -138,13 +147,13 @@ def _endpoint(
                 exc = caught.error
             else:  # refused here, before or after the use case: the log has not seen it
                 exc = caught
-                container.refusals.refused(
+                await container.refuse(
                     Refusal(
                         action=action,
                         error=exc,
                         origin=origin,
                         registration_id=request.path_params.get("rid"),
-                    )
+                    ),
                 )
             return dps_error_response(exc, tracking_id, message=device_message(exc))
         response.headers["x-ms-request-id"] = tracking_id

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from devprov.core.error import STATUS as KIND_STATUS
 from devprov.core.error import DevprovError, ErrorKind
-from devprov.service.device_answer import error_body
+from devprov.service.device_answer import error_body, retry_after_of
 
 log = logging.getLogger("devprov.http")
 
@@ -34,6 +34,9 @@ def _headers(error: DevprovError, status: HTTPStatus, tracking_id: str) -> dict[
     headers = {"x-ms-error-code": str(error.number), "x-ms-request-id": tracking_id}
     if status is HTTPStatus.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="devprov"'
+    retry_after = retry_after_of(error)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return headers
 
 

@@ -116,7 +116,8 @@ def _certificate_field(body: Any) -> tuple[str, bool]:
 
 async def put_certificate(request: Request, c: Container) -> Response:
     certificate, verified = _certificate_field(await read_json(request))
-    record = c.registry.upload(
+    record = await c.storage.run(
+        c.registry.upload,
         request.path_params["service"],
         request.path_params["name"],
         certificate,
@@ -129,17 +130,20 @@ async def put_certificate(request: Request, c: Container) -> Response:
 
 
 async def get_certificate(request: Request, c: Container) -> Response:
-    record = c.registry.get(request.path_params["service"], request.path_params["name"])
+    record = await c.storage.run(
+        c.registry.get, request.path_params["service"], request.path_params["name"]
+    )
     return _respond(certificate_body(request, record), record.etag)
 
 
 async def list_certificates(request: Request, c: Container) -> Response:
-    records = c.registry.list(request.path_params["service"])
+    records = await c.storage.run(c.registry.list, request.path_params["service"])
     return _respond({"value": [certificate_body(request, record) for record in records]})
 
 
 async def delete_certificate(request: Request, c: Container) -> Response:
-    c.registry.delete(
+    await c.storage.run(
+        c.registry.delete,
         request.path_params["service"],
         request.path_params["name"],
         if_match=request.headers.get("if-match"),
@@ -150,7 +154,8 @@ async def delete_certificate(request: Request, c: Container) -> Response:
 
 
 async def generate_code(request: Request, c: Container) -> Response:
-    record = c.registry.generate_code(
+    record = await c.storage.run(
+        c.registry.generate_code,
         request.path_params["service"],
         request.path_params["name"],
         if_match=request.headers.get("if-match"),
@@ -168,7 +173,8 @@ async def verify_certificate(request: Request, c: Container) -> Response:
             'the body must be {"certificate": "<the verification certificate as PEM, '
             'base64 of PEM or DER, or base64 of base64 of DER>"}'
         )
-    record = c.registry.verify(
+    record = await c.storage.run(
+        c.registry.verify,
         request.path_params["service"],
         request.path_params["name"],
         proof,
@@ -189,9 +195,7 @@ def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awa
                 raise InvalidCredentialsError("the bearer token is not this server's admin token")
             response = await handler(request, container)
         except DevprovError as exc:
-            log_api_refusal(
-                container.refusals, log, request, exc, tracking_id, action="managementApi"
-            )
+            await log_api_refusal(container, log, request, exc, tracking_id, action="managementApi")
             return arm_error_response(exc, tracking_id)
         response.headers["x-ms-request-id"] = tracking_id
         return response

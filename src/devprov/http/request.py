@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
+from devprov.bootstrap import Container
 from devprov.core.error import (
     AuthenticationError,
     BodyTooLargeError,
@@ -18,7 +19,7 @@ from devprov.core.error import (
     NotFoundError,
 )
 from devprov.core.json_text import parse_json
-from devprov.service.refusal_log import Origin, Refusal, RefusalLog
+from devprov.service.refusal_log import Origin, Refusal
 
 # The most of a request path a log line shows. DPS's paths are under 300 characters (a 128-character
 # registration id, an ID scope, an operation id); a longer one is a client's, shortened with its
@@ -122,8 +123,8 @@ def request_origin(request: Request, tracking_id: str) -> Origin:
     )
 
 
-def log_api_refusal(
-    refusals: RefusalLog,
+async def log_api_refusal(
+    container: Container,
     log: logging.Logger,
     request: Request,
     error: DevprovError,
@@ -135,7 +136,7 @@ def log_api_refusal(
     authentication is anybody's, and goes to the refusal log, which limits how many such lines a
     client can cause; a refusal of an authenticated caller is logged in full (log_refusal)."""
     if isinstance(error, AuthenticationError):
-        refusals.refused(
+        await container.refuse(
             Refusal(action=action, error=error, origin=request_origin(request, tracking_id))
         )
     else:

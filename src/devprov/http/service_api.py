@@ -63,17 +63,18 @@ def _page(
 async def get_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_READ)
     kind, id = _kind(request), request.path_params["id"]
-    record = c.enrollments.get(caller.service, kind, id)
+    record = await c.storage.run(c.enrollments.get, caller.service, kind, id)
     state = None
     if kind is EnrollmentKind.INDIVIDUAL:
-        state = c.registration_states.find(caller.service, id)
+        state = await c.storage.run(c.registration_states.find, caller.service, id)
     return JSONResponse(document.enrollment(record, state=state))
 
 
 async def put_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
     body = await read_json(request)
-    record = c.enrollments.create_or_update(
+    record = await c.storage.run(
+        c.enrollments.create_or_update,
         caller.service,
         _kind(request),
         request.path_params["id"],
@@ -88,7 +89,8 @@ async def put_enrollment(request: Request, c: Container, caller: Caller) -> Resp
 
 async def delete_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
-    c.enrollments.delete(
+    await c.storage.run(
+        c.enrollments.delete,
         caller.service,
         _kind(request),
         request.path_params["id"],
@@ -101,7 +103,9 @@ async def delete_enrollment(request: Request, c: Container, caller: Caller) -> R
 async def attestation_mechanism(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_READ)
     kind = _kind(request)
-    value = c.enrollments.attestation_mechanism(caller.service, kind, request.path_params["id"])
+    value = await c.storage.run(
+        c.enrollments.attestation_mechanism, caller.service, kind, request.path_params["id"]
+    )
     return JSONResponse(document.attestation(value, kind, with_keys=True))
 
 
@@ -110,7 +114,8 @@ async def query_enrollments(request: Request, c: Container, caller: Caller) -> R
     kind = _kind(request)
     body = await read_json(request, required=False)
     max_items = _max_items(request)
-    page = c.enrollments.query(
+    page = await c.storage.run(
+        c.enrollments.query,
         caller.service,
         kind,
         body if body is not None else "*",
@@ -126,7 +131,7 @@ async def bulk(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
     kind = _kind(request)
     body = await read_json(request)
-    result = c.enrollments.bulk(caller.service, kind, body, actor=caller.actor)
+    result = await c.storage.run(c.enrollments.bulk, caller.service, kind, body, actor=caller.actor)
     id_field = "registrationId" if kind is EnrollmentKind.INDIVIDUAL else "enrollmentGroupId"
     return JSONResponse(
         {
@@ -141,13 +146,16 @@ async def bulk(request: Request, c: Container, caller: Caller) -> Response:
 
 async def get_registration(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_READ)
-    state = c.registration_states.get(caller.service, request.path_params["id"])
+    state = await c.storage.run(
+        c.registration_states.get, caller.service, request.path_params["id"]
+    )
     return JSONResponse(document.registration_state(state))
 
 
 async def delete_registration(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_WRITE)
-    c.registration_states.delete(
+    await c.storage.run(
+        c.registration_states.delete,
         caller.service,
         request.path_params["id"],
         if_match=request.headers.get("if-match"),
@@ -160,7 +168,8 @@ async def query_registrations(request: Request, c: Container, caller: Caller) ->
     caller.require(Right.REGISTRATION_STATUS_READ)
     body = await read_json(request, required=False)
     max_items = _max_items(request)
-    page = c.registration_states.query(
+    page = await c.storage.run(
+        c.registration_states.query,
         caller.service,
         request.path_params["id"],
         body if body is not None else "*",
@@ -191,13 +200,14 @@ def _endpoint(handler: Handler, container: Container) -> Callable[[Request], Awa
     async def endpoint(request: Request) -> Response:
         tracking_id = new_tracking_id()
         try:
-            caller = container.access.authenticate(
+            caller = await container.storage.run(
+                container.access.authenticate,
                 request.headers.get("authorization"),
                 host_names(request, container),
             )
             response = await handler(request, container, caller)
         except DevprovError as exc:
-            log_api_refusal(container.refusals, log, request, exc, tracking_id, action="serviceApi")
+            await log_api_refusal(container, log, request, exc, tracking_id, action="serviceApi")
             return dps_error_response(exc, tracking_id)
         response.headers["x-ms-request-id"] = tracking_id
         return response

@@ -14,9 +14,9 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
 from devprov.bootstrap import Container
@@ -25,6 +25,7 @@ from devprov.core.error import (
     DevprovError,
     ErrorKind,
     MalformedRequestError,
+    StorageOverloadedError,
 )
 from devprov.core.json_text import parse_json
 from devprov.core.registration_id import shown_id
@@ -47,11 +48,15 @@ from devprov.service.device_answer import (
     error_body,
     operation_status_body,
     registration_payload,
+    retry_after_of,
     status_of,
 )
 from devprov.service.refusal_log import Origin, Refusal
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import Carrier, Peer, StreamOpener
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 RESPONSE_FILTER = "$dps/registrations/res/#"
 REGISTER_TOPIC = "$dps/registrations/PUT/iotdps-register/?"
@@ -93,7 +98,7 @@ class DpsApplication:
 
     # --- CONNECT ------------------------------------------------------------------------------
 
-    def connect(self, packet: Connect, peer: Peer) -> int:
+    async def connect(self, packet: Connect, peer: Peer) -> int:
         origin = self._origin(f"CONNECT {_shown(packet.username or '')}")
         try:
             scope, registration_id = _read_username(packet)
@@ -104,18 +109,23 @@ class DpsApplication:
                 except UnicodeDecodeError:
                     raise MalformedRequestError("the password is not UTF-8") from None
         except DevprovError as exc:
-            self._refused("connect", exc, origin, packet.client_id)
+            await self._refused("connect", exc, origin, packet.client_id)
             return BAD_USERNAME_OR_PASSWORD
         if packet.client_id.lower() != registration_id.lower():
             error = MalformedRequestError(
                 f"the client id {shown_id(packet.client_id)} is not the registration id "
                 f"{shown_id(registration_id)} of the user name"
             )
-            self._refused("connect", error, origin, registration_id)
+            await self._refused("connect", error, origin, registration_id)
             return IDENTIFIER_REJECTED
         credentials = Credentials(chain_der=peer.chain_der, authorization=password)
         try:
-            self._c.devices.authenticate(scope, registration_id, credentials, origin=origin)
+            await self._c.storage.run(
+                self._c.devices.authenticate, scope, registration_id, credentials, origin=origin
+            )
+        except StorageOverloadedError as exc:  # the use case never ran: not logged yet
+            await self._refused("connect", exc, origin, registration_id)
+            return _connack_code(exc)
         except DevprovError as exc:  # the use case has logged and audited it
             return _connack_code(exc)
         self._scope, self._registration_id, self._credentials = (
@@ -148,11 +158,11 @@ class DpsApplication:
             if action == "register":
                 status, body = await self._register(packet.payload, origin)
             else:
-                status, body = self._poll(fields["operationId"], origin)
+                status, body = await self._poll(fields["operationId"], origin)
         except _Recorded as recorded:
             return [self._error(recorded.error, request_id, tracking_id)]
-        except DevprovError as exc:  # refused here, before the use case: not logged yet
-            self._refused(action, exc, origin, self._registration_id)
+        except DevprovError as exc:  # refused here, or by the storage pool: not logged yet
+            await self._refused(action, exc, origin, self._registration_id)
             return [self._error(exc, request_id, tracking_id)]
         retry = RETRY_AFTER_SECONDS if status == 202 else None
         return [(_answer_topic(status, request_id, retry), _json(body))]
@@ -160,12 +170,14 @@ class DpsApplication:
     async def _register(self, payload: bytes, origin: Origin) -> tuple[int, dict[str, Any]]:
         body = parse_json(payload) if payload.strip() else None
         custom = registration_payload(body, self._registration_id)
-        try:
-            result = self._c.devices.register(
-                self._scope, self._registration_id, self._credentials, custom, origin=origin
-            )
-        except DevprovError as exc:
-            raise _Recorded(exc) from exc
+        result = await self._use_case(
+            self._c.devices.register,
+            self._scope,
+            self._registration_id,
+            self._credentials,
+            custom,
+            origin=origin,
+        )
         if isinstance(result, WebhookCall):
             try:
                 answer: object = await asyncio.to_thread(
@@ -173,36 +185,50 @@ class DpsApplication:
                 )
             except DevprovError as exc:
                 answer = exc
-            outcome: RegistrationOutcome = self._c.devices.complete(result, answer)
+            outcome: RegistrationOutcome = await self._c.storage.run(
+                self._c.devices.complete, result, answer
+            )
         else:
             outcome = result
         return 202, assigning_body(outcome.operation)
 
-    def _poll(self, operation_id: str, origin: Origin) -> tuple[int, dict[str, Any]]:
-        try:
-            outcome = self._c.devices.operation_status(
-                self._scope, self._registration_id, operation_id, self._credentials, origin=origin
-            )
-        except DevprovError as exc:
-            raise _Recorded(exc) from exc
+    async def _poll(self, operation_id: str, origin: Origin) -> tuple[int, dict[str, Any]]:
+        outcome = await self._use_case(
+            self._c.devices.operation_status,
+            self._scope,
+            self._registration_id,
+            operation_id,
+            self._credentials,
+            origin=origin,
+        )
         body = operation_status_body(outcome.operation, outcome.state)
         return (202 if outcome.operation.status == "assigning" else 200), body
 
     # --- helpers ------------------------------------------------------------------------------
 
+    async def _use_case(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call`` on a storage thread. What it refuses it has logged itself (_Recorded); the
+        pool's own refusal (StorageOverloadedError) has not been: the use case never ran."""
+        try:
+            return await self._c.storage.run(call, *args, **kwargs)
+        except StorageOverloadedError:
+            raise
+        except DevprovError as exc:
+            raise _Recorded(exc) from exc
+
     def _error(self, error: DevprovError, request_id: str, tracking_id: str) -> Answer:
         body = error_body(error, tracking_id, datetime.now(UTC), message=device_message(error))
-        return _answer_topic(status_of(error), request_id, None), _json(body)
+        return _answer_topic(status_of(error), request_id, retry_after_of(error)), _json(body)
 
     def _origin(self, request: str, tracking_id: str | None = None) -> Origin:
         context = self._via + (f", tracking {tracking_id}" if tracking_id else "")
         address = self._peer.address[0] if self._peer.address else None
         return Origin(address=address, request=request, context=context)
 
-    def _refused(
+    async def _refused(
         self, action: str, error: DevprovError, origin: Origin, registration_id: str
     ) -> None:
-        self._c.refusals.refused(
+        await self._c.refuse(
             Refusal(
                 action=action,
                 error=error,

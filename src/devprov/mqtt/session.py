@@ -83,8 +83,9 @@ Answer = tuple[str, bytes]  # (topic, payload) of a message for the client
 class Application(Protocol):
     """What the packets of one connection mean."""
 
-    def connect(self, packet: Connect, peer: Peer) -> int:
-        """The CONNACK return code for this CONNECT (0 accepts)."""
+    def connect(self, packet: Connect, peer: Peer) -> Awaitable[int]:
+        """The CONNACK return code for this CONNECT (0 accepts). Packets that arrive meanwhile
+        wait in the queue, as they do behind a PUBLISH at work."""
 
     def serves(self, topic_filter: str) -> bool:
         """Whether the client may subscribe to ``topic_filter``."""
@@ -196,7 +197,20 @@ class MqttSession:
                 "only MQTT 3.1.1 (level 4) is served"
             )
             return
-        code = self._application.connect(packet, self._peer)
+        self._carrier.busy()
+        self._working = asyncio.ensure_future(self._connecting(packet))
+
+    async def _connecting(self, packet: Connect) -> None:
+        try:
+            code = await self._application.connect(packet, self._peer)
+        except Exception:
+            self._working = None
+            logger.exception("MQTT CONNECT from %s failed", self._peer.address)
+            self._close("internal error")
+            return
+        self._working = None
+        if self._closed:
+            return
         self._send(ConnAck(False, code))
         if code != ACCEPTED:
             self._close(f"CONNECT refused with return code {code}")
@@ -206,6 +220,8 @@ class MqttSession:
         if not 0 < keep_alive <= MAX_KEEP_ALIVE_SECONDS:
             keep_alive = MAX_KEEP_ALIVE_SECONDS
         self._silence_limit = 1.5 * keep_alive
+        self._carrier.idle()
+        self._go_on()
 
     def _on_publish(self, packet: Publish) -> None:
         if packet.qos == 2:
@@ -234,6 +250,11 @@ class MqttSession:
         for topic, payload in answers:
             self._deliver(topic, payload)
         self._carrier.idle()
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """After a CONNECT or a request: stop if the server is stopping, else handle the packets
+        that arrived meanwhile."""
         if self._stopping:
             self._close("the server is stopping")
             return

@@ -16,6 +16,7 @@ from devprov.core.error import (
     STATUS,
     AuthenticationError,
     DevprovError,
+    ErrorKind,
     InvalidInputError,
     MalformedRequestError,
 )
@@ -28,6 +29,11 @@ from devprov.service.model import Operation
 # regardless (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
 # docs/sdk-clients.md#node-device-http-transport).
 RETRY_AFTER_SECONDS = 1
+
+# When a client should try again after a 503 (a storage lock held too long, a storage pool that
+# is full, a webhook that failed): the storage lock's bound, which is how long the holder it
+# waited on had held it already (docs/storage.md#storage-and-the-event-loop).
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 
 class TpmNotSupportedError(InvalidInputError):
@@ -85,6 +91,12 @@ def operation_status_body(operation: Operation, state: RegistrationState | None)
 def status_of(error: DevprovError) -> int:
     """The status DPS answers ``error`` with (HTTP status; MQTT answer topic)."""
     return STATUS[error.kind]
+
+
+def retry_after_of(error: DevprovError) -> int | None:
+    """The retry hint of an error answer (``Retry-After``; ``retry-after`` in an MQTT answer
+    topic): 503s have one, other errors none."""
+    return UNAVAILABLE_RETRY_AFTER_SECONDS if error.kind is ErrorKind.UNAVAILABLE else None
 
 
 def device_message(error: DevprovError) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devprov.core.error import DevprovError, InvalidInputError, NotFoundError
@@ -39,6 +40,15 @@ class Origin:
     request: str = ""  # what was asked, for the log: "PUT /0ne.../registrations/x/register"
     context: str = ""  # what else the log line carries: "api-version ..., tracking ..."
     read: bool = False  # a GET or HEAD: a NotFound there is no news, logged at DEBUG
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What :meth:`RefusalLog.record` did: logged the refusal in full (or only counted it), and
+    the audit rows still to write."""
+
+    full: bool
+    events: list[AuditEvent]
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,15 @@ class RefusalLog:
 
     def refused(self, refusal: Refusal) -> bool:
         """Log (and audit) ``refusal``, or count it; True when it was recorded in full."""
+        recorded = self.record(refusal)
+        self.write(recorded.events)
+        return recorded.full
+
+    def record(self, refusal: Refusal) -> Recorded:
+        """Log ``refusal`` or count it, and return the audit rows it calls for, unwritten.
+
+        No storage here: an adapter on the event loop records at once and hands the rows, when
+        there are any, to a storage thread (:meth:`write`)."""
         key = RefusalKey(
             service=refusal.service,
             action=refusal.action,
@@ -82,13 +101,13 @@ class RefusalLog:
         now = self._clock()
         with self._lock:
             admission = self._windows.admit(key, example, now=now)
-        self._summarise(admission.closed)
+        events = self._summarise(admission.closed)
         if not admission.record:
-            return False
+            return Recorded(full=False, events=events)
         self._log(refusal)
         if key.audited and refusal.service is not None:
             valid = _valid_id(refusal.registration_id)
-            self._audit(
+            events.append(
                 AuditEvent(
                     at=now,
                     service=refusal.service,
@@ -100,14 +119,14 @@ class RefusalLog:
                     registration_id=valid,
                 )
             )
-        return True
+        return Recorded(full=True, events=events)
 
     def flush(self, *, everything: bool = False) -> int:
         """Write the summaries of windows that are over (all of them with ``everything``, at
         shutdown); how many were written."""
         with self._lock:
             summaries = self._windows.close(now=self._clock(), everything=everything)
-        self._summarise(summaries)
+        self.write(self._summarise(summaries))
         return len(summaries)
 
     def _log(self, refusal: Refusal) -> None:
@@ -124,12 +143,16 @@ class RefusalLog:
         context = f" ({origin.context})" if origin.context else ""
         log.log(level, "%s -> %s %s%s", asked, error.code, error.message, context)
 
-    def _summarise(self, summaries: list[RefusalSummary] | tuple[RefusalSummary, ...]) -> None:
+    def _summarise(
+        self, summaries: list[RefusalSummary] | tuple[RefusalSummary, ...]
+    ) -> list[AuditEvent]:
+        """Log each summary; the audit rows of those that are audited."""
+        events = []
         for summary in summaries:
             text = summary.describe()
             log.info("refusals of service '%s': %s", summary.key.service or "-", text)
             if summary.key.audited and summary.key.service is not None:
-                self._audit(
+                events.append(
                     AuditEvent(
                         at=summary.end,
                         service=summary.key.service,
@@ -140,13 +163,18 @@ class RefusalLog:
                         error_code=summary.key.code,
                     )
                 )
+        return events
 
-    def _audit(self, event: AuditEvent) -> None:
-        """Write one row. A refusal is answered whether or not its row could be written: a
-        database that cannot take it now is the log's news, not the client's."""
+    def write(self, events: Sequence[AuditEvent]) -> None:
+        """Write the audit rows of :meth:`record`, in one transaction. A refusal is answered
+        whether or not its rows could be written: a database that cannot take them now is the
+        log's news, not the client's."""
+        if not events:
+            return
         try:
             with self._uow() as uow:
-                uow.audit.record(event)
+                for event in events:
+                    uow.audit.record(event)
                 uow.commit()
         except DevprovError as exc:
             log.warning("the audit trail could not record a refusal: %s", exc.message)

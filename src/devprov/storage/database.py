@@ -15,6 +15,7 @@ or newer than its code (``check_schema``): upgrading is an operator's decision, 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from devprov.core.error import ConflictError, InvalidInputError
 
@@ -33,8 +34,21 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The execution option that marks a connection's transactions as read-only.
 READ_ONLY_OPTION = "devprov_read_only"
 
-# How long a writer waits for another process's write lock before giving up (milliseconds).
-SQLITE_BUSY_TIMEOUT_MS = 15_000
+# How long a writer waits for another process's write lock before giving up: well inside the
+# handler's 30 s (transport.policy.HANDLER_TIMEOUT_SECONDS) and a device's own patience, so the
+# device gets 503 with a retry hint rather than a cut connection
+# (docs/storage.md#storage-and-the-event-loop).
+LOCK_TIMEOUT_SECONDS = 5.0
+SQLITE_BUSY_TIMEOUT_MS = int(LOCK_TIMEOUT_SECONDS * 1000)
+
+# PostgreSQL's SQLSTATE for a lock not granted within lock_timeout (PostgreSQL manual, appendix A).
+POSTGRESQL_LOCK_NOT_AVAILABLE = "55P03"
+
+# How long opening a connection to PostgreSQL may take before the call fails as unavailable.
+POSTGRESQL_CONNECT_TIMEOUT_SECONDS = 5
+
+# SQLite's result codes for a lock it could not get in time (https://sqlite.org/rescode.html).
+_SQLITE_LOCK_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 # The driver a plain postgresql:// URL means (docs/storage.md#why-psycopg-3).
 POSTGRESQL_DRIVER = "postgresql+psycopg"
@@ -100,7 +114,16 @@ def create_database_engine(url: str) -> Engine:
         return engine
     # READ COMMITTED is PostgreSQL's default; named here because the repositories rely on it
     # (a conditional update waits for a concurrent writer and re-checks, it does not fail).
-    return create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED")
+    # The same bound on lock waits as SQLite's busy timeout (docs/storage.md).
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args={
+            "options": f"-c lock_timeout={int(LOCK_TIMEOUT_SECONDS * 1000)}",
+            "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_SECONDS,
+        },
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -121,6 +144,17 @@ def _configure_sqlite(engine: Engine) -> None:
         # Reads take no write lock, so they run beside a writer (WAL); writes take it up front.
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def is_lock_timeout(exc: DBAPIError) -> bool:
+    """True when ``exc`` is the database giving up waiting for another writer's lock: SQLite's
+    busy timeout, or PostgreSQL's lock_timeout (SQLSTATE 55P03, lock_not_available)."""
+    if getattr(exc.orig, "sqlstate", None) == POSTGRESQL_LOCK_NOT_AVAILABLE:
+        return True
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _SQLITE_LOCK_CODES  # extended codes keep the primary in the low byte
+    return "database is locked" in str(exc.orig)
 
 
 def _config() -> Config:

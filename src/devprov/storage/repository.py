@@ -35,6 +35,7 @@ from devprov.core.error import (
     EtagMismatchError,
     NotFoundError,
     ServiceNotFoundError,
+    StorageBusyError,
     StorageUnavailableError,
 )
 from devprov.core.possession import VerificationCodes
@@ -46,7 +47,7 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
-from devprov.storage.database import READ_ONLY_OPTION
+from devprov.storage.database import LOCK_TIMEOUT_SECONDS, READ_ONLY_OPTION, is_lock_timeout
 from devprov.storage.enrollment_repository import SqlEnrollmentStore
 from devprov.storage.registration_repository import (
     SqlHubStore,
@@ -444,13 +445,24 @@ class SqlUnitOfWork:
         finally:
             self._connection.close()
         if isinstance(exc, OperationalError):
+            if is_lock_timeout(exc):
+                raise _busy(exc) from exc
             raise StorageUnavailableError(f"the database is unavailable: {exc.orig}") from exc
 
     def commit(self) -> None:
         try:
             self._connection.commit()
         except OperationalError as exc:
+            if is_lock_timeout(exc):
+                raise _busy(exc) from exc
             raise StorageUnavailableError(f"the database refused the commit: {exc.orig}") from exc
 
     def rollback(self) -> None:
         self._connection.rollback()
+
+
+def _busy(exc: OperationalError) -> StorageBusyError:
+    return StorageBusyError(
+        f"another writer held the database's lock for more than {LOCK_TIMEOUT_SECONDS:g} s; "
+        f"nothing was written ({exc.orig})"
+    )

@@ -41,7 +41,7 @@ KEEP_ALIVE_TIMEOUT_SECONDS = 60.0
 
 # How long the application may take to answer a request once its head arrived. It must exceed
 # the slowest legitimate call: a custom allocation webhook (10 s) plus a wait on SQLite's lock
-# (15 s); a device gives up after 30 s anyway (docs/operations.md#handler-timeout).
+# (5 s); a device gives up after 30 s anyway (docs/operations.md#handler-timeout).
 HANDLER_TIMEOUT_SECONDS = 30.0
 
 # At the cap, a new connection takes the slot of the connection that has waited longest without
