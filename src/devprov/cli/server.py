@@ -99,6 +99,17 @@ def register(subparsers: Any) -> None:
         "(default: the file-descriptor limit, 'ulimit -n', less 256; here "
         f"{default_max_connections()})",
     )
+    serve.add_argument(
+        "--proxy-from",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="a load balancer's address or network (CIDR) that opens every connection with a "
+        "PROXY protocol header (v1 or v2), on the HTTPS and MQTT ports; from there the header "
+        "is required and its client address is the one logged and audited; repeatable; "
+        "default none",
+    )
     serve.set_defaults(func=_serve)
 
     info = subparsers.add_parser("info", help="print URLs, ID scopes, keys and the server CA path")
@@ -241,6 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         webhook_allow=allow,
         max_connections=args.max_connections,
         mqtt=args.mqtt_port != 0,
+        proxy_from=tuple(args.proxy_from),
     )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
@@ -253,10 +265,11 @@ def _serve(args: argparse.Namespace) -> int:
         os.umask(previous_umask)
 
 
-def _policy(max_connections: int | None) -> ConnectionPolicy:
-    if max_connections is None:
-        return ConnectionPolicy()
-    return ConnectionPolicy(max_connections=max_connections)
+def _policy(settings: WorkerSettings) -> ConnectionPolicy:
+    proxy_from = settings.proxy_from
+    if settings.max_connections is None:
+        return ConnectionPolicy(proxy_from=proxy_from)
+    return ConnectionPolicy(max_connections=settings.max_connections, proxy_from=proxy_from)
 
 
 @dataclass(frozen=True)
@@ -270,6 +283,7 @@ class WorkerSettings:
     webhook_allow: tuple[Network, ...]
     max_connections: int | None
     mqtt: bool = True
+    proxy_from: tuple[Network, ...] = ()  # --proxy-from
 
 
 async def _run(
@@ -281,7 +295,7 @@ async def _run(
     retention: RetentionPolicy,
 ) -> int:
     host = settings.host
-    server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
+    server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
     listeners = bind_listeners(host, ports[0])
@@ -368,7 +382,7 @@ def _worker(
     c = open_container(settings.root, webhook_allow=settings.webhook_allow)
 
     async def serve() -> None:
-        server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
+        server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
         await server.serve_on(listeners, mqtt_listeners)
         stopping = asyncio.Event()
         housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))

@@ -88,13 +88,18 @@ class RefusalLog:
         self._log(refusal)
         if key.audited and refusal.service is not None:
             valid = _valid_id(refusal.registration_id)
+            actor = f"device:{valid if valid is not None else example}"
+            if refusal.origin.address is not None:
+                # The client's address: the socket's, or the one a trusted load balancer's PROXY
+                # header named (docs/operations.md#the-proxy-protocol).
+                actor += f" from {refusal.origin.address}"
             self._audit(
                 AuditEvent(
                     at=now,
                     service=refusal.service,
                     action=refusal.action,
                     outcome=Outcome.FAILED,
-                    actor=f"device:{valid if valid is not None else example}",
+                    actor=actor,
                     reason=refusal.error.message,
                     error_code=refusal.error.code,
                     registration_id=valid,
@@ -121,7 +126,9 @@ class RefusalLog:
             if refusal.registration_id is not None
             else refusal.action
         )
-        context = f" ({origin.context})" if origin.context else ""
+        parts = [f"from {origin.address}"] if origin.address is not None else []
+        parts += [origin.context] if origin.context else []
+        context = f" ({', '.join(parts)})" if parts else ""
         log.log(level, "%s -> %s %s%s", asked, error.code, error.message, context)
 
     def _summarise(self, summaries: list[RefusalSummary] | tuple[RefusalSummary, ...]) -> None:
