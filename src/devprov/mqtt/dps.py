@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -144,16 +145,21 @@ class DpsApplication:
         request_id = fields["$rid"]
         tracking_id = str(uuid.uuid4())
         origin = self._origin(f"PUBLISH {_shown(topic)}", tracking_id)
+        started = time.monotonic()
         try:
             if action == "register":
                 status, body = await self._register(packet.payload, origin)
             else:
                 status, body = self._poll(fields["operationId"], origin)
-        except _Recorded as recorded:
-            return [self._error(recorded.error, request_id, tracking_id)]
-        except DevprovError as exc:  # refused here, before the use case: not logged yet
-            self._refused(action, exc, origin, self._registration_id)
-            return [self._error(exc, request_id, tracking_id)]
+        except (_Recorded, DevprovError) as caught:
+            if isinstance(caught, _Recorded):
+                error = caught.error
+            else:  # refused here, before the use case: not logged yet
+                error = caught
+                self._refused(action, error, origin, self._registration_id)
+            self._c.metrics.observe_request("mqtt", status_of(error), time.monotonic() - started)
+            return [self._error(error, request_id, tracking_id)]
+        self._c.metrics.observe_request("mqtt", status, time.monotonic() - started)
         retry = RETRY_AFTER_SECONDS if status == 202 else None
         return [(_answer_topic(status, request_id, retry), _json(body))]
 
@@ -197,7 +203,8 @@ class DpsApplication:
     def _origin(self, request: str, tracking_id: str | None = None) -> Origin:
         context = self._via + (f", tracking {tracking_id}" if tracking_id else "")
         address = self._peer.address[0] if self._peer.address else None
-        return Origin(address=address, request=request, context=context)
+        protocol = "mqtt-ws" if self._peer.transport == "websocket" else "mqtt"
+        return Origin(address=address, request=request, context=context, protocol=protocol)
 
     def _refused(
         self, action: str, error: DevprovError, origin: Origin, registration_id: str
