@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import shlex
 import signal
@@ -20,6 +19,7 @@ from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_contai
 from devprov.cli.common import add_data_dir, container, data_dir
 from devprov.cli.endpoints import build_endpoints
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
+from devprov.cli.log_format import LOG_FORMATS, configure_logging
 from devprov.cli.output import add_json_flag, emit
 from devprov.cli.worker import (
     end_with_parent,
@@ -30,7 +30,6 @@ from devprov.cli.worker import (
 )
 from devprov.core.error import InvalidInputError
 from devprov.core.outbound import Network
-from devprov.core.printable import EscapingFormatter
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
 from devprov.http.listener import bind_listeners
@@ -74,6 +73,13 @@ def register(subparsers: Any) -> None:
         help="extra host name or IP for the server certificate",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text (default), or json: one JSON object per line with time, level, logger, "
+        "message and, during a request, its request_id",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -235,7 +241,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
     retention = retention_policy(args)
@@ -249,6 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
         root=root,
         host=args.host,
         log_level=args.log_level,
+        log_format=args.log_format,
         webhook_allow=allow,
         max_connections=args.max_connections,
         mqtt=args.mqtt_port != 0,
@@ -284,6 +291,7 @@ class WorkerSettings:
     max_connections: int | None
     mqtt: bool = True
     proxy_from: tuple[Network, ...] = ()  # --proxy-from
+    log_format: str = "text"  # --log-format
 
 
 async def _run(
@@ -342,23 +350,6 @@ async def _run(
     return 0
 
 
-def _configure_logging(level: str) -> None:
-    # Every line escaped: no client value reaches the terminal raw
-    # (docs/operations.md#escaping-client-values).
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
-    # outcome that matters, the registration, itself.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    # Alembic's INFO lines (the dialect found, at every start; each migration step) are no news
-    # to an operator; its warnings stay.
-    logging.getLogger("alembic.runtime.migration").setLevel(
-        max(logging.WARNING, logging.getLevelName(level))
-    )
-
-
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -378,7 +369,7 @@ def _worker(
     """A further server process on the same data directory and the same listening sockets; it
     ends with the server process (devprov.cli.worker)."""
     end_with_parent(parent)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     c = open_container(settings.root, webhook_allow=settings.webhook_allow)
 
     async def serve() -> None:

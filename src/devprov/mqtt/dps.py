@@ -39,6 +39,7 @@ from devprov.mqtt.codec import (
     Publish,
 )
 from devprov.mqtt.session import Answer, MqttSession, ProtocolViolation
+from devprov.service import request_context
 from devprov.service.attestation import Credentials
 from devprov.service.device import RegistrationOutcome, WebhookCall
 from devprov.service.device_answer import (
@@ -144,6 +145,8 @@ class DpsApplication:
             raise ProtocolViolation(f"PUBLISH to {_shown(topic)}, a topic DPS does not serve")
         request_id = fields["$rid"]
         tracking_id = str(uuid.uuid4())
+        # The log lines of this request name it (service.request_context).
+        request_context.request_id.set(tracking_id)
         origin = self._origin(f"PUBLISH {_shown(topic)}", tracking_id)
         started = time.monotonic()
         try:
