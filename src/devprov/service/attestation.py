@@ -75,11 +75,11 @@ ATTESTATION_FAILURE_REASONS = (
 class DeviceAttestationError(InvalidDeviceCertificateError):
     """The device could not be attested. The message is for logs and the audit trail only; the
     number is DPS's 401002, its answer to every failed X.509 attestation
-    (docs/attestation.md#errors-when-attestation-fails). ``reason`` is one of
-    :data:`ATTESTATION_FAILURE_REASONS`."""
+    (docs/attestation.md#errors-when-attestation-fails)."""
 
     code = "DeviceAttestationFailed"
 
+    # ``reason``: one of ATTESTATION_FAILURE_REASONS, the label it is counted under.
     def __init__(self, message: str, reason: str = UNTRUSTED_CHAIN) -> None:
         super().__init__(message)
         self.reason = reason
@@ -87,11 +87,11 @@ class DeviceAttestationError(InvalidDeviceCertificateError):
 
 class DeviceSasError(AuthenticationError):
     """A symmetric-key device could not be attested; it inherits DPS's 401000 "Unauthorized"
-    (docs/dps-wire.md#error-codes-seen). ``reason`` is one of
-    :data:`ATTESTATION_FAILURE_REASONS`."""
+    (docs/dps-wire.md#error-codes-seen)."""
 
     code = "DeviceUnauthorized"
 
+    # ``reason``: one of ATTESTATION_FAILURE_REASONS, the label it is counted under.
     def __init__(self, message: str, reason: str = BAD_SIGNATURE) -> None:
         super().__init__(message)
         self.reason = reason
