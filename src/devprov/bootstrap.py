@@ -46,13 +46,14 @@ from devprov.core.error import (
 from devprov.core.outbound import Network
 from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.sas import build_host_name
+from devprov.http.metrics import PrometheusMetrics
 from devprov.http.webhook import HttpAllocationWebhook
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
 from devprov.service.device import AllocationWebhook, DeviceRegistration
 from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
-from devprov.service.port import UnitOfWork
+from devprov.service.port import Metrics, UnitOfWork
 from devprov.service.provisioning import ServiceDirectory
 from devprov.service.refusal_log import Refusal, RefusalLog
 from devprov.service.registration import RegistrationStates
@@ -263,6 +264,7 @@ class Container:
     retention: Retention
     # Where adapters on the event loop run every call above that touches the database.
     storage: StorageExecutor
+    metrics: Metrics  # what the use cases count; exported at /metrics (devprov.http.metrics)
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -448,16 +450,17 @@ def _wire(
         return SqlUnitOfWork(engine, read_only=read_only)
 
     refusals = RefusalLog(uow, utc_now, RefusalWindows())
+    metrics = PrometheusMetrics()
     return Container(
         data=data,
         engine=engine,
-        registry=CertificateRegistry(uow, utc_now, secrets.token_bytes),
+        registry=CertificateRegistry(uow, utc_now, secrets.token_bytes, metrics),
         directory=ServiceDirectory(uow, utc_now, secrets.token_bytes),
         audit=AuditTrail(uow),
         admin_token_sha256=token_hash,
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
         registration_states=RegistrationStates(uow, utc_now),
-        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, refusals),
+        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, refusals, metrics),
         webhook=HttpAllocationWebhook(allowed=webhook_allow),
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
@@ -465,6 +468,7 @@ def _wire(
         refusals=refusals,
         retention=Retention(uow, utc_now),
         storage=StorageExecutor(),
+        metrics=metrics,
         created_secrets=created_secrets,
     )
 

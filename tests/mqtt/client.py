@@ -48,8 +48,12 @@ class RawClient:
         *,
         host: str = "localhost",
         websocket: bool = False,
+        prefix: bytes = b"",
+        source: str | None = None,
     ) -> None:
-        raw = socket.create_connection((host, port), timeout=10)
+        bind = (source, 0) if source is not None else None
+        raw = socket.create_connection((host, port), timeout=10, source_address=bind)
+        raw.sendall(prefix)  # before TLS: a load balancer's PROXY protocol header, for example
         self.sock = context.wrap_socket(raw, server_hostname=host)
         self.decoder = Decoder(max_packet_bytes=1 << 20, role="client")
         self._packet_id = 0

@@ -36,15 +36,35 @@ class FakeWebhook:
         return self.answer
 
 
+class CountedMetrics:
+    """A ``devprov.service.port.Metrics`` that keeps what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def registration(self, *, outcome: str, attestation: str, protocol: str) -> None:
+        self.calls.append(("registration", outcome, attestation, protocol))
+
+    def attestation_failure(self, reason: str) -> None:
+        self.calls.append(("attestation_failure", reason))
+
+    def possession_attempt(self, outcome: str) -> None:
+        self.calls.append(("possession_attempt", outcome))
+
+    def observe_request(self, api: str, status: int, seconds: float) -> None:
+        self.calls.append(("request", api, str(status)))
+
+
 class World:
     def __init__(self, uow, clock, directory) -> None:
         self.clock = clock
         self.service = directory.get("default")
-        self.registry = CertificateRegistry(uow, clock, secrets.token_bytes)
+        self.metrics = CountedMetrics()
+        self.registry = CertificateRegistry(uow, clock, secrets.token_bytes, self.metrics)
         self.enrollments = EnrollmentService(uow, clock, secrets.token_bytes)
         self.hubs = HubDirectory(uow, clock)
         self.webhook = FakeWebhook()
-        self.devices = DeviceRegistration(uow, clock, secrets.token_bytes)
+        self.devices = DeviceRegistration(uow, clock, secrets.token_bytes, metrics=self.metrics)
         self.audit = AuditTrail(uow)
         self.hubs.add("default", "hub-a.azure-devices.net")
 

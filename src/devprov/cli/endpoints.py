@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from devprov.bootstrap import Container
 from devprov.http.app import build_app
+from devprov.http.metrics import PrometheusMetrics
 from devprov.http.server import HttpsServer
 from devprov.http.websocket import WebSocketRoute
 from devprov.mqtt import dps
@@ -43,6 +44,8 @@ class Endpoints:
 
 def build_endpoints(c: Container, policy: ConnectionPolicy, *, mqtt: bool) -> Endpoints:
     gate = ConnectionGate(policy)
+    if isinstance(c.metrics, PrometheusMetrics):
+        c.metrics.count_connections(lambda: gate.open)
     opener = dps.opener(c, policy)
     https = HttpsServer(
         build_app(c),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import shlex
 import signal
@@ -21,6 +20,7 @@ from devprov.cli.common import add_data_dir, container, data_dir, upgrade_comman
 from devprov.cli.config import add_config_option
 from devprov.cli.endpoints import build_endpoints
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
+from devprov.cli.log_format import LOG_FORMATS, configure_logging
 from devprov.cli.output import add_json_flag, emit
 from devprov.cli.worker import (
     end_with_parent,
@@ -31,7 +31,6 @@ from devprov.cli.worker import (
 )
 from devprov.core.error import InvalidInputError
 from devprov.core.outbound import Network
-from devprov.core.printable import EscapingFormatter
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
 from devprov.http.listener import bind_listeners
@@ -77,6 +76,13 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text (default), or json: one JSON object per line with time, level, logger, "
+        "message and, during a request, its request_id",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -100,6 +106,17 @@ def register(subparsers: Any) -> None:
         help="open connections per server process; past it new ones are closed at once "
         "(default: the file-descriptor limit, 'ulimit -n', less 256; here "
         f"{default_max_connections()})",
+    )
+    serve.add_argument(
+        "--proxy-from",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="a load balancer's address or network (CIDR) that opens every connection with a "
+        "PROXY protocol header (v1 or v2), on the HTTPS and MQTT ports; from there the header "
+        "is required and its client address is the one logged and audited; repeatable; "
+        "default none",
     )
     serve.set_defaults(func=_serve)
 
@@ -226,7 +243,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if args.workers < 1:
         raise InvalidInputError("--workers must be at least 1")
     retention = retention_policy(args)
@@ -241,10 +258,12 @@ def _serve(args: argparse.Namespace) -> int:
         root=root,
         host=args.host,
         log_level=args.log_level,
+        log_format=args.log_format,
         webhook_allow=allow,
         max_connections=args.max_connections,
         mqtt=args.mqtt_port != 0,
         database=data.url,
+        proxy_from=tuple(args.proxy_from),
     )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
@@ -264,10 +283,11 @@ def _serve(args: argparse.Namespace) -> int:
         os.umask(previous_umask)
 
 
-def _policy(max_connections: int | None) -> ConnectionPolicy:
-    if max_connections is None:
-        return ConnectionPolicy()
-    return ConnectionPolicy(max_connections=max_connections)
+def _policy(settings: WorkerSettings) -> ConnectionPolicy:
+    proxy_from = settings.proxy_from
+    if settings.max_connections is None:
+        return ConnectionPolicy(proxy_from=proxy_from)
+    return ConnectionPolicy(max_connections=settings.max_connections, proxy_from=proxy_from)
 
 
 @dataclass(frozen=True)
@@ -282,6 +302,8 @@ class WorkerSettings:
     max_connections: int | None
     mqtt: bool = True
     database: str | None = None  # --database; None: $DEVPROV_DATABASE_URL or the SQLite file
+    proxy_from: tuple[Network, ...] = ()  # --proxy-from
+    log_format: str = "text"  # --log-format
 
 
 async def _run(
@@ -293,7 +315,7 @@ async def _run(
     retention: RetentionPolicy,
 ) -> int:
     host = settings.host
-    server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
+    server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
     listeners = bind_listeners(host, ports[0])
@@ -341,23 +363,6 @@ async def _run(
     return 0
 
 
-def _configure_logging(level: str) -> None:
-    # Every line escaped: no client value reaches the terminal raw
-    # (docs/operations.md#escaping-client-values).
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    # httpx (the allocation webhook's client) logs every request at INFO; devprov logs the
-    # outcome that matters, the registration, itself.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    # Alembic's INFO lines (the dialect found, at every start; each migration step) are no news
-    # to an operator; its warnings stay.
-    logging.getLogger("alembic.runtime.migration").setLevel(
-        max(logging.WARNING, logging.getLevelName(level))
-    )
-
-
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -377,13 +382,13 @@ def _worker(
     """A further server process on the same data directory and the same listening sockets; it
     ends with the server process (devprov.cli.worker)."""
     end_with_parent(parent)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     c = open_container(
         settings.root, database=settings.database, webhook_allow=settings.webhook_allow
     )
 
     async def serve() -> None:
-        server = build_endpoints(c, _policy(settings.max_connections), mqtt=settings.mqtt)
+        server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
         await server.serve_on(listeners, mqtt_listeners)
         stopping = asyncio.Event()
         housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))

@@ -26,8 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devprov.bootstrap import Container
 from devprov.core.error import InternalError, RouteNotFoundError
-from devprov.http import device_api, management, service_api
+from devprov.http import device_api, health, management, service_api
 from devprov.http.error import arm_error_response, dps_error_response, new_tracking_id
+from devprov.http.metrics import RequestTimer
 
 log = logging.getLogger("devprov.http")
 
@@ -117,7 +118,12 @@ def build_app(container: Container) -> Starlette:
             *device_api.routes(container),
             *management.routes(container),
             *service_api.routes(container),
+            *health.routes(container),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},
-        middleware=[Middleware(UnexpectedErrors)],
+        # The timer outside: a request's time includes the mapping of an unexpected error.
+        middleware=[
+            Middleware(RequestTimer, metrics=container.metrics),
+            Middleware(UnexpectedErrors),
+        ],
     )

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from devprov.core.error import STATUS as KIND_STATUS
 from devprov.core.error import DevprovError, ErrorKind
 from devprov.service.device_answer import error_body, retry_after_of
+from devprov.service.request_context import request_id
 
 log = logging.getLogger("devprov.http")
 
@@ -27,7 +28,11 @@ STATUS: dict[ErrorKind, HTTPStatus] = {kind: HTTPStatus(code) for kind, code in 
 
 
 def new_tracking_id() -> str:
-    return str(uuid.uuid4())
+    """A fresh tracking id for the request being served, which the log's lines name from now on
+    (``--log-format json``'s ``request_id``)."""
+    tracking_id = str(uuid.uuid4())
+    request_id.set(tracking_id)
+    return tracking_id
 
 
 def _headers(error: DevprovError, status: HTTPStatus, tracking_id: str) -> dict[str, str]:

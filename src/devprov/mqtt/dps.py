@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from devprov.mqtt.codec import (
     Publish,
 )
 from devprov.mqtt.session import Answer, MqttSession, ProtocolViolation
+from devprov.service import request_context
 from devprov.service.attestation import Credentials
 from devprov.service.device import RegistrationOutcome, WebhookCall
 from devprov.service.device_answer import (
@@ -153,17 +155,24 @@ class DpsApplication:
             raise ProtocolViolation(f"PUBLISH to {_shown(topic)}, a topic DPS does not serve")
         request_id = fields["$rid"]
         tracking_id = str(uuid.uuid4())
+        # The log lines of this request name it (service.request_context).
+        request_context.request_id.set(tracking_id)
         origin = self._origin(f"PUBLISH {_shown(topic)}", tracking_id)
+        started = time.monotonic()
         try:
             if action == "register":
                 status, body = await self._register(packet.payload, origin)
             else:
                 status, body = await self._poll(fields["operationId"], origin)
-        except _Recorded as recorded:
-            return [self._error(recorded.error, request_id, tracking_id)]
-        except DevprovError as exc:  # refused here, or by the storage pool: not logged yet
-            await self._refused(action, exc, origin, self._registration_id)
-            return [self._error(exc, request_id, tracking_id)]
+        except (_Recorded, DevprovError) as caught:
+            if isinstance(caught, _Recorded):
+                error = caught.error
+            else:  # refused here, or by the storage pool: not logged yet
+                error = caught
+                await self._refused(action, error, origin, self._registration_id)
+            self._c.metrics.observe_request("mqtt", status_of(error), time.monotonic() - started)
+            return [self._error(error, request_id, tracking_id)]
+        self._c.metrics.observe_request("mqtt", status, time.monotonic() - started)
         retry = RETRY_AFTER_SECONDS if status == 202 else None
         return [(_answer_topic(status, request_id, retry), _json(body))]
 
@@ -223,7 +232,8 @@ class DpsApplication:
     def _origin(self, request: str, tracking_id: str | None = None) -> Origin:
         context = self._via + (f", tracking {tracking_id}" if tracking_id else "")
         address = self._peer.address[0] if self._peer.address else None
-        return Origin(address=address, request=request, context=context)
+        protocol = "mqtt-ws" if self._peer.transport == "websocket" else "mqtt"
+        return Origin(address=address, request=request, context=context, protocol=protocol)
 
     async def _refused(
         self, action: str, error: DevprovError, origin: Origin, registration_id: str

@@ -46,6 +46,31 @@ from devprov.core.sas import (
 from devprov.service.model import CertificateRecord, Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
 
+# Why attestation failed, in a word from a fixed set: the label of the attestation-failure metric
+# (docs/operations.md#metrics). Never client text: the message has the details.
+NO_CREDENTIALS = "no_credentials"  # neither a client certificate nor a SAS token
+MALFORMED_CREDENTIALS = "malformed_credentials"  # a chain or token that does not parse
+ID_MISMATCH = "registration_id_mismatch"  # the CN or the token's resource names another device
+NO_ENROLLMENT = "no_enrollment"  # no enrollment governs the device
+WRONG_ATTESTATION = "wrong_attestation"  # the enrollment uses the other attestation type
+UNKNOWN_CERTIFICATE = "unknown_certificate"  # not the enrolled (or registering) certificate
+UNTRUSTED_CHAIN = "untrusted_chain"  # does not validate to a verified CA certificate
+EXPIRED = "expired"  # a SAS token past its expiry
+BAD_SIGNATURE = "bad_signature"  # no enrolled key signed the SAS token
+INVALID_REGISTRATION_ID = "invalid_registration_id"  # not an id DPS accepts
+ATTESTATION_FAILURE_REASONS = (
+    NO_CREDENTIALS,
+    MALFORMED_CREDENTIALS,
+    ID_MISMATCH,
+    NO_ENROLLMENT,
+    WRONG_ATTESTATION,
+    UNKNOWN_CERTIFICATE,
+    UNTRUSTED_CHAIN,
+    EXPIRED,
+    BAD_SIGNATURE,
+    INVALID_REGISTRATION_ID,
+)
+
 
 class DeviceAttestationError(InvalidDeviceCertificateError):
     """The device could not be attested. The message is for logs and the audit trail only; the
@@ -54,12 +79,26 @@ class DeviceAttestationError(InvalidDeviceCertificateError):
 
     code = "DeviceAttestationFailed"
 
+    # ``reason``: one of ATTESTATION_FAILURE_REASONS, the label it is counted under.
+    def __init__(self, message: str, reason: str = UNTRUSTED_CHAIN) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class DeviceSasError(AuthenticationError):
     """A symmetric-key device could not be attested; it inherits DPS's 401000 "Unauthorized"
     (docs/dps-wire.md#error-codes-seen)."""
 
     code = "DeviceUnauthorized"
+
+    # ``reason``: one of ATTESTATION_FAILURE_REASONS, the label it is counted under.
+    def __init__(self, message: str, reason: str = BAD_SIGNATURE) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _token_reason(exc: DevprovError) -> str:
+    return EXPIRED if isinstance(exc, SasTokenExpiredError) else BAD_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -103,7 +142,9 @@ def attest(
         )
     if credentials.chain_der:
         return _attest_x509(uow, service, registration_id, credentials.chain_der, now=now)
-    raise DeviceSasError("the device sent neither a client certificate nor a SAS token")
+    raise DeviceSasError(
+        "the device sent neither a client certificate nor a SAS token", NO_CREDENTIALS
+    )
 
 
 def _parse_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
@@ -115,7 +156,8 @@ def _parse_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
             which = "the device's own certificate" if index == 0 else f"certificate {index + 1}"
             raise DeviceAttestationError(
                 f"the presented certificate chain does not parse: {which} of the "
-                f"{len(chain_der)} the device sent: {exc.message}"
+                f"{len(chain_der)} the device sent: {exc.message}",
+                MALFORMED_CREDENTIALS,
             ) from exc
     return chain
 
@@ -135,12 +177,13 @@ def _attest_x509(
         found = "it has no CN" if cn is None else f"its CN is '{cn}'"
         raise DeviceAttestationError(
             f"registration id '{registration_id}' is not the certificate's CN ({found}); "
-            "DPS requires them equal (docs/attestation.md#registration-id-and-the-certificate-cn)"
+            "DPS requires them equal (docs/attestation.md#registration-id-and-the-certificate-cn)",
+            ID_MISMATCH,
         )
     try:
         validate_registration_id(registration_id, x509=True)
     except DevprovError as exc:
-        raise DeviceAttestationError(exc.message) from exc
+        raise DeviceAttestationError(exc.message, ID_MISMATCH) from exc
     leaf_sha = sha256_hex(chain_der[0])
     individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
     registry = uow.certificates.in_service(service)
@@ -206,7 +249,7 @@ def _attest_group_x509(
         groups.setdefault(sha, []).append(group)
     nearest = next((i for i, sha in enumerate(path.shas) if sha in groups), None)
     if nearest is None:
-        raise DeviceAttestationError(_no_group_reason(service, leaf, path, now))
+        raise DeviceAttestationError(_no_group_reason(service, leaf, path, now), NO_ENROLLMENT)
     group = sorted(groups[path.shas[nearest]], key=lambda g: g.key)[0]  # one CA, two groups
     group_ca = path.certificates[nearest]
     ca = _describe_ca(group_ca, path.shas[nearest], registry)
@@ -278,13 +321,15 @@ def _attest_individual_x509(
     if enrollment.attestation.type is not AttestationType.X509:
         raise DeviceAttestationError(
             f"individual enrollment '{enrollment.id}' uses {enrollment.attestation.type.value} attestation, "
-            "but the device presented a certificate"
+            "but the device presented a certificate",
+            WRONG_ATTESTATION,
         )
     enrolled = [c.der for c in enrollment.attestation.certificates]
     if chain_der[0] not in enrolled:
         raise DeviceAttestationError(
             f"the device's certificate (SHA-256 {leaf_sha}) is not one of individual enrollment "
-            f"'{enrollment.id}''s client certificates"
+            f"'{enrollment.id}''s client certificates",
+            UNKNOWN_CERTIFICATE,
         )
     leaf = chain[0]
     anchors = [leaf] if leaf.issuer == leaf.subject else list(verified)
@@ -310,27 +355,32 @@ def _attest_symmetric(
         validate_registration_id(registration_id)
         token = parse_sas_token(header)
     except DevprovError as exc:
-        raise DeviceSasError(exc.message) from exc
+        raise DeviceSasError(exc.message, MALFORMED_CREDENTIALS) from exc
     if not resource_matches_device(token.resource, id_scope, registration_id):
         raise DeviceSasError(
-            f"the token's resource '{token.resource}' is not '{id_scope}/registrations/{registration_id}'"
+            f"the token's resource '{token.resource}' is not '{id_scope}/registrations/{registration_id}'",
+            ID_MISMATCH,
         )
     individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
     if individual is not None:
         if individual.attestation.type is not AttestationType.SYMMETRIC_KEY:
             raise DeviceSasError(
-                f"individual enrollment '{individual.id}' uses {individual.attestation.type.value} attestation"
+                f"individual enrollment '{individual.id}' uses {individual.attestation.type.value} attestation",
+                WRONG_ATTESTATION,
             )
         try:
             verify_sas_token(token, individual.attestation.keys, now=now)
         except DevprovError as exc:
-            raise DeviceSasError(f"individual enrollment '{individual.id}': {exc.message}") from exc
+            raise DeviceSasError(
+                f"individual enrollment '{individual.id}': {exc.message}", _token_reason(exc)
+            ) from exc
         return Attested(individual, AttestationMethod.SYMMETRIC_KEY)
     groups = [g for g in uow.enrollments.symmetric_key_groups(service) if g.attestation.keys]
     if not groups:
         raise DeviceSasError(
             f"no enrollment's key verifies the token of '{registration_id}': "
-            "the service has no symmetric-key enrollment group"
+            "the service has no symmetric-key enrollment group",
+            NO_ENROLLMENT,
         )
     # Which group signed is settled before the expiry is judged (core.sas), so an expired token
     # is reported as expired whichever group's key signed it.
@@ -341,7 +391,8 @@ def _attest_symmetric(
         signer = verify_sas_token_against(token, key_sets, now=now)
     except SasTokenExpiredError as exc:
         raise DeviceSasError(
-            f"an enrollment group's key signed the token of '{registration_id}', but {exc.message}"
+            f"an enrollment group's key signed the token of '{registration_id}', but {exc.message}",
+            EXPIRED,
         ) from exc
     except DevprovError as exc:
         raise DeviceSasError(
@@ -369,13 +420,16 @@ def confirm_caller(
         _confirm_token(uow, service, registration_id, operation, credentials.authorization, now=now)
         return
     if not credentials.chain_der:
-        raise DeviceSasError("the device sent neither a client certificate nor a SAS token")
+        raise DeviceSasError(
+            "the device sent neither a client certificate nor a SAS token", NO_CREDENTIALS
+        )
     if (
         operation.leaf_sha256 is None
         or sha256_hex(credentials.chain_der[0]) != operation.leaf_sha256
     ):
         raise DeviceAttestationError(
-            f"the certificate polling operation '{operation.id}' is not the one that registered it"
+            f"the certificate polling operation '{operation.id}' is not the one that registered it",
+            UNKNOWN_CERTIFICATE,
         )
 
 
@@ -394,7 +448,7 @@ def _confirm_token(
         enrollment = uow.enrollments.get(service.name, kind, operation.enrollment_id)
     if enrollment is None or enrollment.attestation.type is not AttestationType.SYMMETRIC_KEY:
         raise DeviceSasError(
-            f"the enrollment that registered '{registration_id}' is gone or changed"
+            f"the enrollment that registered '{registration_id}' is gone or changed", NO_ENROLLMENT
         )
     try:
         token = parse_sas_token(header)
@@ -403,6 +457,8 @@ def _confirm_token(
             keys = tuple(derive_device_key(key, registration_id) for key in keys)
         verify_sas_token(token, keys, now=now)
     except DevprovError as exc:
-        raise DeviceSasError(exc.message) from exc
+        raise DeviceSasError(exc.message, _token_reason(exc)) from exc
     if not resource_matches_device(token.resource, service.id_scope, registration_id):
-        raise DeviceSasError(f"the token's resource '{token.resource}' is not this device's")
+        raise DeviceSasError(
+            f"the token's resource '{token.resource}' is not this device's", ID_MISMATCH
+        )

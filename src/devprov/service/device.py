@@ -41,6 +41,7 @@ from devprov.core.registration import (
 )
 from devprov.core.registration_id import shown_id, validate_registration_id
 from devprov.service.attestation import (
+    INVALID_REGISTRATION_ID,
     Attested,
     Credentials,
     DeviceAttestationError,
@@ -49,7 +50,14 @@ from devprov.service.attestation import (
     confirm_caller,
 )
 from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
-from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+from devprov.service.port import (
+    Clock,
+    Metrics,
+    NoMetrics,
+    RandomBytes,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from devprov.service.refusal_log import Origin, Refusal, RefusalLog
 
 log = logging.getLogger("devprov.registration")
@@ -69,6 +77,7 @@ class _Context:
     attested: Attested
     hubs: tuple[LinkedHub, ...]
     force: bool
+    protocol: str  # what carried the request, for the registrations metric
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,10 @@ class _Attempt:
     origin: Origin | None
     service: str | None = None
 
+    @property
+    def protocol(self) -> str:
+        return self.origin.protocol if self.origin is not None else "https"
+
     def refusal(self, error: DevprovError) -> Refusal:
         return Refusal(
             action=self.action,
@@ -138,11 +151,28 @@ class DeviceRegistration:
         clock: Clock,
         random_bytes: RandomBytes,
         refusals: RefusalLog | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._random = random_bytes
         self._refusals = refusals or RefusalLog(uow, clock, RefusalWindows())
+        self._metrics: Metrics = metrics or NoMetrics()
+
+    def _refused(self, attempt: _Attempt, error: DevprovError) -> None:
+        """Log (and audit) a refusal once, and count a failed attestation by its reason."""
+        if isinstance(error, DeviceAttestationError | DeviceSasError):
+            self._metrics.attestation_failure(error.reason)
+        self._refusals.refused(attempt.refusal(error))
+
+    def _count(self, outcome: RegistrationOutcome, protocol: str) -> RegistrationOutcome:
+        """A decided registration, counted by outcome, attestation type and protocol."""
+        state = outcome.state
+        if state is not None:
+            self._metrics.registration(
+                outcome=state.status.value, attestation=state.method.value, protocol=protocol
+            )
+        return outcome
 
     # --- connect --------------------------------------------------------------------------
 
@@ -171,7 +201,7 @@ class DeviceRegistration:
                     now=self._clock(),
                 )
         except DevprovError as exc:
-            self._refusals.refused(attempt.refusal(exc))
+            self._refused(attempt, exc)
             raise
 
     # --- register -------------------------------------------------------------------------
@@ -190,10 +220,13 @@ class DeviceRegistration:
         :class:`WebhookCall` for the caller to complete."""
         attempt = _Attempt("register", registration_id, origin)
         try:
-            return self._register(attempt, id_scope, credentials, payload, force=force)
+            result = self._register(attempt, id_scope, credentials, payload, force=force)
         except DevprovError as exc:
-            self._refusals.refused(attempt.refusal(exc))
+            self._refused(attempt, exc)
             raise
+        if isinstance(result, WebhookCall):
+            return result
+        return self._count(result, attempt.protocol)
 
     def _register(
         self,
@@ -219,7 +252,7 @@ class DeviceRegistration:
                 for h in uow.hubs.all(service.name)
             ]
         fresh = self._fresh(service, registration_id, attested, existing)
-        context = _Context(service, fresh, existing, attested, tuple(hubs), force)
+        context = _Context(service, fresh, existing, attested, tuple(hubs), force, attempt.protocol)
         if not attested.enrollment.enabled:
             return self._finish(
                 service, fresh, existing, attested, status=RegistrationStatus.DISABLED
@@ -244,14 +277,15 @@ class DeviceRegistration:
         """Finish a registration with the webhook's answer, or with the error calling it raised."""
         context = call.context
         if isinstance(answer, DevprovError):
-            return self._fail(context, answer)
+            return self._count(self._fail(context, answer), context.protocol)
         try:
             allocation = parse_custom_allocation_response(
                 answer, [h.host_name for h in context.hubs]
             )
         except DevprovError as exc:
-            return self._fail(context, exc)
-        return self._assign(context, allocation.iot_hub_host_name, allocation.payload)
+            return self._count(self._fail(context, exc), context.protocol)
+        assigned = self._assign(context, allocation.iot_hub_host_name, allocation.payload)
+        return self._count(assigned, context.protocol)
 
     def register_with(
         self,
@@ -427,7 +461,7 @@ class DeviceRegistration:
         try:
             return self._operation_status(attempt, id_scope, operation_id, credentials)
         except DevprovError as exc:
-            self._refusals.refused(attempt.refusal(exc))
+            self._refused(attempt, exc)
             raise
 
     def _operation_status(
@@ -462,7 +496,7 @@ class DeviceRegistration:
         try:
             return self._status_lookup(attempt, id_scope, credentials)
         except DevprovError as exc:
-            self._refusals.refused(attempt.refusal(exc))
+            self._refused(attempt, exc)
             raise
 
     def _status_lookup(
@@ -520,5 +554,5 @@ def _check_registration_id(registration_id: str, credentials: Credentials) -> No
         validate_registration_id(registration_id)
     except InvalidRegistrationIdError as exc:
         if credentials.chain_der and not credentials.authorization:
-            raise DeviceAttestationError(exc.message) from exc
-        raise DeviceSasError(exc.message) from exc
+            raise DeviceAttestationError(exc.message, INVALID_REGISTRATION_ID) from exc
+        raise DeviceSasError(exc.message, INVALID_REGISTRATION_ID) from exc

@@ -150,3 +150,43 @@ class UnitOfWorkFactory(Protocol):
 
 Clock = Callable[[], datetime]
 RandomBytes = Callable[[int], bytes]
+
+
+class Metrics(Protocol):
+    """What the use cases count for operators (docs/operations.md#metrics). Labels are drawn from
+    small fixed sets, never from client input; an adapter exports them (``devprov.http.metrics``).
+    """
+
+    def registration(self, *, outcome: str, attestation: str, protocol: str) -> None:
+        """A registration decided: outcome ``assigned``, ``failed`` or ``disabled``; attestation
+        ``x509`` or ``symmetricKey``; protocol ``https``, ``mqtt`` or ``mqtt-ws``."""
+        ...
+
+    def attestation_failure(self, reason: str) -> None:
+        """A device failed attestation, for one of ``devprov.service.attestation``'s reasons."""
+        ...
+
+    def possession_attempt(self, outcome: str) -> None:
+        """A proof-of-possession was checked: outcome ``verified`` or ``failed``."""
+        ...
+
+    def observe_request(self, api: str, status: int, seconds: float) -> None:
+        """A request answered: api ``device``, ``service``, ``management`` or ``mqtt``; its
+        status as HTTP's (an MQTT reply carries DPS's status too)."""
+        ...
+
+
+class NoMetrics:
+    """Counts nothing: the default where no exporter is wired (tests, the CLI)."""
+
+    def registration(self, *, outcome: str, attestation: str, protocol: str) -> None:
+        return None
+
+    def attestation_failure(self, reason: str) -> None:
+        return None
+
+    def possession_attempt(self, outcome: str) -> None:
+        return None
+
+    def observe_request(self, api: str, status: int, seconds: float) -> None:
+        return None

@@ -40,6 +40,7 @@ class Origin:
     request: str = ""  # what was asked, for the log: "PUT /0ne.../registrations/x/register"
     context: str = ""  # what else the log line carries: "api-version ..., tracking ..."
     read: bool = False  # a GET or HEAD: a NotFound there is no news, logged at DEBUG
+    protocol: str = "https"  # what carried it: https, mqtt or mqtt-ws (for the metrics)
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,18 @@ class RefusalLog:
         self._log(refusal)
         if key.audited and refusal.service is not None:
             valid = _valid_id(refusal.registration_id)
+            actor = f"device:{valid if valid is not None else example}"
+            if refusal.origin.address is not None:
+                # The client's address: the socket's, or the one a trusted load balancer's PROXY
+                # header named (docs/operations.md#the-proxy-protocol).
+                actor += f" from {refusal.origin.address}"
             events.append(
                 AuditEvent(
                     at=now,
                     service=refusal.service,
                     action=refusal.action,
                     outcome=Outcome.FAILED,
-                    actor=f"device:{valid if valid is not None else example}",
+                    actor=actor,
                     reason=refusal.error.message,
                     error_code=refusal.error.code,
                     registration_id=valid,
@@ -140,7 +146,9 @@ class RefusalLog:
             if refusal.registration_id is not None
             else refusal.action
         )
-        context = f" ({origin.context})" if origin.context else ""
+        parts = [f"from {origin.address}"] if origin.address is not None else []
+        parts += [origin.context] if origin.context else []
+        context = f" ({', '.join(parts)})" if parts else ""
         log.log(level, "%s -> %s %s%s", asked, error.code, error.message, context)
 
     def _summarise(

@@ -39,7 +39,14 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
-from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+from devprov.service.port import (
+    Clock,
+    Metrics,
+    NoMetrics,
+    RandomBytes,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 
 log = logging.getLogger("devprov.registry")
 
@@ -56,7 +63,14 @@ _DONE = {
 class CertificateRegistry:
     """CA certificates of provisioning services and their proof-of-possession."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, random_bytes: RandomBytes) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics: Metrics = metrics or NoMetrics()
         self._uow = uow
         self._clock = clock
         self._random = random_bytes
@@ -173,11 +187,13 @@ class CertificateRegistry:
         api_version: str | None = None,
     ) -> CertificateRecord:
         """Check a verification certificate; on success the certificate becomes verified."""
+        checked = False  # the proof itself was judged (not a missing certificate or stale etag)
         with self._uow() as uow:
             try:
                 settings = _service(uow, service)
                 existing = _certificate(uow, service, name)
                 _require_match(if_match, existing, "verify")
+                checked = True
                 now = self._clock()
                 verify_possession(
                     existing.certificate,
@@ -197,11 +213,14 @@ class CertificateRegistry:
                 )
                 uow.certificates.replace(record, expected_etag=existing.etag)
             except DevprovError as exc:
+                if checked:
+                    self._metrics.possession_attempt("failed")
                 self._fail(uow, service, name, "verify", actor, exc, api_version)
                 raise
             self._succeed(
                 uow, service, record.name, "verify", actor, "proof-of-possession", api_version
             )
+            self._metrics.possession_attempt("verified")
             return record
 
     # --- helpers --------------------------------------------------------------------------

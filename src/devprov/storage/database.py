@@ -15,6 +15,7 @@ or newer than its code (``check_schema``): upgrading is an operator's decision, 
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,9 @@ def _config() -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest migration this code has."""
+    """The newest migration this code has (read once: it cannot change while running)."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, "devprov ships at least one migration"
     return head

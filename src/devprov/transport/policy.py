@@ -12,6 +12,8 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field, fields
 
+from devprov.transport.proxy import Network
+
 # File descriptors kept back from the connection cap for everything else a server process opens:
 # up to 100 sockets asyncio accepts in one batch before any of them can be refused and closed
 # (its listen backlog), SQLite's database, journal and shared-memory files for each pooled
@@ -78,9 +80,14 @@ class ConnectionPolicy:
     handler_timeout: float = HANDLER_TIMEOUT_SECONDS
     evict_after: float = EVICT_AFTER_SECONDS
     report_interval: float = REPORT_INTERVAL_SECONDS
+    # Peers that must open with a PROXY protocol header (``--proxy-from``): the load balancers
+    # in front (docs/operations.md#the-proxy-protocol). Empty: no header is looked for.
+    proxy_from: tuple[Network, ...] = ()
 
     def __post_init__(self) -> None:
         for item in fields(self):
+            if item.name == "proxy_from":
+                continue
             value = getattr(self, item.name)
             if not value > 0:
                 raise ValueError(f"ConnectionPolicy.{item.name} must be positive, not {value!r}")

@@ -1,0 +1,115 @@
+"""SIGTERM while a registration is in flight: the server stops accepting, the registration
+finishes (its custom allocation webhook answers after the signal), the device gets its answer,
+and the assignment is in the database once the server has exited."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devprov.bootstrap import open_container
+from devprov.cli.main import main
+from devprov.core.sas import build_sas_token, derive_device_key
+from tests.e2e.test_refusal_storage import scope_of
+from tests.server import ServerProcess, running_server
+
+pytestmark = pytest.mark.e2e
+
+HUB = "hub-graceful.azure-devices.net"
+GROUP_KEY = base64.b64encode(b"s" * 32).decode()
+
+
+@contextmanager
+def held_webhook() -> Iterator[tuple[int, threading.Event, threading.Event]]:
+    """A webhook that answers only once released: (port, asked, release)."""
+    asked, release = threading.Event(), threading.Event()
+    body = json.dumps({"iotHubHostName": HUB}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            asked.set()
+            release.wait(30)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1]), asked, release
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def listening(server: ServerProcess) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_a_registration_in_flight_at_sigterm_completes_and_is_stored(tmp_path: Path) -> None:
+    with held_webhook() as (port, asked, release), running_server(tmp_path / "data") as server:
+        args = server.cli_args()
+        assert main(["hub", "add", HUB, *args]) == 0
+        create = ["enrollment-group", "create", "held", "--primary-key", GROUP_KEY]
+        custom = ["--allocation-policy", "custom", "--webhook-url", f"http://127.0.0.1:{port}/a"]
+        assert main([*create, *custom, *args]) == 0
+        scope = scope_of(server.data_dir)
+        key = derive_device_key(GROUP_KEY, "in-flight")
+        token = build_sas_token(key, f"{scope}/registrations/in-flight", int(time.time()) + 600)
+        answers: list[httpx.Response] = []
+
+        def register() -> None:
+            context = ssl.create_default_context(cafile=str(server.ca_file))
+            with httpx.Client(base_url=server.url, verify=context, timeout=60) as device:
+                answers.append(
+                    device.put(
+                        f"/{scope}/registrations/in-flight/register?api-version=2021-06-01",
+                        json={"registrationId": "in-flight"},
+                        headers={"Authorization": token},
+                    )
+                )
+
+        device = threading.Thread(target=register)
+        device.start()
+        assert asked.wait(30), "the registration never reached its webhook"
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while listening(server):  # the signal is handled once the listener is gone
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        release.set()
+        device.join(30)
+        assert server.process.wait(timeout=30) == 0
+    (answer,) = answers
+    assert answer.status_code == 202, answer.text
+    c = open_container(tmp_path / "data")
+    try:
+        state = c.registration_states.get("default", "in-flight")
+    finally:
+        c.engine.dispose()
+    assert state.status.value == "assigned" and state.assigned_hub == HUB
