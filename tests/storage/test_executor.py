@@ -133,3 +133,20 @@ def test_a_cancelled_caller_is_not_reported_as_overloaded() -> None:
 def test_a_pool_without_room_is_refused(threads: int, queue: int, wait: float) -> None:
     with pytest.raises(ValueError):
         StorageExecutor(threads=threads, queue=queue, wait_seconds=wait)
+
+
+def test_the_callers_context_variables_go_with_the_call() -> None:
+    """The request id in the log lines a use case writes on a storage thread."""
+    import contextvars
+
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="none")
+
+    async def main() -> str:
+        executor = StorageExecutor(threads=1)
+        try:
+            current.set("request-1")
+            return await executor.run(current.get)
+        finally:
+            executor.shutdown()
+
+    assert asyncio.run(main()) == "request-1"

@@ -17,6 +17,7 @@ never memory without end (docs/storage.md#storage-and-the-event-loop):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -78,7 +79,10 @@ class StorageExecutor:
                 )
             self._pending += 1
         try:
-            future = self._pool.submit(call, *args, **kwargs)
+            # The caller's context variables (the request id the log lines carry) go with the
+            # call, as asyncio.to_thread does; a pool's threads would otherwise see none.
+            context = contextvars.copy_context()
+            future = self._pool.submit(context.run, call, *args, **kwargs)
             expired = False
 
             def expire() -> None:
