@@ -360,6 +360,15 @@ class StorageBusyError(StorageUnavailableError):
     number = 503002
 
 
+class StorageConflictError(StorageUnavailableError):
+    """Writers on other instances kept conflicting with this call (a deadlock the database broke,
+    a serialization failure, a device registering elsewhere at the same moment) through every
+    retry (docs/storage.md#instances-sharing-one-database); nothing was written."""
+
+    code = "StorageConflict"
+    number = 503004
+
+
 class StorageOverloadedError(UnavailableError):
     """Every storage thread was busy and the call could not wait for one, or not long enough
     (docs/storage.md#storage-and-the-event-loop); the call was not made."""

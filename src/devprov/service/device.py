@@ -25,11 +25,14 @@ from devprov.core.allocation import (
 )
 from devprov.core.enrollment import AllocationPolicyName, Enrollment, EnrollmentKind
 from devprov.core.error import (
+    AlreadyExistsError,
     AuthenticationError,
     DevprovError,
+    EtagMismatchError,
     InvalidRegistrationIdError,
     NotFoundError,
     ServiceNotFoundError,
+    StorageConflictError,
 )
 from devprov.core.etag import ETAG_BYTES, build_etag
 from devprov.core.refusal_limit import RefusalWindows
@@ -59,6 +62,7 @@ from devprov.service.port import (
     UnitOfWorkFactory,
 )
 from devprov.service.refusal_log import Origin, Refusal, RefusalLog
+from devprov.service.retry import run_retrying
 
 log = logging.getLogger("devprov.registration")
 
@@ -220,7 +224,12 @@ class DeviceRegistration:
         :class:`WebhookCall` for the caller to complete."""
         attempt = _Attempt("register", registration_id, origin)
         try:
-            result = self._register(attempt, id_scope, credentials, payload, force=force)
+            # Run again from the read when the device registered through another instance
+            # between this call's read and its write: the second run decides against that
+            # registration, as if the two had come one after the other (service.retry).
+            result = run_retrying(
+                lambda: self._register(attempt, id_scope, credentials, payload, force=force)
+            )
         except DevprovError as exc:
             self._refused(attempt, exc)
             raise
@@ -275,17 +284,37 @@ class DeviceRegistration:
 
     def complete(self, call: WebhookCall, answer: object) -> RegistrationOutcome:
         """Finish a registration with the webhook's answer, or with the error calling it raised."""
-        context = call.context
+        runs = 0
+
+        def once() -> RegistrationOutcome:
+            # A run after a lost race decides against the registration that won it; the
+            # webhook's answer stands (it is not called again: it is outside the database).
+            nonlocal runs
+            runs += 1
+            context = call.context if runs == 1 else self._refreshed(call.context)
+            return self._complete(context, answer)
+
+        return self._count(run_retrying(once), call.context.protocol)
+
+    def _complete(self, context: _Context, answer: object) -> RegistrationOutcome:
         if isinstance(answer, DevprovError):
-            return self._count(self._fail(context, answer), context.protocol)
+            return self._fail(context, answer)
         try:
             allocation = parse_custom_allocation_response(
                 answer, [h.host_name for h in context.hubs]
             )
         except DevprovError as exc:
-            return self._count(self._fail(context, exc), context.protocol)
-        assigned = self._assign(context, allocation.iot_hub_host_name, allocation.payload)
-        return self._count(assigned, context.protocol)
+            return self._fail(context, exc)
+        return self._assign(context, allocation.iot_hub_host_name, allocation.payload)
+
+    def _refreshed(self, context: _Context) -> _Context:
+        """The context with the registration state stored now."""
+        service = context.service
+        registration_id = context.fresh.registration_id
+        with self._uow(read_only=True) as uow:
+            existing = uow.registrations.get(service.name, registration_id)
+        fresh = self._fresh(service, registration_id, context.attested, existing)
+        return replace(context, existing=existing, fresh=fresh)
 
     def register_with(
         self,
@@ -418,10 +447,18 @@ class DeviceRegistration:
         outcome = _outcome(state, attested.enrollment)
         with self._uow() as uow:
             if state is not existing:
-                if existing is None:
-                    uow.registrations.add(state)
-                else:
-                    uow.registrations.put(state, expected_etag=existing.etag)
+                try:
+                    if existing is None:
+                        uow.registrations.add(state)
+                    else:
+                        uow.registrations.put(state, expected_etag=existing.etag)
+                except (AlreadyExistsError, EtagMismatchError) as exc:
+                    # Another request (on this instance or another) wrote the device's state
+                    # since it was read: the caller runs the registration again.
+                    raise StorageConflictError(
+                        f"device '{state.registration_id}' was registered by a concurrent "
+                        f"request: {exc.message}"
+                    ) from exc
             uow.operations.add(operation)
             uow.audit.record(
                 AuditEvent(

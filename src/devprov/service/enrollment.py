@@ -43,6 +43,7 @@ from devprov.core.query import QueryCollection, parse_query
 from devprov.core.registration_id import validate_enrollment_group_id, validate_registration_id
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.port import Clock, RandomBytes, UnitOfWork, UnitOfWorkFactory
+from devprov.service.retry import retrying
 
 log = logging.getLogger("devprov.enrollment")
 
@@ -165,6 +166,7 @@ class EnrollmentService:
     def attestation_mechanism(self, service: str, kind: EnrollmentKind, id: str) -> Attestation:
         return self.get(service, kind, id).attestation
 
+    @retrying
     def create_or_update(
         self,
         service: str,
@@ -196,7 +198,9 @@ class EnrollmentService:
         if_match: str | None,
     ) -> tuple[Enrollment, bool]:
         """The record written, and whether it was created (rather than replaced)."""
-        _require_service(uow, service)
+        # Locked: the limits are a count, then an insert; with the service's row locked no other
+        # instance counts between the two (docs/storage.md#instances-sharing-one-database).
+        _require_service(uow, service, lock=True)
         validate_id(kind, id)
         parsed = parse_enrollment(doc, kind, service=service, path_id=id)
         self._check_references(uow, parsed)
@@ -237,6 +241,7 @@ class EnrollmentService:
         uow.enrollments.replace(record, expected_etag=existing.etag)
         return record, False
 
+    @retrying
     def delete(
         self, service: str, kind: EnrollmentKind, id: str, *, if_match: str | None, actor: str
     ) -> None:
@@ -422,6 +427,7 @@ def _log_change(service: str, kind: EnrollmentKind, id: str, done: str, actor: s
     log.info("%s '%s' of service '%s' %s by %s", label, id, service, done, actor)
 
 
-def _require_service(uow: UnitOfWork, service: str) -> None:
-    if uow.services.get(service) is None:
+def _require_service(uow: UnitOfWork, service: str, *, lock: bool = False) -> None:
+    found = uow.services.lock(service) if lock else uow.services.get(service)
+    if found is None:
         raise ServiceNotFoundError(f"provisioning service '{service}' does not exist")

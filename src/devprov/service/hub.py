@@ -8,6 +8,7 @@ from devprov.core.enrollment import MAX_LINKED_HUBS
 from devprov.core.error import ConflictError, InvalidInputError, NotFoundError, ServiceNotFoundError
 from devprov.service.model import HubRecord
 from devprov.service.port import Clock, UnitOfWork, UnitOfWorkFactory
+from devprov.service.retry import retrying
 
 # A host name (RFC 1123 labels); hubs are named by host, e.g. myhub.azure-devices.net.
 _HOST = re.compile(
@@ -60,12 +61,15 @@ class HubDirectory:
             _require_service(uow, service)
             return uow.hubs.all(service)
 
+    @retrying
     def add(
         self, service: str, host_name: str, *, weight: int = 1, apply_allocation_policy: bool = True
     ) -> HubRecord:
         name = validate_hub(host_name, weight)
         with self._uow() as uow:
-            _require_service(uow, service)
+            # Locked: the hub limit is a count, then an insert, and two instances linking one
+            # hub must not both insert it (docs/storage.md#instances-sharing-one-database).
+            _require_service(uow, service, lock=True)
             existing = {hub.host_name: hub for hub in uow.hubs.all(service)}
             record = HubRecord(service, name, weight, apply_allocation_policy, self._clock())
             if name in existing:
@@ -80,6 +84,7 @@ class HubDirectory:
             uow.commit()
             return record
 
+    @retrying
     def remove(self, service: str, host_name: str) -> None:
         with self._uow() as uow:
             _require_service(uow, service)
@@ -90,6 +95,7 @@ class HubDirectory:
             uow.commit()
 
 
-def _require_service(uow: UnitOfWork, service: str) -> None:
-    if uow.services.get(service) is None:
+def _require_service(uow: UnitOfWork, service: str, *, lock: bool = False) -> None:
+    found = uow.services.lock(service) if lock else uow.services.get(service)
+    if found is None:
         raise ServiceNotFoundError(f"provisioning service '{service}' does not exist")

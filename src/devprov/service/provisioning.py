@@ -25,6 +25,7 @@ from devprov.service.model import (
     ProvisioningService,
 )
 from devprov.service.port import Clock, RandomBytes, UnitOfWorkFactory
+from devprov.service.retry import retrying
 
 # DPS instance names: 3-64 characters, alphanumerics and hyphens (ARM naming rules for
 # Microsoft.Devices/provisioningServices).
@@ -119,6 +120,7 @@ class ServiceDirectory:
             uow.commit()
         return service
 
+    @retrying
     def update(
         self,
         name: str,
@@ -132,7 +134,10 @@ class ServiceDirectory:
         if code_lifetime is not None and code_lifetime <= timedelta(0):
             raise InvalidInputError("the verification code lifetime must be positive")
         with self._uow() as uow:
-            current = uow.services.get(name)
+            # Locked: this writes back both settings, so a concurrent change of the other one
+            # must not be overwritten with the value read here, and a certificate upload must
+            # not count against the old limit meanwhile.
+            current = uow.services.lock(name)
             if current is None:
                 raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
             updated = ProvisioningService(

@@ -1,6 +1,7 @@
 """The certificate registry use cases: upload, read, delete, issue a verification code, verify.
 
-Each call runs in one unit of work. A refused proof-of-possession changes nothing but the audit
+Each call runs in one unit of work, run again when the database rolls it back for a concurrent
+writer (service.retry). A refused proof-of-possession changes nothing but the audit
 log, which records every state change and every failed verification with its reason. Each
 change also gets one INFO line in the server log; refusals are logged by the adapter that
 answers them (``http.request.log_refusal``), once.
@@ -47,6 +48,7 @@ from devprov.service.port import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from devprov.service.retry import retrying
 
 log = logging.getLogger("devprov.registry")
 
@@ -89,6 +91,7 @@ class CertificateRegistry:
 
     # --- writes ---------------------------------------------------------------------------
 
+    @retrying
     def upload(
         self,
         service: str,
@@ -108,7 +111,9 @@ class CertificateRegistry:
         with self._uow() as uow:
             try:
                 validate_certificate_name(name)
-                settings = _service(uow, service)
+                # Locked: the count below and the insert after it are one step for every
+                # instance (docs/storage.md#instances-sharing-one-database).
+                settings = _service(uow, service, lock=True)
                 now = self._clock()
                 certificate = parse_single_certificate(data)
                 validate_ca_certificate(certificate, now=now)
@@ -129,6 +134,7 @@ class CertificateRegistry:
             self._succeed(uow, service, name, action, actor, reason, api_version, detail=detail)
             return record
 
+    @retrying
     def delete(
         self,
         service: str,
@@ -149,6 +155,7 @@ class CertificateRegistry:
                 raise
             self._succeed(uow, service, existing.name, "delete", actor, None, api_version)
 
+    @retrying
     def generate_code(
         self,
         service: str,
@@ -176,6 +183,7 @@ class CertificateRegistry:
             )
             return record
 
+    @retrying
     def verify(
         self,
         service: str,
@@ -336,8 +344,8 @@ class CertificateRegistry:
         uow.commit()
 
 
-def _service(uow: UnitOfWork, name: str) -> ProvisioningService:
-    service = uow.services.get(name)
+def _service(uow: UnitOfWork, name: str, *, lock: bool = False) -> ProvisioningService:
+    service = uow.services.lock(name) if lock else uow.services.get(name)
     if service is None:
         raise ServiceNotFoundError(f"provisioning service '{name}' does not exist")
     return service

@@ -45,6 +45,12 @@ SQLITE_BUSY_TIMEOUT_MS = int(LOCK_TIMEOUT_SECONDS * 1000)
 # PostgreSQL's SQLSTATE for a lock not granted within lock_timeout (PostgreSQL manual, appendix A).
 POSTGRESQL_LOCK_NOT_AVAILABLE = "55P03"
 
+# PostgreSQL's SQLSTATEs for a transaction it rolled back to resolve a conflict between concurrent
+# transactions: serialization_failure and deadlock_detected (PostgreSQL manual, appendix A). The
+# transaction is gone as a whole, so running the unit of work again is safe
+# (docs/storage.md#instances-sharing-one-database).
+POSTGRESQL_TRANSACTION_CONFLICTS = ("40001", "40P01")
+
 # How long opening a connection to PostgreSQL may take before the call fails as unavailable.
 POSTGRESQL_CONNECT_TIMEOUT_SECONDS = 5
 
@@ -156,6 +162,13 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
     if code is not None:
         return code & 0xFF in _SQLITE_LOCK_CODES  # extended codes keep the primary in the low byte
     return "database is locked" in str(exc.orig)
+
+
+def is_transaction_conflict(exc: DBAPIError) -> bool:
+    """True when the database rolled the transaction back because it conflicted with another
+    (PostgreSQL's serialization failure or deadlock). SQLite has no such failure: BEGIN
+    IMMEDIATE serialises writers before they read."""
+    return getattr(exc.orig, "sqlstate", None) in POSTGRESQL_TRANSACTION_CONFLICTS
 
 
 def _config() -> Config:

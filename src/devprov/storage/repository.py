@@ -36,6 +36,7 @@ from devprov.core.error import (
     NotFoundError,
     ServiceNotFoundError,
     StorageBusyError,
+    StorageConflictError,
     StorageUnavailableError,
 )
 from devprov.core.possession import VerificationCodes
@@ -47,7 +48,12 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
-from devprov.storage.database import LOCK_TIMEOUT_SECONDS, READ_ONLY_OPTION, is_lock_timeout
+from devprov.storage.database import (
+    LOCK_TIMEOUT_SECONDS,
+    READ_ONLY_OPTION,
+    is_lock_timeout,
+    is_transaction_conflict,
+)
 from devprov.storage.enrollment_repository import SqlEnrollmentStore
 from devprov.storage.registration_repository import (
     SqlHubStore,
@@ -111,6 +117,12 @@ _SERVICE_CERTIFICATES = (
     .order_by(certificates.c.name_key)
 )
 _SERVICE = select(services).where(services.c.name == bindparam("name"))
+# The service's row, locked until the transaction ends: what serialises the writers that count
+# a service's records before adding one (docs/storage.md#instances-sharing-one-database).
+# FOR NO KEY UPDATE, not FOR UPDATE: it does not block the FOR KEY SHARE lock that inserting a
+# row referencing the service takes, so registrations and audit events never wait for it.
+# SQLite renders no FOR clause; its BEGIN IMMEDIATE serialises writers already.
+_SERVICE_LOCKED = _SERVICE.with_for_update(key_share=True)
 _SERVICE_BY_SCOPE = select(services).where(func.lower(services.c.id_scope) == bindparam("id_scope"))
 _SERVICES = select(services).order_by(services.c.name)
 _POLICIES_NAMED = (
@@ -207,6 +219,12 @@ class SqlServiceStore:
 
     def get(self, name: str) -> ProvisioningService | None:
         row = self._c.execute(_SERVICE, {"name": name}).mappings().first()
+        return _service(row) if row else None
+
+    def lock(self, name: str) -> ProvisioningService | None:
+        """The service, its row locked against other writers that lock it until this unit of
+        work ends (on PostgreSQL; SQLite's writers are serialised already)."""
+        row = self._c.execute(_SERVICE_LOCKED, {"name": name}).mappings().first()
         return _service(row) if row else None
 
     def get_by_scope(self, id_scope: str) -> ProvisioningService | None:
@@ -393,9 +411,21 @@ class SqlSettingStore:
         return None if value is None else str(value)
 
     def put(self, key: str, value: str) -> None:
+        """Insert or overwrite. Two instances may put the same new key at once (both start on
+        an empty database): the insert runs in a savepoint, and the one that finds the key taken
+        overwrites it instead of failing its unit of work."""
+        if self._overwrite(key, value):
+            return
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(settings).values(key=key, value=value))
+        except IntegrityError:
+            if not self._overwrite(key, value):
+                raise
+
+    def _overwrite(self, key: str, value: str) -> bool:
         updated = self._c.execute(update(settings).where(settings.c.key == key).values(value=value))
-        if updated.rowcount == 0:
-            self._c.execute(insert(settings).values(key=key, value=value))
+        return bool(updated.rowcount == 1)
 
 
 class SqlUnitOfWork:
@@ -447,6 +477,8 @@ class SqlUnitOfWork:
         if isinstance(exc, OperationalError):
             if is_lock_timeout(exc):
                 raise _busy(exc) from exc
+            if is_transaction_conflict(exc):
+                raise _conflict(exc) from exc
             raise StorageUnavailableError(f"the database is unavailable: {exc.orig}") from exc
 
     def commit(self) -> None:
@@ -455,6 +487,8 @@ class SqlUnitOfWork:
         except OperationalError as exc:
             if is_lock_timeout(exc):
                 raise _busy(exc) from exc
+            if is_transaction_conflict(exc):
+                raise _conflict(exc) from exc
             raise StorageUnavailableError(f"the database refused the commit: {exc.orig}") from exc
 
     def rollback(self) -> None:
@@ -465,4 +499,13 @@ def _busy(exc: OperationalError) -> StorageBusyError:
     return StorageBusyError(
         f"another writer held the database's lock for more than {LOCK_TIMEOUT_SECONDS:g} s; "
         f"nothing was written ({exc.orig})"
+    )
+
+
+def _conflict(exc: OperationalError) -> StorageConflictError:
+    """The database rolled the unit back to resolve a conflict with another transaction; the use
+    case may run again (service.retry)."""
+    return StorageConflictError(
+        f"the database rolled this write back for a concurrent one; nothing was written "
+        f"({exc.orig})"
     )
