@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,7 @@ class StorageExecutor:
             # The caller's context variables (the request id the log lines carry) go with the
             # call, as asyncio.to_thread does; a pool's threads would otherwise see none.
             context = contextvars.copy_context()
-            future = self._pool.submit(context.run, call, *args, **kwargs)
+            future = self._pool.submit(context.run, functools.partial(call, *args, **kwargs))
             expired = False
 
             def expire() -> None:
