@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: serve reset test lint typecheck unit bench clean node-deps
+.PHONY: serve reset test lint typecheck unit bench clean node-deps system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,27 @@ node-deps:
 		echo "npm not found: skipping $(NODE_DIR) (the Node SDK interop tests will skip)"; \
 	fi
 
-unit: $(STAMP) node-deps
+# System packages the tests use beyond Python: HAProxy, for tests/e2e/test_haproxy.py (a real load
+# balancer in front of two instances). Installed with apt-get when missing and this can be done
+# without asking (root and apt-get present); otherwise one line says why not, and that test skips
+# with its reason. `make serve` never needs it.
+system-deps:
+	@if command -v haproxy >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "haproxy not found and not root: not installing it (tests/e2e/test_haproxy.py will skip)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "haproxy not found and no apt-get: not installing it (tests/e2e/test_haproxy.py will skip)"; \
+	else \
+		echo "installing haproxy with apt-get"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 \
+			&& apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1; } \
+		|| echo "apt-get could not install haproxy (tests/e2e/test_haproxy.py will skip)"; \
+	fi
+
+unit: $(STAMP) node-deps system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
