@@ -10,7 +10,6 @@ CA, and one admin token opens both.
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -29,7 +28,8 @@ from devprov.core.sas import build_sas_token
 from tests import factory as f
 from tests.database import fresh_postgresql_database
 from tests.e2e.test_device_https import device_client, register, scope, service_client
-from tests.server import ServerProcess, running_server
+from tests.instances import running_pair
+from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +47,9 @@ KEY = "dGhpcyBpcyBhIHRlc3Qga2V5IGZvciB0d28gaW5zdGFuY2VzIQ=="
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     with fresh_postgresql_database() as database:
         root = tmp_path_factory.mktemp("instances")
-        with running_server(root / "a", database=database) as a:
-            (root / "b").mkdir(mode=0o700)
-            shutil.copytree(a.data_dir / "tls", root / "b" / "tls")
-            shutil.copy2(a.data_dir / "admin-token", root / "b" / "admin-token")
-            with running_server(root / "b", database=database) as b:
-                assert main(["hub", "add", HUB, *a.cli_args()]) == 0
-                yield a, b
+        with running_pair(root, database) as (a, b):
+            assert main(["hub", "add", HUB, *a.cli_args()]) == 0
+            yield a, b
 
 
 def admin(server: ServerProcess) -> httpx.Client:
