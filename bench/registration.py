@@ -374,20 +374,21 @@ def drive(
 
 
 def set_up(server: ServerProcess, pki: DevicePki) -> str:
-    """Prove the root, link the hub, create the enrollment group; returns the ID scope."""
-    data = str(server.data_dir)
+    """Prove the root, link the hub, create the enrollment group; returns the ID scope. The
+    commands open the server's own database (``--database``, when it was started with one)."""
+    where = server.cli_args()
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):
         proved = devprov(
             [
                 *("certificate", "prove", "root", "--cert", str(pki.root_pem)),
-                *("--key", str(pki.root_key_pem), "--data-dir", data),
+                *("--key", str(pki.root_key_pem), *where),
             ]
         )
-        linked = devprov(["hub", "add", HUB, "--data-dir", data])
+        linked = devprov(["hub", "add", HUB, *where])
     if proved != 0 or linked != 0:
         raise RuntimeError(f"set-up failed (prove {proved}, hub add {linked}): {quiet.getvalue()}")
-    container = open_container(server.data_dir)
+    container = open_container(server.data_dir, database=server.database)
     try:
         service = container.directory.all()[0]
         key = container.directory.policies(service.name)[0].primary_key
