@@ -16,6 +16,7 @@ from typing import Any
 class Webhook:
     port: int
     seen: list[dict[str, Any]] = field(default_factory=list)  # the request bodies, in order
+    asked: threading.Event = field(default_factory=threading.Event)  # set by the first request
 
     @property
     def url(self) -> str:
@@ -23,16 +24,24 @@ class Webhook:
 
 
 @contextmanager
-def allocation_webhook(hub: str, payload: dict[str, Any] | None = None) -> Iterator[Webhook]:
+def allocation_webhook(
+    hub: str, payload: dict[str, Any] | None = None, *, release: threading.Event | None = None
+) -> Iterator[Webhook]:
+    """With ``release``, each request is answered only once it is set (at most 30 s): a
+    registration held at its webhook."""
     answer: dict[str, Any] = {"iotHubHostName": hub}
     if payload is not None:
         answer["payload"] = payload
     body = json.dumps(answer).encode()
     seen: list[dict[str, Any]] = []
+    asked = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            asked.set()
+            if release is not None:
+                release.wait(30)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -46,8 +55,10 @@ def allocation_webhook(hub: str, payload: dict[str, Any] | None = None) -> Itera
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Webhook(int(server.server_address[1]), seen)
+        yield Webhook(int(server.server_address[1]), seen, asked)
     finally:
+        if release is not None:
+            release.set()
         server.shutdown()
         server.server_close()
         thread.join(5)

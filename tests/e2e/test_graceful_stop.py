@@ -5,7 +5,6 @@ and the assignment is in the database once the server has exited."""
 from __future__ import annotations
 
 import base64
-import json
 import signal
 import socket
 import ssl
@@ -13,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,7 @@ from devprov.cli.main import main
 from devprov.core.sas import build_sas_token, derive_device_key
 from tests.e2e.test_refusal_storage import scope_of
 from tests.server import ServerProcess, running_server
+from tests.webhook import allocation_webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -34,33 +33,9 @@ GROUP_KEY = base64.b64encode(b"s" * 32).decode()
 @contextmanager
 def held_webhook() -> Iterator[tuple[int, threading.Event, threading.Event]]:
     """A webhook that answers only once released: (port, asked, release)."""
-    asked, release = threading.Event(), threading.Event()
-    body = json.dumps({"iotHubHostName": HUB}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            asked.set()
-            release.wait(30)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1]), asked, release
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    release = threading.Event()
+    with allocation_webhook(HUB, release=release) as webhook:
+        yield webhook.port, webhook.asked, release
 
 
 def listening(server: ServerProcess) -> bool:
