@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from devprov.core.error import (
     AlreadyExistsError,
+    ConflictError,
     NotFoundError,
     StorageOverloadedError,
     StorageUnavailableError,
@@ -101,6 +102,19 @@ ADMIN_TOKEN_SETTING = "admin_token_sha256"  # noqa: S105 - a settings key, not a
 # SQLite's own files beside the database: the write-ahead log, its shared-memory index, and the
 # rollback journal of a database not yet in WAL mode (https://sqlite.org/tempfiles.html).
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+class AdminTokenElsewhereError(ConflictError):
+    """A shared database already has an admin token, made by another data directory; this one
+    has no copy of it, and making a new one would lock the other instances' operators out."""
+
+    code = "AdminTokenElsewhere"
+    number = 409170
+
+
+# Set to 1 for one start to replace a shared database's admin token when every copy of it is lost
+# (docs/storage.md#instances-sharing-one-database).
+NEW_ADMIN_TOKEN_ENV = "DEVPROV_NEW_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 class DataDirMissingError(NotFoundError):
@@ -415,6 +429,19 @@ def _initialise_secrets(data: DataDir, engine: Engine) -> tuple[str, bool]:
     created_secrets = False
     with SqlUnitOfWork(engine) as unit:
         token_hash = unit.settings.get(ADMIN_TOKEN_SETTING)
+        if (
+            token_hash is not None
+            and data.admin_token() is None
+            and not data.has_database_file
+            and os.environ.get(NEW_ADMIN_TOKEN_ENV) != "1"
+        ):
+            raise AdminTokenElsewhereError(
+                f"the database {data.shown_database_url()} already has an admin token, made by "
+                f"another instance's data directory, and {data.root} has no copy of it: copy "
+                f"'admin-token' and 'tls/' from that data directory into {data.root} "
+                "(docs/storage.md#instances-sharing-one-database); if every copy is lost, start "
+                f"once with {NEW_ADMIN_TOKEN_ENV}=1 to replace it for every instance"
+            )
         if token_hash is None or data.admin_token() is None:
             token = secrets.token_urlsafe(32)
             # The file first: a failure between the two leaves a hash without its token, which

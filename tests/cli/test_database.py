@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from devprov.bootstrap import open_container
+from devprov.bootstrap import NEW_ADMIN_TOKEN_ENV, open_container
 from devprov.cli import main as cli_main
 from devprov.core.enrollment import Attestation, AttestationType, Enrollment, EnrollmentKind
 from devprov.core.error import ErrorKind
@@ -169,10 +169,17 @@ def test_serve_refuses_an_older_schema_and_names_the_command(
 
 
 def test_the_twin_serve_starts_once_upgraded(
-    engine: Engine, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    engine: Engine,
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fill_0001(engine, f.root().der)
     assert upgrade(capsys, "--database", database_url)[0] == 0
+    # The 0001 data holds a token hash ('abc') whose token no data directory has: the escape for
+    # a lost token lets this fresh directory make a new one (bootstrap.AdminTokenElsewhereError).
+    monkeypatch.setenv(NEW_ADMIN_TOKEN_ENV, "1")
     c = open_container(tmp_path / "data", database=database_url, initialize=True)
     try:
         assert [s.name for s in c.directory.all()] == ["svc"]  # no default service added
