@@ -16,6 +16,7 @@ from devprov.transport.proxy import (
     MalformedProxyHeader,
     ProxyHeader,
     ProxyHeaderParser,
+    ProxyPreamble,
     is_trusted_proxy,
     parse_networks,
 )
@@ -201,3 +202,27 @@ def test_only_listed_peers_are_proxies(address: str | None, trusted: bool) -> No
 
 def test_nothing_is_trusted_by_default() -> None:
     assert not is_trusted_proxy("10.1.2.3", ())
+
+
+def test_the_preamble_is_owed_by_trusted_peers_only() -> None:
+    trusted = parse_networks(["10.0.0.0/8"])
+    other = ProxyPreamble(("192.0.2.7", 5000), trusted)
+    assert not other.pending
+    assert other.feed(b"\x16\x03\x01") == b"\x16\x03\x01"  # TLS passes untouched
+    assert other.address == ("192.0.2.7", 5000)
+
+
+def test_the_preamble_names_the_client_and_hands_on_the_rest() -> None:
+    preamble = ProxyPreamble(("10.0.0.1", 40000), parse_networks(["10.0.0.0/8"]))
+    assert preamble.pending
+    assert preamble.feed(b"PROXY TCP4 198.51.100.9 10.0.0.1 51000 ") == b""  # not whole yet
+    assert preamble.address == ("10.0.0.1", 40000)
+    assert preamble.feed(b"8443\r\n\x16\x03") == b"\x16\x03"
+    assert not preamble.pending
+    assert preamble.address == ("198.51.100.9", 51000)
+
+
+def test_a_malformed_preamble_is_refused() -> None:
+    preamble = ProxyPreamble(("10.0.0.1", 40000), parse_networks(["10.0.0.0/8"]))
+    with pytest.raises(MalformedProxyHeader):
+        preamble.feed(b"\x16\x03\x01 a TLS hello, no header")

@@ -51,8 +51,7 @@ from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.proxy import (
     MalformedProxyHeader,
-    ProxyHeaderParser,
-    is_trusted_proxy,
+    ProxyPreamble,
 )
 from devprov.transport.stream import Peer
 from devprov.transport.tls import TlsContexts, TlsError, TlsSession
@@ -130,8 +129,8 @@ class HttpsConnection(asyncio.Protocol):
         self._read_paused = self._closing = self._lingering = False
         self._peer_eof = self._shutting_down = self._flush_pending = False
         self._close_after_response = self._retiring = False
-        # A PROXY protocol header to read before TLS, from a --proxy-from peer only.
-        self._proxy: ProxyHeaderParser | None = None
+        # The PROXY protocol header to read before TLS, from a --proxy-from peer only.
+        self._proxy = ProxyPreamble(None, ())
 
     # --- asyncio callbacks --------------------------------------------------------------------
 
@@ -139,8 +138,8 @@ class HttpsConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._client = _address(transport.get_extra_info("peername"))
         self._local = _address(transport.get_extra_info("sockname"))
-        if self._client is not None and is_trusted_proxy(self._client[0], self._policy.proxy_from):
-            self._proxy = ProxyHeaderParser()  # within the handshake's timeout, like TLS
+        # Read within the handshake's timeout, like TLS.
+        self._proxy = ProxyPreamble(self._client, self._policy.proxy_from)
         self._server.track(self)
         self._arm(self._policy.handshake_timeout)
         if self._server.closed:  # accepted while close() was already sweeping connections
@@ -149,8 +148,14 @@ class HttpsConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering or self._peer_eof:
             return
-        if self._proxy is not None:
-            data = self._read_proxy_header(data)
+        if self._proxy.pending:
+            try:
+                data = self._proxy.feed(data)
+            except MalformedProxyHeader as exc:
+                logger.debug("bad PROXY header from %s: %s", self._client, exc)
+                self._close(notify=False)
+                return
+            self._client = self._proxy.address
             if not data:
                 return
         tls = self._tls
@@ -189,22 +194,6 @@ class HttpsConnection(asyncio.Protocol):
         # After _handle_events: the app task it may have started runs first, so session
         # tickets, the response and close_notify can leave in one write.
         self._flush_soon()
-
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        """Feed the PROXY header; the bytes after it, or b"" while it is incomplete or bad."""
-        parser = cast(ProxyHeaderParser, self._proxy)
-        try:
-            header = parser.feed(data)
-        except MalformedProxyHeader as exc:
-            logger.debug("bad PROXY header from %s: %s", self._client, exc)
-            self._close(notify=False)
-            return b""
-        if header is None:
-            return b""
-        self._proxy = None
-        if header.source is not None:
-            self._client = header.source
-        return header.rest
 
     def eof_received(self) -> bool | None:
         if self._websocket is not None:

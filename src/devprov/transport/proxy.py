@@ -90,6 +90,35 @@ class ProxyHeaderParser:
         return result
 
 
+class ProxyPreamble:
+    """What a listener's connection reads before TLS: the PROXY header a peer in ``trusted``
+    owes (nothing from any other peer), and the client's address it names. The one place both
+    listeners (``http.connection``, ``transport.stream_server``) read it."""
+
+    def __init__(self, address: Address | None, trusted: Iterable[Network]) -> None:
+        self.address = address  # the socket's peer, then the client the header names
+        owed = address is not None and is_trusted_proxy(address[0], trusted)
+        self._parser = ProxyHeaderParser() if owed else None
+
+    @property
+    def pending(self) -> bool:
+        """True while the header is owed and not yet whole."""
+        return self._parser is not None
+
+    def feed(self, data: bytes) -> bytes:
+        """Take ``data`` while the header is pending; the bytes after it (b"" while it is still
+        arriving). Raises :class:`MalformedProxyHeader` (close the connection)."""
+        if self._parser is None:
+            return data
+        header = self._parser.feed(data)
+        if header is None:
+            return b""
+        self._parser = None
+        if header.source is not None:
+            self.address = header.source
+        return header.rest
+
+
 def _could_start(buffer: bytes, prefix: bytes) -> bool:
     """True if ``buffer`` begins with ``prefix``, or is a beginning of it."""
     n = min(len(buffer), len(prefix))

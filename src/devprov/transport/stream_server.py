@@ -21,8 +21,7 @@ from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.proxy import (
     MalformedProxyHeader,
-    ProxyHeaderParser,
-    is_trusted_proxy,
+    ProxyPreamble,
 )
 from devprov.transport.stream import Peer, StreamOpener, StreamSession
 from devprov.transport.tls import TlsContexts, TlsError, TlsSession
@@ -128,8 +127,8 @@ class TlsStreamConnection(asyncio.Protocol):
         self._session: StreamSession | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = self._flush_pending = self._lost = False
-        # A PROXY protocol header to read before TLS, from a --proxy-from peer only.
-        self._proxy: ProxyHeaderParser | None = None
+        # The PROXY protocol header to read before TLS, from a --proxy-from peer only.
+        self._proxy = ProxyPreamble(None, ())
 
     # --- asyncio callbacks ----------------------------------------------------------------
 
@@ -138,8 +137,8 @@ class TlsStreamConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._address = (str(peer[0]), int(peer[1]))
-            if is_trusted_proxy(self._address[0], self._server.policy.proxy_from):
-                self._proxy = ProxyHeaderParser()  # within the handshake's timeout, like TLS
+        # Read within the handshake's timeout, like TLS.
+        self._proxy = ProxyPreamble(self._address, self._server.policy.proxy_from)
         self._server.track(self)
         self._timer = self._loop.call_later(
             self._server.policy.handshake_timeout, self._handshake_timed_out
@@ -150,8 +149,14 @@ class TlsStreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if self._proxy is not None:
-            data = self._read_proxy_header(data)
+        if self._proxy.pending:
+            try:
+                data = self._proxy.feed(data)
+            except MalformedProxyHeader as exc:
+                logger.debug("bad PROXY header from %s: %s", self._address, exc)
+                self._close(notify=False)
+                return
+            self._address = self._proxy.address
             if not data:
                 return
         tls = self._tls
@@ -176,22 +181,6 @@ class TlsStreamConnection(asyncio.Protocol):
                 session.eof_received()
                 self.close()
         self._flush_soon()
-
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        """Feed the PROXY header; the bytes after it, or b"" while it is incomplete or bad."""
-        parser = cast(ProxyHeaderParser, self._proxy)
-        try:
-            header = parser.feed(data)
-        except MalformedProxyHeader as exc:
-            logger.debug("bad PROXY header from %s: %s", self._address, exc)
-            self._close(notify=False)
-            return b""
-        if header is None:
-            return b""
-        self._proxy = None
-        if header.source is not None:
-            self._address = header.source
-        return header.rest
 
     def eof_received(self) -> bool | None:
         if self._session is not None and not self._closing:
