@@ -227,6 +227,9 @@ def test_generate_code_shows_it_with_its_expiry_and_the_commands(signed_in: Test
     )
     assert f"-subj /CN={code}" in pre(page, "command-openssl")
     assert 'data-copy="command-devprov"' in page and 'data-copy="command-openssl"' in page
+    for action in ("code", "verify"):
+        assert f'action="{LIST}/root/{action}"' in page
+    assert f'href="{LIST}/root/delete">Delete certificate</a>' in page
 
 
 def _pki(directory: Path, ca: f.Ca) -> None:
@@ -415,6 +418,7 @@ def test_delete_confirmation_names_the_groups(signed_in: TestClient, container: 
     assert "unrelated" not in page
     assert "refuse their devices" in page
     assert 'class="danger">Delete certificate</button>' in page
+    assert f'action="{LIST}/root/delete"' in page
     lonely = signed_in.get(f"{LIST}/other/delete").text
     assert "1 enrollment group uses this certificate." in lonely and "unrelated" in lonely
 
