@@ -70,6 +70,16 @@ class EnrollmentStore(Protocol):
         self, service: str, sha256_thumbprints: Collection[str]
     ) -> list[tuple[str, Enrollment]]: ...
     def symmetric_key_groups(self, service: str) -> list[Enrollment]: ...
+    def groups_naming_certificate(
+        self, service: str, name: str, sha256_thumbprint: str, *, limit: int
+    ) -> list[Enrollment]:
+        """The first ``limit`` groups (by id) that name registry certificate ``name`` in their
+        caReferences or hold a signing certificate with this SHA-256 inline."""
+        ...
+
+    def count_groups_naming_certificate(
+        self, service: str, name: str, sha256_thumbprint: str
+    ) -> int: ...
 
 
 class RegistrationStore(Protocol):
