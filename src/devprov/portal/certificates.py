@@ -287,23 +287,9 @@ async def status(request: Request, page: Page) -> Response:
     )
 
 
-def _closing(handler: Handler) -> Handler:
-    """``handler``, then the form's uploaded files closed: Starlette spools each to a temporary
-    file and leaves closing it to the application."""
-
-    async def run(request: Request, page: Page) -> Response:
-        try:
-            return await handler(request, page)
-        finally:
-            if request.method == "POST":
-                await (await read_form(request)).close()
-
-    return run
-
-
 def routes(portal: Portal) -> list[BaseRoute]:
     def guard(handler: Handler) -> Endpoint:
-        return guarded(portal, _closing(handler))
+        return guarded(portal, handler)
 
     base = "/s/{service}/certificates"
     both = ["GET", "POST"]

@@ -97,8 +97,12 @@ def guarded(portal: Portal, handler: Handler) -> Endpoint:
         if session is None:
             return sign_in_redirect(request)
         page = Page(portal, session)
-        if request.method == "POST":
-            form = await read_form(request)
+        if request.method != "POST":
+            return await _answer(request, page, handler)
+        # Starlette spools each uploaded file to a temporary file and leaves closing it to the
+        # application: closed here, whatever the handler did.
+        form = await read_form(request)
+        try:
             if not has_csrf_token(form, session):
                 return page.render(
                     request,
@@ -111,21 +115,28 @@ def guarded(portal: Portal, handler: Handler) -> Endpoint:
                     ),
                     code="CsrfTokenMissing",
                 )
-        try:
-            return await handler(request, page)
-        except DevprovError as exc:
-            service = request.path_params.get("service")
-            return page.render(
-                request,
-                "error.html",
-                service=service if isinstance(service, str) else None,
-                status_code=STATUS[exc.kind],
-                title="That did not work",
-                message=exc.message,
-                code=f"{exc.code} ({exc.number})",
-            )
+            return await _answer(request, page, handler)
+        finally:
+            await form.close()
 
     return endpoint
+
+
+async def _answer(request: Request, page: Page, handler: Handler) -> Response:
+    """The handler's response, or the page of the DevprovError it let through."""
+    try:
+        return await handler(request, page)
+    except DevprovError as exc:
+        service = request.path_params.get("service")
+        return page.render(
+            request,
+            "error.html",
+            service=service if isinstance(service, str) else None,
+            status_code=STATUS[exc.kind],
+            title="That did not work",
+            message=exc.message,
+            code=f"{exc.code} ({exc.number})",
+        )
 
 
 def has_csrf_token(form: FormData, session: Session) -> bool:
