@@ -420,9 +420,7 @@ class SqlAuditLog:
         if which.until is not None:
             query = query.where(c.at < which.until)
         if before is not None:
-            query = query.where(
-                or_(c.at < before.at, and_(c.at == before.at, c.id < before.id))
-            )
+            query = query.where(or_(c.at < before.at, and_(c.at == before.at, c.id < before.id)))
         return [_audit_event(row) for row in self._c.execute(query).mappings()]
 
     def prune(self, *, before: datetime, limit: int) -> int:
