@@ -426,3 +426,20 @@ def test_groups_naming_a_certificate_by_reference_or_inline(with_services) -> No
         ]
         assert u.enrollments.groups_naming_certificate("svc", "nothing", "00" * 32, limit=50) == []
         assert u.enrollments.count_groups_naming_certificate("svc", "nothing", "00" * 32) == 0
+
+
+def test_pages_by_prefix_ignore_case_and_take_wildcards_literally(with_services) -> None:
+    ids = ["North-1", "north_2", "northX", "south-1", "nort"]
+    with with_services() as u:
+        for id in ids:
+            u.enrollments.add(enrollment(id, symmetric()))
+        u.enrollments.add(enrollment("north-9", symmetric(), service="svc2"))
+        u.commit()
+    with with_services(read_only=True) as u:
+        north = u.enrollments.page("svc", GROUP, after=None, limit=10, prefix="NORTH")
+        first = u.enrollments.page("svc", GROUP, after=None, limit=1, prefix="north")
+        rest = u.enrollments.page("svc", GROUP, after=first[0].key, limit=10, prefix="north")
+        literal = u.enrollments.page("svc", GROUP, after=None, limit=10, prefix="north_")
+    assert [e.id for e in north] == ["North-1", "north_2", "northX"]
+    assert [e.id for e in first + rest] == [e.id for e in north]
+    assert [e.id for e in literal] == ["north_2"]

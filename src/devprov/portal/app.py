@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from devprov.bootstrap import Container, utc_now
-from devprov.portal import auth, certificates
+from devprov.portal import audit, auth, certificates, enrollments, hubs, registrations
 from devprov.portal.page import Portal, guarded
 from devprov.portal.render import url
 from devprov.portal.services import services_page
@@ -40,6 +40,10 @@ def routes(container: Container) -> list[BaseRoute]:
                 Route("/sign-out", guarded(portal, auth.sign_out), methods=["POST"]),
                 Route("/services", guarded(portal, services_page)),
                 *certificates.routes(portal),
+                *enrollments.routes(portal),
+                *registrations.routes(portal),
+                *hubs.routes(portal),
+                *audit.routes(portal),
                 Mount("/static", StaticFiles(packages=[("devprov.portal", "static")])),
             ],
         ),

@@ -45,7 +45,7 @@ from devprov.core.enrollment import (
     ReprovisionPolicy,
 )
 from devprov.core.error import AlreadyExistsError, EtagMismatchError, InternalError
-from devprov.storage.statement import run_insert, run_update
+from devprov.storage.statement import run_insert, run_update, starts_with
 from devprov.storage.table import certificates, enrollment_certificates, enrollments
 
 # --- the document codec ------------------------------------------------------------------------
@@ -335,8 +335,15 @@ class SqlEnrollmentStore:
         return int(self._c.execute(query).scalar_one())
 
     def page(
-        self, service: str, kind: EnrollmentKind, *, after: str | None, limit: int
+        self,
+        service: str,
+        kind: EnrollmentKind,
+        *,
+        after: str | None,
+        limit: int,
+        prefix: str | None = None,
     ) -> list[Enrollment]:
+        """By the primary key's (service, kind, id_key) order, so a page reads ``limit`` rows."""
         query = (
             select(enrollments)
             .where(enrollments.c.service == service, enrollments.c.kind == kind.value)
@@ -345,6 +352,8 @@ class SqlEnrollmentStore:
         )
         if after is not None:
             query = query.where(enrollments.c.id_key > after.lower())
+        if prefix:
+            query = query.where(starts_with(enrollments.c.id_key, prefix.lower()))
         return [_enrollment(row) for row in self._c.execute(query).mappings()]
 
     def groups_by_certificate(
