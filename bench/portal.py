@@ -86,7 +86,7 @@ def fill(container: Container, service: str, count: int, batch: int) -> float:
     """Write ``count`` of each record kind into ``service``; the seconds it took."""
     started = time.perf_counter()
     container.directory.create(service)
-    container.hubs.add(service, HUB)
+    container.hubs.add(service, HUB, actor="test")
     now = datetime.now(UTC)
     for start in range(0, count, batch):
         with SqlUnitOfWork(container.engine) as unit:

@@ -16,7 +16,7 @@ HUB = "hub-a.azure-devices.net"
 
 def symmetric_group(container: Container, group: str) -> None:
     if not container.hubs.all("default"):
-        container.hubs.add("default", HUB)
+        container.hubs.add("default", HUB, actor="test")
     container.enrollments.create_or_update(
         "default",
         EnrollmentKind.GROUP,

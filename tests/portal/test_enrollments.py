@@ -102,7 +102,7 @@ def test_an_individual_enrollment_on_the_device_certificate_der_file(
 def test_a_symmetric_key_enrollment_disabled_with_a_hub_and_a_twin(
     signed_in: TestClient, container: Container
 ) -> None:
-    container.hubs.add("default", "hub-a.azure-devices.net")
+    container.hubs.add("default", "hub-a.azure-devices.net", actor="test")
     answer = post_form(
         signed_in,
         f"{INDIVIDUALS}/new",

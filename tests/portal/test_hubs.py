@@ -44,7 +44,7 @@ def test_a_bad_host_or_weight_is_refused_in_the_page(
 
 
 def test_remove_asks_first(signed_in: TestClient, container: Container) -> None:
-    container.hubs.add("default", "hub-c.azure-devices.net")
+    container.hubs.add("default", "hub-c.azure-devices.net", actor="test")
     remove = link_named(signed_in.get(HUBS).text, "Remove")
     assert remove == f"{HUBS}/hub-c.azure-devices.net/remove"
     assert signed_in.get(remove).status_code == 200

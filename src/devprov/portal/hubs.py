@@ -69,6 +69,7 @@ async def hubs_page(request: Request, page: Page) -> Response:
             host,
             weight=_weight(weight),
             apply_allocation_policy=apply,
+            actor=page.actor,
         )
     except InvalidInputError as exc:
         return await _render(request, page, error=exc, host=host, weight=weight, apply=apply)
@@ -85,7 +86,7 @@ async def remove_page(request: Request, page: Page) -> Response:
         return page.render(
             request, "hub_remove.html", service=service, base=_base(service), hub=found[0]
         )
-    await page.run(page.container.hubs.remove, service, host)
+    await page.run(page.container.hubs.remove, service, host, actor=page.actor)
     return RedirectResponse(_base(service), status_code=303)
 
 
