@@ -454,6 +454,8 @@ def _initialise_secrets(data: DataDir, engine: Engine) -> tuple[str, bool]:
             write_atomically(data.admin_token_file, (token + "\n").encode("ascii"))
             token_hash = hash_token(token)
             unit.settings.put(ADMIN_TOKEN_SETTING, token_hash)
+            # A replaced token (lost, or leaked) ends the portal sessions it opened.
+            unit.portal_sessions.remove_operator("admin")
             unit.commit()
             created_secrets = True
 

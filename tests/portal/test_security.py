@@ -292,3 +292,15 @@ def test_a_certificate_subject_with_html_in_it_is_shown_escaped(
     if shown.status_code == 200:
         assert SCRIPT not in shown.text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown.text
+
+
+def test_a_replaced_admin_token_ends_the_admin_sessions(
+    signed_in: TestClient, container: Container, tmp_path: Path
+) -> None:
+    reopened = open_container(tmp_path / "data", initialize=True)
+    reopened.engine.dispose()
+    assert signed_in.get("/portal/services").status_code == 200  # the same token: kept
+    container.data.admin_token_file.unlink()  # lost: the next start makes a new one
+    reopened = open_container(tmp_path / "data", initialize=True)
+    reopened.engine.dispose()
+    assert signed_in.get("/portal/services").status_code == 303
