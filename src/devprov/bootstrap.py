@@ -54,7 +54,9 @@ from devprov.service.audit import AuditTrail
 from devprov.service.device import AllocationWebhook, DeviceRegistration
 from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
+from devprov.service.operator import OperatorAccounts
 from devprov.service.port import Metrics, UnitOfWork
+from devprov.service.portal_session import PortalSessions
 from devprov.service.provisioning import ServiceDirectory
 from devprov.service.refusal_log import Refusal, RefusalLog
 from devprov.service.registration import RegistrationStates
@@ -86,6 +88,7 @@ from devprov.storage.file import (
     make_private_directory,
     write_atomically,
 )
+from devprov.storage.password import Argon2idHasher
 from devprov.storage.repository import SqlUnitOfWork
 
 refusal_log = logging.getLogger("devprov.refusal")
@@ -279,6 +282,8 @@ class Container:
     # Where adapters on the event loop run every call above that touches the database.
     storage: StorageExecutor
     metrics: Metrics  # what the use cases count; exported at /metrics (devprov.http.metrics)
+    operators: OperatorAccounts  # portal users (devprov user)
+    portal_sessions: PortalSessions
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -449,6 +454,8 @@ def _initialise_secrets(data: DataDir, engine: Engine) -> tuple[str, bool]:
             write_atomically(data.admin_token_file, (token + "\n").encode("ascii"))
             token_hash = hash_token(token)
             unit.settings.put(ADMIN_TOKEN_SETTING, token_hash)
+            # A replaced token (lost, or leaked) ends the portal sessions it opened.
+            unit.portal_sessions.remove_operator("admin")
             unit.commit()
             created_secrets = True
 
@@ -478,6 +485,7 @@ def _wire(
 
     refusals = RefusalLog(uow, utc_now, RefusalWindows())
     metrics = PrometheusMetrics()
+    operators = OperatorAccounts(uow, utc_now, Argon2idHasher())
     return Container(
         data=data,
         engine=engine,
@@ -496,6 +504,8 @@ def _wire(
         retention=Retention(uow, utc_now),
         storage=StorageExecutor(),
         metrics=metrics,
+        operators=operators,
+        portal_sessions=PortalSessions(uow, utc_now, operators),
         created_secrets=created_secrets,
     )
 

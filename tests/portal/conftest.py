@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from httpx2 import Response
 from starlette.testclient import TestClient
 
 from devprov.bootstrap import Container, open_container
@@ -38,8 +39,20 @@ def anonymous(container: Container) -> Iterator[TestClient]:
         yield client
 
 
+def sign_in_form(client: TestClient) -> dict[str, str]:
+    """The hidden fields of a fresh sign-in form (its token; the client keeps its cookie)."""
+    return {"csrf": csrf_of(client.get("/portal/sign-in").text)}
+
+
+def sign_in(client: TestClient, **fields: str) -> Response:
+    """Post the sign-in form as a browser would: loaded first, then sent with ``fields``."""
+    return client.post("/portal/sign-in", data={**sign_in_form(client), **fields})
+
+
 @pytest.fixture
 def signed_in(anonymous: TestClient, container: Container) -> TestClient:
-    answer = anonymous.post("/portal/sign-in", data={"token": container.data.admin_token()})
+    token = container.data.admin_token()
+    assert token is not None
+    answer = sign_in(anonymous, token=token)
     assert answer.status_code == 303, answer.text
     return anonymous

@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from devprov.bootstrap import Container, utc_now
+from devprov.core.sign_in_limit import SignInLimit
 from devprov.portal import audit, auth, certificates, enrollments, hubs, registrations
-from devprov.portal.page import Portal, guarded
+from devprov.portal.page import Page, Portal, guarded
 from devprov.portal.render import url
 from devprov.portal.services import services_page
-from devprov.portal.session import SessionSigner
+from devprov.portal.session import SessionCookies
+from devprov.service.port import Clock
 
 
-def _session_key(container: Container) -> bytes:
-    return hmac.new(
-        container.admin_token_sha256.encode(), b"devprov portal sessions", hashlib.sha256
-    ).digest()
-
-
-async def _home(request: Request) -> Response:
+async def _home(request: Request, page: Page) -> Response:
     return RedirectResponse(url("services"), status_code=303)
 
 
-def routes(container: Container) -> list[BaseRoute]:
-    portal = Portal(container, SessionSigner(_session_key(container), utc_now))
+def routes(container: Container, *, clock: Clock = utc_now) -> list[BaseRoute]:
+    """The portal's routes; ``clock`` is what sessions' sign-in forms and the sign-in limit
+    read the time from (tests move it)."""
+    portal = Portal(container, SessionCookies(container, clock), SignInLimit(), clock)
+    home = guarded(portal, _home)
     return [
-        Route("/portal", _home),
+        Route("/portal", home),
         Mount(
             "/portal",
             routes=[
-                Route("/", _home),
+                Route("/", home),
                 Route("/sign-in", auth.sign_in_page(portal), methods=["GET", "POST"]),
                 Route("/sign-out", guarded(portal, auth.sign_out), methods=["POST"]),
                 Route("/services", guarded(portal, services_page)),

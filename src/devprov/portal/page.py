@@ -23,8 +23,10 @@ from starlette.responses import RedirectResponse, Response
 
 from devprov.bootstrap import Container
 from devprov.core.error import STATUS, DevprovError
+from devprov.core.sign_in_limit import SignInLimit
 from devprov.portal.render import render, url
-from devprov.portal.session import COOKIE, Session, SessionSigner
+from devprov.portal.session import COOKIE, Session, SessionCookies
+from devprov.service.port import Clock
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,7 +39,10 @@ class Portal:
     """What the portal's handlers are built with."""
 
     container: Container
-    sessions: SessionSigner
+    sessions: SessionCookies
+    # Failed sign-ins, counted in this process (core.sign_in_limit; docs/portal.md#signing-in).
+    sign_in_limit: SignInLimit
+    clock: Clock
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,10 @@ def sign_in_redirect(request: Request) -> RedirectResponse:
 
 def guarded(portal: Portal, handler: Handler) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        session = portal.sessions.read(request.cookies.get(COOKIE))
+        try:
+            session = await portal.sessions.read(request.cookies.get(COOKIE))
+        except DevprovError as exc:  # the database cannot say who this is (503)
+            return error_page(request, None, exc)
         if session is None:
             return sign_in_redirect(request)
         page = Page(portal, session)
@@ -127,16 +135,22 @@ async def _answer(request: Request, page: Page, handler: Handler) -> Response:
     try:
         return await handler(request, page)
     except DevprovError as exc:
-        service = request.path_params.get("service")
-        return page.render(
-            request,
-            "error.html",
-            service=service if isinstance(service, str) else None,
-            status_code=STATUS[exc.kind],
-            title="That did not work",
-            message=exc.message,
-            code=f"{exc.code} ({exc.number})",
-        )
+        return error_page(request, page.session, exc)
+
+
+def error_page(request: Request, session: Session | None, exc: DevprovError) -> Response:
+    """A DevprovError as a page with the HTTP status of its kind."""
+    service = request.path_params.get("service") if session is not None else None
+    return render(
+        request,
+        "error.html",
+        session=session,
+        service=service if isinstance(service, str) else None,
+        status_code=STATUS[exc.kind],
+        title="That did not work",
+        message=exc.message,
+        code=f"{exc.code} ({exc.number})",
+    )
 
 
 def has_csrf_token(form: FormData, session: Session) -> bool:

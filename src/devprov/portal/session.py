@@ -1,29 +1,37 @@
-"""Portal sessions: who signed in, until when, and the CSRF token their forms carry.
+"""Portal sessions as the pages see them: who signed in, until when, and their forms' CSRF token.
 
-The session cookie holds a signed value (HMAC-SHA256); the CSRF token is derived from the
-session's random id with the same key, so every form of a session carries a token no other
-session can produce (the synchronizer-token pattern,
+The session lives in the database (service.portal_session); the cookie carries only its random
+token. The CSRF token of a session is derived from the session's id with the portal's key, which
+every instance on the database shares, so every form of a session carries a token no other
+session can produce, whichever instance rendered it (the synchronizer-token pattern,
 https://cheatsheetseries.owasp.org/cheatsheets/Cross-Site_Request_Forgery_Prevention_Cheat_Sheet.html).
-The cookie is ``Secure``, ``HttpOnly`` and ``SameSite=Strict``, scoped to ``/portal``.
+
+The sign-in form has a token of its own (login CSRF: another site must not sign a browser in to
+an account of its choosing): a short-lived pre-session cookie, and a hidden field derived from it
+with the key. Both cookies are ``Secure``, ``HttpOnly`` and ``SameSite=Strict``, scoped to
+``/portal``. Every database call here runs on the storage threads, never on the event loop.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from devprov.bootstrap import Container
+from devprov.service.model import PortalSession
 from devprov.service.port import Clock
+from devprov.service.portal_session import LIFETIME
+
+__all__ = ["COOKIE", "LIFETIME", "PATH", "SIGN_IN_COOKIE", "Session", "SessionCookies"]
 
 COOKIE = "devprov_portal"
+SIGN_IN_COOKIE = "devprov_portal_sign_in"
 PATH = "/portal"
-# A working day: an operator signs in once for a session of work, and a forgotten browser does
-# not stay signed in for ever.
-LIFETIME = timedelta(hours=8)
+# How long a sign-in form may be filled in before it must be loaded again.
+SIGN_IN_FORM_LIFETIME = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -34,53 +42,69 @@ class Session:
     csrf_token: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+class SessionCookies:
+    """Reads, opens and ends the sessions cookies carry."""
 
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class SessionSigner:
-    """Issues and reads session cookies signed with one key."""
-
-    def __init__(self, key: bytes, clock: Clock) -> None:
-        self._key = key
+    def __init__(self, container: Container, clock: Clock) -> None:
+        self._container = container
         self._clock = clock
 
-    def issue(self, operator: str) -> tuple[Session, str]:
+    async def read(self, cookie: str | None) -> Session | None:
+        """The session a cookie carries, or None when it is absent, unknown, ended or expired."""
+        if not cookie:
+            return None
+        return await self._container.storage.run(self._read, cookie)
+
+    async def issue(self, operator: str) -> tuple[Session, str]:
         """A new session for ``operator`` and the cookie value that carries it."""
-        session_id = secrets.token_urlsafe(18)
-        expires_at = self._clock() + LIFETIME
-        payload = _b64(
-            json.dumps(
-                {"sid": session_id, "op": operator, "exp": int(expires_at.timestamp())},
-                separators=(",", ":"),
-            ).encode()
-        )
-        return self._session(session_id, operator, expires_at), f"{payload}.{self._sign(payload)}"
+        return await self._container.storage.run(self._issue, operator)
 
-    def read(self, cookie: str | None) -> Session | None:
-        """The session a cookie carries, or None when it is absent, forged or expired."""
-        if not cookie or cookie.count(".") != 1:
-            return None
-        payload, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            return None
-        try:
-            fields = json.loads(_unb64(payload))
-            session_id, operator = str(fields["sid"]), str(fields["op"])
-            expires_at = datetime.fromtimestamp(int(fields["exp"]), UTC)
-        except (ValueError, KeyError, TypeError):
-            return None
-        if expires_at <= self._clock():
-            return None
-        return self._session(session_id, operator, expires_at)
+    async def sign_in_user(self, name: str, password: str) -> tuple[Session, str] | None:
+        """A session of the user named, when the password is theirs."""
+        return await self._container.storage.run(self._sign_in_user, name, password)
 
-    def _session(self, session_id: str, operator: str, expires_at: datetime) -> Session:
-        csrf = hmac.new(self._key, f"csrf|{session_id}".encode(), hashlib.sha256).hexdigest()
-        return Session(session_id, operator, expires_at, csrf)
+    async def end(self, cookie: str | None) -> None:
+        await self._container.storage.run(self._container.portal_sessions.close, cookie)
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+    async def new_sign_in_form(self) -> tuple[str, str]:
+        """(the pre-session cookie, the sign-in form's token) for a sign-in form."""
+        cookie = f"{int(self._clock().timestamp())}.{secrets.token_urlsafe(18)}"
+        key = await self._container.storage.run(self._container.portal_sessions.key)
+        return cookie, _derive(key, f"sign-in|{cookie}")
+
+    async def is_sign_in_form(self, cookie: str | None, token: object) -> bool:
+        """True when a sign-in post carries the token of the form its pre-session cookie was
+        set with, and the form is not older than ``SIGN_IN_FORM_LIFETIME``."""
+        if not cookie or not isinstance(token, str) or cookie.count(".") != 1:
+            return False
+        issued, _ = cookie.split(".")
+        if not issued.isdigit():
+            return False
+        age = self._clock().timestamp() - int(issued)
+        if not 0 <= age <= SIGN_IN_FORM_LIFETIME.total_seconds():
+            return False
+        key = await self._container.storage.run(self._container.portal_sessions.key)
+        return hmac.compare_digest(token, _derive(key, f"sign-in|{cookie}"))
+
+    def _read(self, cookie: str) -> Session | None:
+        record = self._container.portal_sessions.find(cookie)
+        return None if record is None else self._session(record)
+
+    def _issue(self, operator: str) -> tuple[Session, str]:
+        record, token = self._container.portal_sessions.open(operator)
+        return self._session(record), token
+
+    def _sign_in_user(self, name: str, password: str) -> tuple[Session, str] | None:
+        opened = self._container.portal_sessions.sign_in_user(name, password)
+        if opened is None:
+            return None
+        record, token = opened
+        return self._session(record), token
+
+    def _session(self, record: PortalSession) -> Session:
+        csrf = _derive(self._container.portal_sessions.key(), f"csrf|{record.id}")
+        return Session(record.id, record.operator, record.expires_at, csrf)
+
+
+def _derive(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()

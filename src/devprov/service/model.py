@@ -145,3 +145,24 @@ class Operation:
     leaf_sha256: str | None = None  # the certificate that registered (X.509)
     error_code: int | None = None
     error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """Who may sign in to the portal with a password (service.operator)."""
+
+    name: str
+    password_hash: str  # argon2id, in its PHC string form ($argon2id$v=19$...)
+    created_at: datetime
+    password_changed_at: datetime
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    """A signed-in portal session (service.portal_session)."""
+
+    id: str  # the hex SHA-256 of the token the cookie carries: the row's key
+    operator: str  # "admin", or "user:NAME"
+    created_at: datetime
+    expires_at: datetime
+    last_seen_at: datetime

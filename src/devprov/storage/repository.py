@@ -59,6 +59,7 @@ from devprov.storage.database import (
     is_transaction_conflict,
 )
 from devprov.storage.enrollment_repository import SqlEnrollmentStore
+from devprov.storage.operator_repository import SqlPortalSessionStore, SqlUserStore
 from devprov.storage.registration_repository import (
     SqlHubStore,
     SqlOperationStore,
@@ -459,6 +460,22 @@ class SqlSettingStore:
             if not self._overwrite(key, value):
                 raise
 
+    def setdefault(self, key: str, value: str) -> str:
+        """The key's value, or ``value`` inserted when it has none; of two instances inserting
+        at once, the one that finds the key taken reads the other's."""
+        current = self.get(key)
+        if current is not None:
+            return current
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(settings).values(key=key, value=value))
+        except IntegrityError:
+            taken = self.get(key)
+            if taken is None:
+                raise
+            return taken
+        return value
+
     def _overwrite(self, key: str, value: str) -> bool:
         updated = self._c.execute(update(settings).where(settings.c.key == key).values(value=value))
         return bool(updated.rowcount == 1)
@@ -477,6 +494,8 @@ class SqlUnitOfWork:
     registrations: SqlRegistrationStore
     operations: SqlOperationStore
     hubs: SqlHubStore
+    users: SqlUserStore
+    portal_sessions: SqlPortalSessionStore
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -497,6 +516,8 @@ class SqlUnitOfWork:
         self.registrations = SqlRegistrationStore(self._connection)
         self.operations = SqlOperationStore(self._connection)
         self.hubs = SqlHubStore(self._connection)
+        self.users = SqlUserStore(self._connection)
+        self.portal_sessions = SqlPortalSessionStore(self._connection)
         return self
 
     def __exit__(

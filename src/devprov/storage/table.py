@@ -228,3 +228,32 @@ linked_hubs = Table(
     Column("apply_allocation_policy", Boolean, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
 )
+
+# --- 0004: portal users and sessions ------------------------------------------------------
+
+# Users who sign in to the portal with a password (service.operator). ``name_key`` is the
+# lower-case name: names are unique ignoring case.
+portal_users = Table(
+    "portal_users",
+    metadata,
+    Column("name_key", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("password_changed_at", UtcDateTime(), nullable=False),
+)
+
+# Signed-in portal sessions (service.portal_session), keyed by the SHA-256 of the cookie's token.
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("operator", String(128), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+    # Removing a user or changing a password ends that user's sessions.
+    Index("ix_portal_sessions_operator", "operator"),
+    # Each sign-in deletes a batch of expired sessions, oldest first.
+    Index("ix_portal_sessions_expires_at", "expires_at"),
+)
