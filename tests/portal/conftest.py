@@ -1,4 +1,4 @@
-"""Fixtures of the portal's browser tests: one chromium for the session, pinned to the key of
+"""Fixtures of the portal's browser tests: one chromium for tests/portal, pinned to the key of
 the one server identity every ``portal_server`` presents; a page in a fresh context per test,
 which keeps a screenshot of itself when its test fails. tests/browser.py has the parts."""
 
@@ -46,7 +46,11 @@ def server_identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_server_identity(tmp_path_factory.mktemp("portal-identity"))
 
 
-@pytest.fixture(scope="session")
+# Package scope: the tests of tests/portal share one browser, closed when they are done. While
+# Playwright's sync API is open, its event loop counts as running in the test thread, and
+# asyncio.run() there fails ("cannot be called from a running event loop"): tests after these
+# would break if it stayed open for the whole session.
+@pytest.fixture(scope="package")
 def browser(server_identity: Path) -> Iterator[Browser]:
     sync_api = pytest.importorskip("playwright.sync_api", reason=MISSING_PLAYWRIGHT)
     executable = chromium_path()
