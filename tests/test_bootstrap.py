@@ -46,7 +46,9 @@ def test_every_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
         c = open_container(root, initialize=True)
         try:
             c.data.write_endpoint("127.0.0.1", 8443)
-            c.hubs.add("default", "hub.azure-devices.net")  # a write: SQLite's -wal and -shm
+            c.hubs.add(
+                "default", "hub.azure-devices.net", actor="test"
+            )  # a write: SQLite's -wal and -shm
             assert exposed(root) == {}, modes(root)
             assert sorted(modes(root)) == [
                 ".",

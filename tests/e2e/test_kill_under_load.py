@@ -139,7 +139,7 @@ def _prepare(root: Path) -> int:
         context = ssl.create_default_context(cafile=str(server.ca_file))
         c = open_container(root)
         try:
-            c.hubs.add("default", "hub.azure-devices.net")
+            c.hubs.add("default", "hub.azure-devices.net", actor="test")
             policy = c.directory.policies("default")[0]
         finally:
             c.engine.dispose()

@@ -31,6 +31,10 @@ def test_the_secrets_are_printed_once(tmp_path: Path, capsys: pytest.CaptureFixt
         again = "".join(second.output)
     assert not any(secret in again for secret in secrets)
     assert second.url in again and facts["serverCaFile"] in again
+    # Both starts name the portal; the one that prints the token says it signs in there.
+    assert facts["portalUrl"] == f"{first.url}/portal/"
+    assert f"web portal:      {first.url}/portal/   (sign in with the admin token)" in printed
+    assert f"web portal:      {second.url}/portal/" in again
     info = f"devprov info --data-dir {shlex.quote(str(data))}"
     assert f"run '{info}' to see the admin token, keys and connection strings" in again
 

@@ -31,7 +31,7 @@ GROUP_KEY = base64.b64encode(b"g" * 32).decode()
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
     c = open_container(tmp_path / "data", initialize=True)
-    c.hubs.add("default", HUB, weight=1, apply_allocation_policy=True)
+    c.hubs.add("default", HUB, weight=1, apply_allocation_policy=True, actor="test")
     yield c
     c.engine.dispose()
 

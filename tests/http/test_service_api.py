@@ -137,7 +137,7 @@ def test_ca_reference_must_exist_and_hubs_must_be_linked(client, container) -> N
         "/enrollmentGroups/h", json=sym_group("h", iotHubs=["nope.azure-devices.net"])
     )
     assert unlinked.status_code == 400 and "not linked" in unlinked.json()["message"]
-    container.hubs.add("default", "nope.azure-devices.net")
+    container.hubs.add("default", "nope.azure-devices.net", actor="test")
     assert (
         client.put(
             "/enrollmentGroups/h", json=sym_group("h", iotHubs=["nope.azure-devices.net"])

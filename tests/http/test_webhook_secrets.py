@@ -74,7 +74,7 @@ def webhook_port() -> Iterator[int]:
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
     c = open_container(tmp_path / "data", initialize=True)
-    c.hubs.add("default", HUB, weight=1, apply_allocation_policy=True)
+    c.hubs.add("default", HUB, weight=1, apply_allocation_policy=True, actor="test")
     c.webhook = HttpAllocationWebhook(timeout=0.3)
     yield c
     c.engine.dispose()

@@ -1,16 +1,22 @@
-"""Fixtures of the portal's browser tests: one chromium for tests/portal, pinned to the key of
-the one server identity every ``portal_server`` presents; a page in a fresh context per test,
-which keeps a screenshot of itself when its test fails. tests/browser.py has the parts."""
+"""Portal fixtures. In process: a fresh data directory, the app over HTTPS-schemed test requests
+(the session cookie is Secure, so a client on http:// would never send it back), and a client
+signed in with the admin token. In a browser: one chromium for tests/portal, pinned to the key of
+the one server identity every ``portal_server`` presents, and a page in a fresh context per test,
+which keeps a screenshot of itself when its test fails (tests/browser.py has the parts)."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from starlette.testclient import TestClient
 
+from devprov.bootstrap import Container, open_container
+from devprov.http.app import build_app
 from tests.browser import (
     MISSING_CHROMIUM,
     MISSING_PLAYWRIGHT,
@@ -26,6 +32,37 @@ from tests.server import ServerProcess, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+BASE_URL = "https://testserver"
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    match = _CSRF.search(html)
+    assert match, "the page has no form with a CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    c = open_container(tmp_path / "data", initialize=True)
+    yield c
+    c.engine.dispose()
+
+
+@pytest.fixture
+def anonymous(container: Container) -> Iterator[TestClient]:
+    with TestClient(build_app(container), base_url=BASE_URL, follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
+def signed_in(anonymous: TestClient, container: Container) -> TestClient:
+    answer = anonymous.post("/portal/sign-in", data={"token": container.data.admin_token()})
+    assert answer.status_code == 303, answer.text
+    return anonymous
+
 
 FAILED = pytest.StashKey[bool]()
 
@@ -80,5 +117,5 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
 def portal_server(server_identity: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     """A real `devprov serve` on a free port, with a data directory of its own (its own
     database and admin token) that holds the session's server identity."""
-    with running_server(seed_data_dir(server_identity, tmp_path / "data")) as server:
+    with running_server(seed_data_dir(server_identity, tmp_path / "served")) as server:
         yield server

@@ -222,7 +222,7 @@ def test_no_credentials(world) -> None:
 
 
 def test_no_hub_fails_the_registration_with_400208(world, uow) -> None:
-    world.hubs.remove("default", "hub-a.azure-devices.net")
+    world.hubs.remove("default", "hub-a.azure-devices.net", actor="test")
     world.group("sym", type="symmetricKey", symmetricKey={"primaryKey": KEY})
     outcome = world.register("d1", world.token("d1", derive_device_key(KEY, "d1")))
     assert outcome.operation.status == "failed" and outcome.operation.error_code == 400208
@@ -230,7 +230,7 @@ def test_no_hub_fails_the_registration_with_400208(world, uow) -> None:
 
 
 def test_static_and_reprovision_on_hub_change(world) -> None:
-    world.hubs.add("default", "hub-b.azure-devices.net")
+    world.hubs.add("default", "hub-b.azure-devices.net", actor="test")
     world.group(
         "sym",
         type="symmetricKey",
@@ -262,7 +262,7 @@ def test_static_and_reprovision_on_hub_change(world) -> None:
 
 
 def test_hashed_allocation_respects_weights(world) -> None:
-    world.hubs.add("default", "hub-b.azure-devices.net", weight=3)
+    world.hubs.add("default", "hub-b.azure-devices.net", weight=3, actor="test")
     world.group("sym", type="symmetricKey", symmetricKey={"primaryKey": KEY})
     hubs = [
         world.register(
@@ -275,7 +275,7 @@ def test_hashed_allocation_respects_weights(world) -> None:
 
 
 def test_custom_allocation(world) -> None:
-    world.hubs.add("default", "hub-b.azure-devices.net")
+    world.hubs.add("default", "hub-b.azure-devices.net", actor="test")
     world.webhook.answer = {
         "iotHubHostName": "hub-b.azure-devices.net",
         "payload": {"greeting": "hi"},

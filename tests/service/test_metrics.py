@@ -41,7 +41,7 @@ def test_a_disabled_registration_is_counted_as_disabled(world: World, pki) -> No
 
 def test_a_failed_allocation_is_counted_as_failed(world: World) -> None:
     world.group("sym", type="symmetricKey", symmetricKey={"primaryKey": KEY})
-    world.hubs.remove("default", "hub-a.azure-devices.net")
+    world.hubs.remove("default", "hub-a.azure-devices.net", actor="test")
     world.register("s-1", world.token("s-1", derive_device_key(KEY, "s-1")))
     assert ("registration", "failed", "symmetricKey", "https") in world.metrics.calls
 

@@ -9,7 +9,9 @@ from datetime import timedelta
 import pytest
 
 from devprov.core import error as e
+from devprov.core.enrollment import EnrollmentKind
 from devprov.service.audit import AuditTrail
+from devprov.service.enrollment import EnrollmentService
 from devprov.service.model import Outcome, VerificationMethod
 from devprov.service.registry import CertificateRegistry
 from tests import factory as f
@@ -212,3 +214,39 @@ def test_verify_stale_etag_after_new_code(registry, root) -> None:
         registry.verify("default", "root", proof, if_match=first.etag, actor=ACTOR)
     with pytest.raises(e.VerificationCodeSupersededError):
         registry.verify("default", "root", proof, if_match=second.etag, actor=ACTOR)
+
+
+def test_create_only_refuses_an_existing_name(registry, root, uow) -> None:
+    first = upload(registry, root)
+    with pytest.raises(e.AlreadyExistsError, match="already exists"):
+        upload(registry, f.root("Other"), name="ROOT", create_only=True)
+    assert registry.get("default", "root") == first
+    assert [ev.error_code for ev in events(uow)] == [None, e.AlreadyExistsError.code]
+    assert upload(registry, f.root("Other"), name="second", create_only=True).name == "second"
+
+
+def x509_group(id: str, x509: dict[str, object]) -> dict[str, object]:
+    return {"enrollmentGroupId": id, "attestation": {"type": "x509", "x509": x509}}
+
+
+def test_groups_using_a_certificate(registry, root, uow, clock) -> None:
+    upload(registry, root)
+    upload(registry, f.root("Unrelated"), name="unrelated")
+    enrollments = EnrollmentService(uow, clock, secrets.token_bytes)
+    documents = {
+        "by-reference": {"caReferences": {"primary": "ROOT"}},
+        "inline": {"signingCertificates": {"primary": {"certificate": root.pem.decode()}}},
+        "elsewhere": {"caReferences": {"primary": "unrelated"}},
+    }
+    for id, x509 in documents.items():
+        enrollments.create_or_update(
+            "default", EnrollmentKind.GROUP, id, x509_group(id, x509), if_match=None, actor=ACTOR
+        )
+    use = registry.groups_using("default", "Root")
+    assert use.certificate.name == "root"
+    assert [g.id for g in use.groups] == ["by-reference", "inline"] and use.total == 2
+    limited = registry.groups_using("default", "root", limit=1)
+    assert [g.id for g in limited.groups] == ["by-reference"] and limited.total == 2
+    assert registry.groups_using("default", "unrelated").total == 1
+    with pytest.raises(e.CertificateNotFoundError):
+        registry.groups_using("default", "missing")

@@ -66,7 +66,7 @@ class World:
         self.webhook = FakeWebhook()
         self.devices = DeviceRegistration(uow, clock, secrets.token_bytes, metrics=self.metrics)
         self.audit = AuditTrail(uow)
-        self.hubs.add("default", "hub-a.azure-devices.net")
+        self.hubs.add("default", "hub-a.azure-devices.net", actor="test")
 
     def verified_ca(self, ca: f.Ca, name: str) -> None:
         self.registry.upload("default", name, ca.pem, is_verified=True, if_match=None, actor="t")

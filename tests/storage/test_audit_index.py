@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, inspect, text
 
-from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
+from devprov.service.model import (
+    AuditEvent,
+    AuditFilter,
+    AuditPosition,
+    Operation,
+    Outcome,
+    ProvisioningService,
+)
 from devprov.storage.database import migrate
 from devprov.storage.repository import SqlUnitOfWork
 from tests import factory as f
@@ -175,3 +182,43 @@ def test_prune_respects_its_limit(engine: Engine, limit: int) -> None:
         u.commit()
     with SqlUnitOfWork(engine) as u:
         assert len(u.audit.query()) == 5 - limit
+
+
+def test_the_paged_read_is_newest_first_and_its_cursor_survives_equal_times(
+    engine: Engine,
+) -> None:
+    with SqlUnitOfWork(engine) as u:
+        u.services.add(ProvisioningService("svc", "0ne00000001", T0), [])
+        u.commit()
+    # Three events share one time: the id decides their order, and the cursor must not skip one.
+    events = [event_of(f"dev-{i}", i // 3) for i in range(9)] + [event_of("x", 1, "other")]
+    fill(engine, events)
+    seen: list[str | None] = []
+    before: AuditPosition | None = None
+    while True:
+        with SqlUnitOfWork(engine, read_only=True) as u:
+            page = u.audit.page(AuditFilter(service="svc"), before=before, limit=2)
+        if not page:
+            break
+        seen += [e.registration_id for e in page]
+        last = page[-1]
+        assert last.id is not None
+        before = AuditPosition(last.at, last.id)
+    assert seen == [f"dev-{i}" for i in reversed(range(9))]
+    with SqlUnitOfWork(engine, read_only=True) as u:
+        by_id = u.audit.page(AuditFilter(registration_id="DEV-4"), before=None, limit=10)
+        none = u.audit.page(
+            AuditFilter(service="svc", outcome=Outcome.SUCCEEDED), before=None, limit=10
+        )
+        late = u.audit.page(
+            AuditFilter(service="svc", since=T0 + timedelta(seconds=2)), before=None, limit=10
+        )
+        early = u.audit.page(
+            AuditFilter(service="svc", until=T0 + timedelta(seconds=1)), before=None, limit=10
+        )
+        by_actor = u.audit.page(AuditFilter(actor="device:dev-0"), before=None, limit=10)
+    assert [e.registration_id for e in by_id] == ["dev-4"]
+    assert none == []
+    assert [e.registration_id for e in late] == ["dev-8", "dev-7", "dev-6"]
+    assert [e.registration_id for e in early] == ["dev-2", "dev-1", "dev-0"]
+    assert [e.registration_id for e in by_actor] == ["dev-0"]

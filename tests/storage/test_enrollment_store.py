@@ -395,3 +395,51 @@ def test_symmetric_key_groups(with_services) -> None:
     with with_services() as u:
         assert [g.id for g in u.enrollments.symmetric_key_groups("svc")] == ["A-keys", "b-keys"]
         assert u.enrollments.symmetric_key_groups("svc")[0] == enrollment("A-keys", symmetric(2))
+
+
+def test_groups_naming_a_certificate_by_reference_or_inline(with_services) -> None:
+    with with_services() as u:
+        u.certificates.add(registry_certificate("RootCA", ROOT.der))
+        # Named: by caReference (either slot, any case), or holding the certificate inline.
+        u.enrollments.add(enrollment("c-ref", references("rootca")))
+        u.enrollments.add(enrollment("A-second", references("other", "ROOTCA")))
+        u.enrollments.add(enrollment("b-inline", inline(OTHER_ROOT.der, ROOT.der)))
+        # Not named: another CA, an individual enrollment, a group of another service.
+        u.enrollments.add(enrollment("d-other", references("other")))
+        u.enrollments.add(enrollment("dev", inline(ROOT.der), kind=INDIVIDUAL))
+        u.enrollments.add(enrollment("elsewhere", references("rootca"), service="svc2"))
+        u.commit()
+    with with_services() as u:
+        sha = sha256(ROOT.der)
+        named = u.enrollments.groups_naming_certificate("svc", "RootCA", sha, limit=50)
+        assert [g.id for g in named] == ["A-second", "b-inline", "c-ref"]
+        assert u.enrollments.count_groups_naming_certificate("svc", "RootCA", sha) == 3
+        first = u.enrollments.groups_naming_certificate("svc", "rootca", sha.lower(), limit=2)
+        assert [g.id for g in first] == ["A-second", "b-inline"]
+        other = sha256(OTHER_ROOT.der)
+        assert [
+            g.id for g in u.enrollments.groups_naming_certificate("svc", "other", other, limit=50)
+        ] == [
+            "A-second",
+            "b-inline",
+            "d-other",
+        ]
+        assert u.enrollments.groups_naming_certificate("svc", "nothing", "00" * 32, limit=50) == []
+        assert u.enrollments.count_groups_naming_certificate("svc", "nothing", "00" * 32) == 0
+
+
+def test_pages_by_prefix_ignore_case_and_take_wildcards_literally(with_services) -> None:
+    ids = ["North-1", "north_2", "northX", "south-1", "nort"]
+    with with_services() as u:
+        for id in ids:
+            u.enrollments.add(enrollment(id, symmetric()))
+        u.enrollments.add(enrollment("north-9", symmetric(), service="svc2"))
+        u.commit()
+    with with_services(read_only=True) as u:
+        north = u.enrollments.page("svc", GROUP, after=None, limit=10, prefix="NORTH")
+        first = u.enrollments.page("svc", GROUP, after=None, limit=1, prefix="north")
+        rest = u.enrollments.page("svc", GROUP, after=first[0].key, limit=10, prefix="north")
+        literal = u.enrollments.page("svc", GROUP, after=None, limit=10, prefix="north_")
+    assert [e.id for e in north] == ["North-1", "north_2", "northX"]
+    assert [e.id for e in first + rest] == [e.id for e in north]
+    assert [e.id for e in literal] == ["north_2"]

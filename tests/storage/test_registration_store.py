@@ -257,3 +257,23 @@ def test_hub_replace_and_remove(with_services) -> None:
         u.commit()
     with with_services() as u:
         assert u.hubs.all("svc") == []
+
+
+def test_the_service_page_reads_by_id_and_prefix(with_services) -> None:
+    ids = ["a_1", "A%2", "ab-3", "b-1", "ax"]
+    with with_services() as u:
+        for i, id in enumerate(ids):
+            u.registrations.add(state(id, etag=f"e{i}"))
+        u.registrations.add(state("a-other", service="svc2"))
+        u.commit()
+    with with_services(read_only=True) as u:
+        first = u.registrations.page("svc", after=None, limit=2)
+        rest = u.registrations.page("svc", after=first[-1].key, limit=10)
+        # LIKE's wildcards in the prefix are literal: "a_" is not "a" and one character.
+        underscore = u.registrations.page("svc", after=None, limit=10, prefix="A_")
+        percent = u.registrations.page("svc", after=None, limit=10, prefix="a%")
+        a = u.registrations.page("svc", after=None, limit=10, prefix="a")
+    assert [s.key for s in first + rest] == sorted(i.lower() for i in ids)
+    assert [s.registration_id for s in underscore] == ["a_1"]
+    assert [s.registration_id for s in percent] == ["A%2"]
+    assert sorted(s.key for s in a) == ["a%2", "a_1", "ab-3", "ax"]

@@ -10,6 +10,10 @@ from devprov.cli.common import add_data_dir, container
 from devprov.cli.output import add_json_flag, emit
 from devprov.service.model import HubRecord
 
+# Who the audit log names for a hub linked or unlinked from this command line: it opens the data
+# directory itself, with no token of the management API.
+CLI_ACTOR = "cli"
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("hub", help="IoT hubs linked to a provisioning service")
@@ -49,7 +53,11 @@ def _json(hub: HubRecord) -> dict[str, Any]:
 
 def _add(args: argparse.Namespace) -> int:
     hub = container(args).hubs.add(
-        args.service, args.name, weight=args.weight, apply_allocation_policy=not args.no_allocation
+        args.service,
+        args.name,
+        weight=args.weight,
+        apply_allocation_policy=not args.no_allocation,
+        actor=CLI_ACTOR,
     )
     emit(args, _json(hub), f"linked {hub.host_name} (weight {hub.weight}) to '{args.service}'")
     return 0
@@ -67,6 +75,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    container(args).hubs.remove(args.service, args.name)
+    container(args).hubs.remove(args.service, args.name, actor=CLI_ACTOR)
     emit(args, {"removed": args.name}, f"unlinked {args.name} from '{args.service}'")
     return 0

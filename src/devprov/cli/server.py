@@ -186,6 +186,7 @@ def describe(c: Container, url: str) -> dict[str, Any]:
     return {
         "dataDir": str(c.data.root.resolve()),
         "url": url,
+        "portalUrl": f"{url}/portal/",
         "serverCaFile": str(c.data.ca_file.resolve()),
         "adminToken": c.data.admin_token(),
         "adminTokenFile": str(c.data.admin_token_file.resolve()),
@@ -197,6 +198,7 @@ def describe(c: Container, url: str) -> dict[str, Any]:
 def render(facts: dict[str, Any]) -> str:
     lines = [
         f"URL:             {facts['url']}",
+        f"web portal:      {facts['portalUrl']}   (sign in with the admin token)",
         f"data directory:  {facts['dataDir']}",
         f"server CA:       {facts['serverCaFile']}   (clients must trust this file)",
         f"admin token:     {facts['adminToken']}",
@@ -226,6 +228,7 @@ def render_restart(facts: dict[str, Any], info_command: str) -> str:
     return "\n".join(
         [
             f"URL:             {facts['url']}",
+            f"web portal:      {facts['portalUrl']}",
             f"data directory:  {facts['dataDir']}",
             f"server CA:       {facts['serverCaFile']}   (clients must trust this file)",
             f"run '{info_command}' to see the admin token, keys and connection strings",

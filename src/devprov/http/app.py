@@ -29,6 +29,7 @@ from devprov.core.error import InternalError, RouteNotFoundError
 from devprov.http import device_api, health, management, service_api
 from devprov.http.error import arm_error_response, dps_error_response, new_tracking_id
 from devprov.http.metrics import RequestTimer
+from devprov.portal import app as portal
 
 log = logging.getLogger("devprov.http")
 
@@ -119,6 +120,7 @@ def build_app(container: Container) -> Starlette:
             *management.routes(container),
             *service_api.routes(container),
             *health.routes(container),
+            *portal.routes(container),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},
         # The timer outside: a request's time includes the mapping of an unexpected error.

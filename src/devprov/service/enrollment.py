@@ -272,11 +272,26 @@ class EnrollmentService:
         max_items: int | None,
     ) -> Page:
         parse_query(query, QUERY_COLLECTIONS[kind])
+        return self.list(service, kind, continuation=continuation, max_items=max_items)
+
+    def list(
+        self,
+        service: str,
+        kind: EnrollmentKind,
+        *,
+        prefix: str | None = None,
+        continuation: str | None,
+        max_items: int | None,
+    ) -> Page:
+        """One page in id order (ignoring case), only ids starting with ``prefix`` if given; the
+        continuation names the last id, so a page is read by index whatever its depth."""
         limit = page_size(max_items)
         after = decode_continuation(continuation)
         with self._uow(read_only=True) as uow:
             _require_service(uow, service)
-            items = uow.enrollments.page(service, kind, after=after, limit=limit + 1)
+            items = uow.enrollments.page(
+                service, kind, after=after, limit=limit + 1, prefix=prefix or None
+            )
         more = len(items) > limit
         items = items[:limit]
         return Page(items, encode_continuation(items[-1].key) if more else None)

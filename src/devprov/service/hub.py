@@ -6,7 +6,7 @@ import re
 
 from devprov.core.enrollment import MAX_LINKED_HUBS
 from devprov.core.error import ConflictError, InvalidInputError, NotFoundError, ServiceNotFoundError
-from devprov.service.model import HubRecord
+from devprov.service.model import AuditEvent, HubRecord, Outcome
 from devprov.service.port import Clock, UnitOfWork, UnitOfWorkFactory
 from devprov.service.retry import retrying
 
@@ -63,7 +63,13 @@ class HubDirectory:
 
     @retrying
     def add(
-        self, service: str, host_name: str, *, weight: int = 1, apply_allocation_policy: bool = True
+        self,
+        service: str,
+        host_name: str,
+        *,
+        weight: int = 1,
+        apply_allocation_policy: bool = True,
+        actor: str,
     ) -> HubRecord:
         name = validate_hub(host_name, weight)
         with self._uow() as uow:
@@ -81,18 +87,40 @@ class HubDirectory:
                 if len(existing) >= MAX_LINKED_HUBS:
                     raise HubLimitError(f"a service links at most {MAX_LINKED_HUBS} IoT hubs")
                 uow.hubs.add(record)
+            detail = f"{name}, weight {weight}" + (
+                "" if apply_allocation_policy else ", no allocation"
+            )
+            self._audit(
+                uow, service, "hub.update" if name in existing else "hub.link", actor, detail
+            )
             uow.commit()
             return record
 
     @retrying
-    def remove(self, service: str, host_name: str) -> None:
+    def remove(self, service: str, host_name: str, *, actor: str) -> None:
+        name = host_name.strip().lower()
         with self._uow() as uow:
             _require_service(uow, service)
-            if not uow.hubs.remove(service, host_name.strip().lower()):
+            if not uow.hubs.remove(service, name):
                 raise HubNotFoundError(
                     f"IoT hub '{host_name}' is not linked to service '{service}'"
                 )
+            self._audit(uow, service, "hub.unlink", actor, name)
             uow.commit()
+
+    def _audit(self, uow: UnitOfWork, service: str, action: str, actor: str, detail: str) -> None:
+        # The hub and its weight go in the reason column: the audit log has no hub column, and
+        # its reason is what `devprov audit` and the portal show beside the action.
+        uow.audit.record(
+            AuditEvent(
+                at=self._clock(),
+                service=service,
+                action=action,
+                outcome=Outcome.SUCCEEDED,
+                actor=actor,
+                reason=detail,
+            )
+        )
 
 
 def _require_service(uow: UnitOfWork, service: str, *, lock: bool = False) -> None:

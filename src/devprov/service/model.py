@@ -93,6 +93,31 @@ class AuditEvent:
     error_code: str | None = None
     api_version: str | None = None
     registration_id: str | None = None
+    id: int | None = None  # the store's sequence number; None until recorded
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit events a paged read returns; None matches any. ``action`` and ``actor`` match
+    exactly; ``registration_id`` and ``certificate`` ignoring case (ids and certificate names
+    compare that way everywhere); ``since`` is inclusive and ``until`` exclusive."""
+
+    service: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    registration_id: str | None = None
+    certificate: str | None = None
+    outcome: Outcome | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditPosition:
+    """Where a newest-first read of the audit log stopped: its last event's time and id."""
+
+    at: datetime
+    id: int
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from devprov.core.registration import RegistrationState
 from devprov.service.model import (
     AccessPolicy,
     AuditEvent,
+    AuditFilter,
+    AuditPosition,
     CertificateRecord,
     HubRecord,
     Operation,
@@ -64,12 +66,32 @@ class EnrollmentStore(Protocol):
         self, service: str, kind: EnrollmentKind, attestation: AttestationType | None = None
     ) -> int: ...
     def page(
-        self, service: str, kind: EnrollmentKind, *, after: str | None, limit: int
-    ) -> list[Enrollment]: ...
+        self,
+        service: str,
+        kind: EnrollmentKind,
+        *,
+        after: str | None,
+        limit: int,
+        prefix: str | None = None,
+    ) -> list[Enrollment]:
+        """Ordered by lower-case id, those after ``after``; with ``prefix``, only ids that start
+        with it (ignoring case)."""
+        ...
+
     def groups_by_certificate(
         self, service: str, sha256_thumbprints: Collection[str]
     ) -> list[tuple[str, Enrollment]]: ...
     def symmetric_key_groups(self, service: str) -> list[Enrollment]: ...
+    def groups_naming_certificate(
+        self, service: str, name: str, sha256_thumbprint: str, *, limit: int
+    ) -> list[Enrollment]:
+        """The first ``limit`` groups (by id) that name registry certificate ``name`` in their
+        caReferences or hold a signing certificate with this SHA-256 inline."""
+        ...
+
+    def count_groups_naming_certificate(
+        self, service: str, name: str, sha256_thumbprint: str
+    ) -> int: ...
 
 
 class RegistrationStore(Protocol):
@@ -80,6 +102,12 @@ class RegistrationStore(Protocol):
     def page_for_group(
         self, service: str, group_id: str, *, after: str | None, limit: int
     ) -> list[RegistrationState]: ...
+    def page(
+        self, service: str, *, after: str | None, limit: int, prefix: str | None = None
+    ) -> list[RegistrationState]:
+        """The service's states ordered by lower-case registration id, those after ``after``;
+        with ``prefix``, only ids that start with it (ignoring case)."""
+        ...
 
 
 class OperationStore(Protocol):
@@ -108,6 +136,12 @@ class AuditLog(Protocol):
         registration_id: str | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]: ...
+    def page(
+        self, which: AuditFilter, *, before: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]:
+        """Matching events newest first (by time, then id), those older than ``before``."""
+        ...
+
     def prune(self, *, before: datetime, limit: int) -> int:
         """Delete at most ``limit`` events older than ``before``, oldest first; how many."""
         ...

@@ -92,6 +92,29 @@ class RegistrationStates:
         items = items[:limit]
         return StatePage(items, encode_continuation(items[-1].key) if more else None)
 
+    def list(
+        self,
+        service: str,
+        *,
+        prefix: str | None = None,
+        continuation: str | None,
+        max_items: int | None,
+    ) -> StatePage:
+        """The service's registration states in id order (ignoring case), only ids starting with
+        ``prefix`` if given; the continuation names the last id (no OFFSET, no count)."""
+        limit = page_size(max_items)
+        with self._uow(read_only=True) as uow:
+            _require_service(uow, service)
+            items = uow.registrations.page(
+                service,
+                after=decode_continuation(continuation),
+                limit=limit + 1,
+                prefix=prefix or None,
+            )
+        more = len(items) > limit
+        items = items[:limit]
+        return StatePage(items, encode_continuation(items[-1].key) if more else None)
+
     def _record(
         self,
         uow: UnitOfWork,

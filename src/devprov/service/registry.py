@@ -10,7 +10,7 @@ answers them (``http.request.log_refusal``), once.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from devprov.core.certificate import (
     parse_single_certificate,
@@ -18,7 +18,9 @@ from devprov.core.certificate import (
     validate_ca_certificate,
     validate_certificate_name,
 )
+from devprov.core.enrollment import Enrollment
 from devprov.core.error import (
+    AlreadyExistsError,
     CertificateLimitError,
     CertificateNotFoundError,
     DevprovError,
@@ -62,6 +64,21 @@ _DONE = {
 }
 
 
+# How many of the groups naming a certificate one read returns: a service holds at most 100 X.509
+# groups (core.enrollment.MAX_ENROLLMENT_GROUPS_PER_TYPE), so a page of 50 and a count say all
+# an operator needs before deleting it.
+GROUPS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class CertificateUse:
+    """A registry certificate and the enrollment groups that name it."""
+
+    certificate: CertificateRecord
+    groups: tuple[Enrollment, ...]  # the first GROUPS_SHOWN, by id
+    total: int  # how many groups name it in all
+
+
 class CertificateRegistry:
     """CA certificates of provisioning services and their proof-of-possession."""
 
@@ -89,6 +106,19 @@ class CertificateRegistry:
             _service(uow, service)
             return uow.certificates.in_service(service)
 
+    def groups_using(self, service: str, name: str, *, limit: int = GROUPS_SHOWN) -> CertificateUse:
+        """The enrollment groups that name this certificate: by caReferences, or holding the
+        same certificate inline as a signing certificate (what deleting it affects)."""
+        with self._uow(read_only=True) as uow:
+            _service(uow, service)
+            record = _certificate(uow, service, name)
+            sha = record.facts.sha256_thumbprint
+            groups = uow.enrollments.groups_naming_certificate(
+                service, record.name, sha, limit=limit
+            )
+            total = uow.enrollments.count_groups_naming_certificate(service, record.name, sha)
+            return CertificateUse(record, tuple(groups), total)
+
     # --- writes ---------------------------------------------------------------------------
 
     @retrying
@@ -102,11 +132,13 @@ class CertificateRegistry:
         if_match: str | None,
         actor: str,
         api_version: str | None = None,
+        create_only: bool = False,
     ) -> CertificateRecord:
         """Create a certificate, or replace an existing one when If-Match admits it.
 
         Replacing it with the same certificate keeps its verification; a different certificate
-        (a different key) must be verified again.
+        (a different key) must be verified again. ``create_only`` refuses a name that exists
+        (the portal's "Add a certificate" never replaces one).
         """
         with self._uow() as uow:
             try:
@@ -119,6 +151,12 @@ class CertificateRegistry:
                 validate_ca_certificate(certificate, now=now)
                 der = to_der(certificate)
                 existing = uow.certificates.get(service, name)
+                if existing is not None and create_only:
+                    raise AlreadyExistsError(
+                        f"a certificate named '{existing.name}' already exists in provisioning "
+                        f"service '{service}' (names compare ignoring case); choose another name "
+                        "or delete that certificate first"
+                    )
                 if existing is None:
                     record = self._create(uow, settings, name, der, is_verified=is_verified)
                 else:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Connection,
     RowMapping,
     Select,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     union,
 )
@@ -43,7 +45,7 @@ from devprov.core.enrollment import (
     ReprovisionPolicy,
 )
 from devprov.core.error import AlreadyExistsError, EtagMismatchError, InternalError
-from devprov.storage.statement import run_insert, run_update
+from devprov.storage.statement import run_insert, run_update, starts_with
 from devprov.storage.table import certificates, enrollment_certificates, enrollments
 
 # --- the document codec ------------------------------------------------------------------------
@@ -247,6 +249,25 @@ def _groups_by_certificate() -> Select[Any]:
 _GROUPS_BY_CERTIFICATE = _groups_by_certificate()
 
 
+def _groups_naming(service: str, name: str, sha256_thumbprint: str) -> ColumnElement[bool]:
+    """The condition on ``enrollments`` for groups naming one registry certificate: by its name
+    in caReferences, or by its SHA-256 as an inline signing certificate (both indexed)."""
+    ec = enrollment_certificates
+    naming = (
+        select(ec.c.group_key)
+        .where(
+            ec.c.service == service,
+            or_(ec.c.ca_name_key == name.lower(), ec.c.sha256 == sha256_thumbprint.upper()),
+        )
+        .distinct()
+    )
+    return and_(
+        enrollments.c.service == service,
+        enrollments.c.kind == EnrollmentKind.GROUP.value,
+        enrollments.c.id_key.in_(naming),
+    )
+
+
 class SqlEnrollmentStore:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
@@ -314,8 +335,15 @@ class SqlEnrollmentStore:
         return int(self._c.execute(query).scalar_one())
 
     def page(
-        self, service: str, kind: EnrollmentKind, *, after: str | None, limit: int
+        self,
+        service: str,
+        kind: EnrollmentKind,
+        *,
+        after: str | None,
+        limit: int,
+        prefix: str | None = None,
     ) -> list[Enrollment]:
+        """By the primary key's (service, kind, id_key) order, so a page reads ``limit`` rows."""
         query = (
             select(enrollments)
             .where(enrollments.c.service == service, enrollments.c.kind == kind.value)
@@ -324,6 +352,8 @@ class SqlEnrollmentStore:
         )
         if after is not None:
             query = query.where(enrollments.c.id_key > after.lower())
+        if prefix:
+            query = query.where(starts_with(enrollments.c.id_key, prefix.lower()))
         return [_enrollment(row) for row in self._c.execute(query).mappings()]
 
     def groups_by_certificate(
@@ -344,6 +374,27 @@ class SqlEnrollmentStore:
     def symmetric_key_groups(self, service: str) -> list[Enrollment]:
         rows = self._c.execute(_SYMMETRIC_KEY_GROUPS, {"service": service}).mappings()
         return [_enrollment(row) for row in rows]
+
+    def groups_naming_certificate(
+        self, service: str, name: str, sha256_thumbprint: str, *, limit: int
+    ) -> list[Enrollment]:
+        query = (
+            select(enrollments)
+            .where(_groups_naming(service, name, sha256_thumbprint))
+            .order_by(enrollments.c.id_key)
+            .limit(limit)
+        )
+        return [_enrollment(row) for row in self._c.execute(query).mappings()]
+
+    def count_groups_naming_certificate(
+        self, service: str, name: str, sha256_thumbprint: str
+    ) -> int:
+        query = (
+            select(func.count())
+            .select_from(enrollments)
+            .where(_groups_naming(service, name, sha256_thumbprint))
+        )
+        return int(self._c.execute(query).scalar_one())
 
     def _write_certificates(self, enrollment: Enrollment) -> None:
         rows = _certificate_rows(enrollment)

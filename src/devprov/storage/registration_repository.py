@@ -26,7 +26,7 @@ from devprov.core.registration import (
 )
 from devprov.service.model import HubRecord, Operation
 from devprov.storage.enrollment_repository import json_default
-from devprov.storage.statement import run_insert, run_update
+from devprov.storage.statement import run_insert, run_update, starts_with
 from devprov.storage.table import linked_hubs, operations, registrations
 
 # --- registration states -----------------------------------------------------------------------
@@ -214,6 +214,22 @@ class SqlRegistrationStore:
         )
         if after is not None:
             query = query.where(registrations.c.registration_key > after.lower())
+        return [_registration(row) for row in self._c.execute(query).mappings()]
+
+    def page(
+        self, service: str, *, after: str | None, limit: int, prefix: str | None = None
+    ) -> list[RegistrationState]:
+        """By the primary key's (service, registration_key) order: a page reads ``limit`` rows."""
+        query = (
+            select(registrations)
+            .where(registrations.c.service == service)
+            .order_by(registrations.c.registration_key)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(registrations.c.registration_key > after.lower())
+        if prefix:
+            query = query.where(starts_with(registrations.c.registration_key, prefix.lower()))
         return [_registration(row) for row in self._c.execute(query).mappings()]
 
 

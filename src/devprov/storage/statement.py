@@ -12,7 +12,17 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, Update, bindparam, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Insert,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    update,
+)
 
 _WHERE = "w_"  # prefix of the WHERE parameters, apart from the SET parameters
 
@@ -42,3 +52,12 @@ def run_update(
 
 def run_insert(connection: Connection, table: Table, values: Mapping[str, Any]) -> None:
     connection.execute(_insert(table), dict(values))
+
+
+def starts_with(column: Any, prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, by LIKE with its wildcards escaped. The ``>=`` bound
+    lets an index on ``column`` start its scan at the prefix (LIKE alone would not use it on
+    PostgreSQL without a pattern operator class); every string with the prefix sorts at or after
+    it, in byte order and in the collations we know of."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return and_(column >= prefix, column.like(escaped + "%", escape="\\"))
