@@ -67,23 +67,37 @@ node-deps:
 	fi
 
 # System packages the tests use beyond Python: HAProxy, for tests/e2e/test_haproxy.py (a real load
-# balancer in front of two instances). Installed with apt-get when missing and this can be done
-# without asking (root and apt-get present); otherwise one line says why not, and that test skips
-# with its reason. `make serve` never needs it.
+# balancer in front of two instances), and Debian's chromium, which Playwright drives for the
+# browser tests of tests/portal (Playwright's own browser download cannot work here: only the
+# package registries are reached). chromium counts as present at SYSTEM_CHROMIUM, where Debian
+# puts it, or on PATH. Whatever is missing is installed with one apt-get call when this can be
+# done without asking (root and apt-get present); otherwise one line says why not, and the tests
+# that need it skip with their reason. `make serve` never needs either.
+SYSTEM_CHROMIUM ?= /usr/bin/chromium
+# package:the tests that skip without it
+SYSTEM_DEPS := haproxy:tests/e2e/test_haproxy.py chromium:tests/portal
+
 system-deps:
-	@if command -v haproxy >/dev/null 2>&1; then \
+	@missing=""; users=""; \
+	for entry in $(SYSTEM_DEPS); do \
+		package=$${entry%%:*}; \
+		if command -v "$$package" >/dev/null 2>&1; then continue; fi; \
+		if [ "$$package" = chromium ] && [ -x "$(SYSTEM_CHROMIUM)" ]; then continue; fi; \
+		missing="$${missing:+$$missing }$$package"; users="$${users:+$$users, }$${entry#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" != 0 ]; then \
-		echo "haproxy not found and not root: not installing it (tests/e2e/test_haproxy.py will skip)"; \
+		echo "$$missing not found and not root: not installing ($$users will skip)"; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-		echo "haproxy not found and no apt-get: not installing it (tests/e2e/test_haproxy.py will skip)"; \
+		echo "$$missing not found and no apt-get: not installing ($$users will skip)"; \
 	else \
-		echo "installing haproxy with apt-get"; \
+		echo "installing $$missing with apt-get"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1 \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 \
 		|| { apt-get update -qq >/dev/null 2>&1 \
-			&& apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1; } \
-		|| echo "apt-get could not install haproxy (tests/e2e/test_haproxy.py will skip)"; \
+			&& apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1; } \
+		|| echo "apt-get could not install $$missing ($$users will skip)"; \
 	fi
 
 unit: $(STAMP) node-deps system-deps

@@ -1,5 +1,6 @@
 """``make reset``: it deletes ./devprov-data and ./pki and nothing else, and refuses while a
-server still answers on the port the data directory records."""
+server still answers on the port the data directory records. ``make system-deps``: it installs
+what of haproxy and chromium is missing in one apt-get call, or says in one line why not."""
 
 from __future__ import annotations
 
@@ -73,3 +74,150 @@ def test_reset_refuses_while_a_server_answers(checkout: Path) -> None:
     # the twin: once it has stopped, the same reset goes ahead
     assert reset(checkout).returncode == 0
     assert not (checkout / "devprov-data").exists()
+
+
+# `make system-deps` runs with a PATH of this directory alone: stand-ins for `id`, `apt-get`,
+# `haproxy` and `chromium` where a case asks for them, and the real tools the Makefile's own
+# parse-time `$(shell ...)` uses.
+PARSE_TOOLS = ("cat", "sha1sum", "cut")
+BOTH_SKIP = "tests/e2e/test_haproxy.py, tests/portal will skip"
+
+
+def stand_in(directory: Path, name: str, body: str) -> None:
+    script = directory / name
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+
+
+def system_deps(
+    checkout: Path, *, uid: int, present: tuple[str, ...] = (), apt_get: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``make system-deps`` as user ``uid`` with ``present`` on PATH and, when given, an apt-get
+    that runs ``apt_get``; returns the run and the calls apt-get recorded."""
+    tools = checkout / "bin"
+    shutil.rmtree(tools, ignore_errors=True)  # a second run in the same test starts afresh
+    tools.mkdir()
+    for name in PARSE_TOOLS:
+        real = shutil.which(name)
+        assert real is not None, name
+        (tools / name).symlink_to(real)
+    stand_in(tools, "id", f"echo {uid}")
+    for name in present:
+        stand_in(tools, name, "exit 0")
+    calls = checkout / "apt-get.calls"
+    calls.unlink(missing_ok=True)
+    if apt_get is not None:
+        stand_in(tools, "apt-get", f'echo "$DEBIAN_FRONTEND $*" >> {calls}\n{apt_get}')
+    make = shutil.which("make")
+    assert make is not None
+    done = subprocess.run(
+        # Debian's own chromium path is pointed away, so that the machine's is not seen
+        [make, "--no-print-directory", "system-deps", f"SYSTEM_CHROMIUM={checkout}/no-chromium"],
+        cwd=checkout,
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("present", "uid", "apt_get", "said", "calls"),
+    [
+        pytest.param(("haproxy", "chromium"), 1000, None, "", [], id="ok/both-present"),
+        pytest.param(
+            (),
+            1000,
+            None,
+            f"haproxy chromium not found and not root: not installing ({BOTH_SKIP})\n",
+            [],
+            id="skip/not-root",
+        ),
+        pytest.param(
+            ("haproxy",),
+            1000,
+            None,
+            "chromium not found and not root: not installing (tests/portal will skip)\n",
+            [],
+            id="skip/not-root-chromium-only",
+        ),
+        pytest.param(
+            (),
+            0,
+            None,
+            f"haproxy chromium not found and no apt-get: not installing ({BOTH_SKIP})\n",
+            [],
+            id="skip/no-apt-get",
+        ),
+        pytest.param(
+            (),
+            0,
+            "exit 0",
+            "installing haproxy chromium with apt-get\n",
+            ["noninteractive install -y -qq --no-install-recommends haproxy chromium"],
+            id="install/both-in-one-call",
+        ),
+        pytest.param(
+            ("chromium",),
+            0,
+            "exit 0",
+            "installing haproxy with apt-get\n",
+            ["noninteractive install -y -qq --no-install-recommends haproxy"],
+            id="install/haproxy-only",
+        ),
+        pytest.param(
+            (),
+            0,
+            # the first install fails on stale package lists; after the update it goes through
+            'if [ "$1" = update ]; then : > updated; exit 0; fi; [ -e updated ]',
+            "installing haproxy chromium with apt-get\n",
+            [
+                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+                "noninteractive update -qq",
+                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+            ],
+            id="install/after-update",
+        ),
+        pytest.param(
+            (),
+            0,
+            # the package lists refresh, the install still fails
+            'case "$1" in update) exit 0;; esac; exit 100',
+            "installing haproxy chromium with apt-get\n"
+            f"apt-get could not install haproxy chromium ({BOTH_SKIP})\n",
+            [
+                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+                "noninteractive update -qq",
+                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+            ],
+            id="fail/apt-get-refuses",
+        ),
+    ],
+)
+def test_system_deps_installs_what_is_missing_in_one_apt_get_call(
+    checkout: Path,
+    present: tuple[str, ...],
+    uid: int,
+    apt_get: str | None,
+    said: str,
+    calls: list[str],
+) -> None:
+    done, recorded = system_deps(checkout, uid=uid, present=present, apt_get=apt_get)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == said
+    assert recorded == calls
+
+
+def test_system_deps_takes_chromium_where_debian_puts_it(checkout: Path) -> None:
+    debian = checkout / "no-chromium"  # the path system_deps() names as SYSTEM_CHROMIUM
+    debian.write_text("#!/bin/sh\n")
+    debian.chmod(0o755)
+    done, recorded = system_deps(checkout, uid=0, present=("haproxy",), apt_get="exit 0")
+    assert (done.returncode, done.stdout, recorded) == (0, "", [])
+    # the twin: a file there that cannot be run is not a chromium
+    debian.chmod(0o644)
+    done, recorded = system_deps(checkout, uid=0, present=("haproxy",), apt_get="exit 0")
+    assert done.stdout == "installing chromium with apt-get\n"
+    assert recorded == ["noninteractive install -y -qq --no-install-recommends chromium"]
