@@ -22,15 +22,19 @@ from tests.portal.flow import (
     add_certificate,
     check,
     create_group,
+    devprov_ok,
+    has_no_horizontal_scroll,
     link_hub,
     make_pki,
     open_section,
+    portal_url,
     register_device,
     row_of,
     server_json,
     service_url,
     sign_in,
     stored_verified,
+    token_form,
 )
 from tests.server import ServerProcess
 
@@ -42,6 +46,7 @@ pytestmark = pytest.mark.e2e
 DEVICE = "flow-device-1"
 HUB = "flow-hub.azure-devices.net"
 PHONE = {"width": 390, "height": 844}  # CSS pixels of a current mid-size phone, portrait
+MAX_TABS = 30  # more than any portal page has links, buttons and fields
 SIGNER_MISMATCH = "The verification certificate was not signed by this certificate's key."
 
 
@@ -166,3 +171,171 @@ def test_prove_enroll_register_and_disable(
     expect(audit.get_by_role("row").filter(has_text=f"assigned to {HUB}")).to_contain_text(
         "succeeded"
     )
+
+
+def test_every_other_kind_of_page(page: Page, portal_server: ServerProcess, pki: Pki) -> None:
+    from playwright.sync_api import expect
+
+    server = portal_server
+    # a token that is not this server's: refused in the page, nobody signed in
+    sign_in(page, server, token="not-the-admin-token")
+    expect(page).to_have_url(portal_url(server, "sign-in"))
+    expect(page.get_by_role("alert")).to_contain_text("That admin token is not this server's.")
+    expect(token_form(page).get_by_label("Admin token")).to_be_empty()
+    check(page, "sign-in-wrong-token")
+    sign_in(page, server)
+    check(page, "services")
+
+    page.goto(service_url(server, "groups"))
+    check(page, "groups-empty")
+    open_section(page, "Individual enrollments")
+    check(page, "enrollments")
+    page.get_by_role("link", name="Create an individual enrollment").click()
+    expect(page.get_by_label("Registration ID")).to_be_visible()
+    check(page, "enrollment-new")
+
+    # a symmetric-key group, its keys shown once: the keys the server holds
+    create_group(page, server, "flow-symmetric", "Symmetric key")
+    check(page, "group-symmetric")
+    page.get_by_role("button", name="Show keys").click()
+    keys = server_json(server, "enrollment-group", "keys", "flow-symmetric")["symmetricKey"]
+    expect(page.locator("#primary-key")).to_have_text(keys["primaryKey"])
+    expect(page.locator("#secondary-key")).to_have_text(keys["secondaryKey"])
+    check(page, "group-symmetric-keys")
+    page.get_by_role("link", name="Back to flow-symmetric").click()
+    page.get_by_role("link", name="Delete enrollment group").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Delete enrollment group flow-symmetric?"
+    )
+    check(page, "group-delete-confirmation")
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("flow-symmetric")
+
+    link_hub(page, server, HUB)
+    check(page, "hubs")
+    page.get_by_role("link", name=f"Remove {HUB}").click()
+    check(page, "hub-remove-confirmation")
+    page.get_by_role("link", name="Cancel").click()
+    expect(row_of(page, f"Linked hubs of {SERVICE}", HUB)).to_have_count(1)
+
+    # a certificate's delete confirmation, not confirmed: the certificate stays
+    add_certificate(page, server, "flow-b", pki.file("root-b.pem"), verified=True)
+    page.get_by_role("link", name="Delete certificate").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Delete certificate flow-b?")
+    check(page, "certificate-delete-confirmation")
+    page.get_by_role("link", name="Cancel").click()
+    assert stored_verified(server, "flow-b") is True
+
+    # the audit log, filtered by what the portal's session did
+    open_section(page, "Audit log")
+    page.get_by_label("Actor").fill("portal:admin")
+    page.get_by_label("Outcome").select_option("succeeded")
+    page.get_by_role("button", name="Filter").click()
+    audit = page.get_by_role("table", name=f"Audit log of {SERVICE}")
+    expect(audit.get_by_role("row").filter(has_text="flow-symmetric").first).to_be_visible()
+    expect(audit.get_by_role("row").filter(has_text="flow-b").first).to_be_visible()
+    expect(page.get_by_role("link", name="Clear filters")).to_be_visible()
+    check(page, "audit-filtered")
+    actors = audit.locator('td[data-label="Actor"]').all_inner_texts()
+    assert actors and {actor.strip() for actor in actors} == {"portal:admin"}
+    # the twin: an actor who did nothing matches no event
+    page.get_by_label("Actor").fill("device:nobody")
+    page.get_by_role("button", name="Filter").click()
+    expect(audit).to_contain_text("No event matches these filters.")
+
+    # error pages: an unknown certificate, an unknown service
+    for step, path in (
+        ("error-unknown-certificate", f"s/{SERVICE}/certificates/no-such-certificate"),
+        ("error-unknown-service", "s/no-such-service/certificates"),
+    ):
+        answer = page.goto(portal_url(server, path))
+        assert answer is not None and answer.status == 404
+        expect(page.get_by_role("alert")).to_be_visible()
+        check(page, step)
+
+
+def populate(server: ServerProcess, pki: Pki) -> None:
+    """Something in every list, through the CLI: a verified certificate, a hub, a group on the
+    certificate, a device registered through it, and an individual enrollment."""
+    cli = server.cli_args()
+    devprov_ok(
+        "certificate", "upload", "flow-a", "--cert", pki.file("root-a.pem"), "--verified", *cli
+    )
+    devprov_ok("hub", "add", HUB, *cli)
+    devprov_ok("enrollment-group", "create", "flow-group", "--ca-name", "flow-a", *cli)
+    devprov_ok("enrollment", "create", "flow-individual", "--symmetric-key", *cli)
+    registered = register_device(server, pki)
+    assert registered.returncode == EXIT_ASSIGNED, registered.stdout + registered.stderr
+
+
+def test_list_pages_fit_a_phone(page: Page, portal_server: ServerProcess, pki: Pki) -> None:
+    from playwright.sync_api import expect
+
+    populate(portal_server, pki)
+    page.set_viewport_size(PHONE)
+    page.goto(portal_url(portal_server, "sign-in"))
+    check(page, "phone-sign-in")
+    assert has_no_horizontal_scroll(page)
+    sign_in(page, portal_server)
+    lists = ("certificates", "groups", "enrollments", "registrations", "hubs", "audit")
+    for step, url in [
+        ("services", portal_url(portal_server, "services")),
+        *((name, service_url(portal_server, name)) for name in lists),
+    ]:
+        page.goto(url)
+        expect(page.locator("tbody tr, ul.cards li").first).to_be_visible()
+        check(page, f"phone-{step}")
+        assert has_no_horizontal_scroll(page), f"{url} scrolls sideways on a phone"
+    # the twin: a page wider than the phone does scroll sideways, and the check says so
+    page.goto("about:blank")  # a document of its own, without the portal's policy or styles
+    page.set_content('<main style="width: 800px">wider than the phone</main>')
+    assert not has_no_horizontal_scroll(page)
+
+
+def focus_outline(page: Page) -> tuple[str, str, str]:
+    """The focused element's tag and its computed outline style and width."""
+    found: list[str] = page.evaluate(
+        """() => {
+            const element = document.activeElement;
+            const style = getComputedStyle(element);
+            return [element.tagName, style.outlineStyle, style.outlineWidth];
+        }"""
+    )
+    tag, style, width = found
+    return tag, style, width
+
+
+def test_sign_in_with_the_keyboard_alone(page: Page, portal_server: ServerProcess) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(portal_url(portal_server, "sign-in"))
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "token":
+            break
+    else:
+        pytest.fail(f"the admin token field was not reached in {MAX_TABS} presses of Tab")
+    check(page, "keyboard-token-focused")
+    page.keyboard.type(portal_server.token)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(portal_url(portal_server, "services"))
+
+    # nothing focused yet: the skip link and the service link show no outline
+    assert focus_outline(page)[0] == "BODY"
+    service = page.get_by_role("link", name=SERVICE, exact=True)
+    assert service.evaluate("e => getComputedStyle(e).outlineStyle") == "none"
+    # each link and button reached with Tab shows its focus
+    reached: set[str] = set()
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        tag, style, width = focus_outline(page)
+        if tag == "BODY":
+            break  # past the last focusable element
+        assert style != "none" and width != "0px", f"a focused {tag} has no visible outline"
+        reached.add(tag)
+        if service.evaluate("e => e === document.activeElement"):
+            check(page, "keyboard-service-link-focused")
+    assert {"A", "BUTTON"} <= reached
+    service.focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(service_url(portal_server, "certificates"))
