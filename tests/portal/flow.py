@@ -68,7 +68,7 @@ class Pki:
         )
 
     def verification(self, code: str, signer: str) -> Path:
-        """A verification certificate for ``code``, signed by the CA files ``signer``.*"""
+        """A verification certificate for ``code``, signed by the CA files ``signer``.pem and .key."""
         out = self.file(f"proof-by-{signer}.pem")
         devprov_ok("ca", "verification", code, *self.issuer(signer), "--out", out, "--force")
         return out
