@@ -331,6 +331,8 @@ def test_a_refused_verification_names_the_check(
     answer = post_form(signed_in, page, f"{LIST}/root/verify", file=make(ca, page))
     assert answer.status_code == 400
     assert check in html.unescape(answer.text) and code in answer.text
+    # the registry's reason follows as a sentence of its own
+    assert re.search(re.escape(check) + r"\s+[A-Z]", html.unescape(answer.text))
     assert status_of(answer.text) == "Unverified"
     assert not container.registry.get("default", "root").is_verified
     # Its twin: the right proof still verifies.

@@ -318,6 +318,28 @@ def test_delete_asks_first_then_deletes(signed_in: TestClient, container: Contai
     assert "EnrollmentGroupNotFound" in gone.text
 
 
+def test_the_keys_and_delete_pages_link_and_post_to_the_record_not_to_themselves(
+    signed_in: TestClient, container: Container
+) -> None:
+    """The layout's section navigation once set a template variable of the same name as the
+    record's URL, so pages under a record (keys, delete) pointed back at themselves: "Back to"
+    at the keys URL (a GET there is 405), the delete form at .../delete/delete."""
+    create(signed_in, GROUPS, {"id": "linked", "attestation": "symmetricKey"})
+    record = f"{GROUPS}/linked"
+    keys = post_form(signed_in, record, f"{record}/keys", {}).text
+    assert link_named(keys, "Back to linked") == record
+    assert link_named(keys, "linked") == record
+    confirm = signed_in.get(f"{record}/delete").text
+    assert f'action="{record}/delete"' in confirm
+    assert link_named(confirm, "Cancel") == record
+    # the record's own page: its forms post under it
+    page = signed_in.get(record).text
+    assert f'action="{record}/enabled"' in page and f'action="{record}/keys"' in page
+    # and the navigation still marks the section the page is in, and only that one
+    assert page.count('aria-current="page"') == 1
+    assert f'<a href="{GROUPS}" aria-current="page">Enrollment groups</a>' in page
+
+
 # --- lists ----------------------------------------------------------------------------------
 
 

@@ -57,10 +57,16 @@ class Problem:
     def of(cls, exc: DevprovError) -> Problem:
         text = exc.message
         if isinstance(exc, PossessionError):
-            text = f"{failed_check(exc)} {exc.message}"
+            text = f"{failed_check(exc)} {_sentence(exc.message)}"
         elif isinstance(exc, EtagMismatchError):
             text = f"{_STALE} {exc.message}"
         return cls(text, f"{exc.code} ({exc.number})", STATUS[exc.kind])
+
+
+def _sentence(message: str) -> str:
+    """An error message (lower-case first, as the error tree writes them) as the second sentence
+    after the failed check's."""
+    return message[:1].upper() + message[1:]
 
 
 def _service(request: Request) -> str:
