@@ -4,7 +4,6 @@ which checks every request against what Microsoft's SDK sends (tests/hub/registr
 from __future__ import annotations
 
 import base64
-import contextlib
 import secrets
 import socket
 import ssl
@@ -16,15 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
-from hypothesis import given
-from hypothesis import strategies as st
 
 from devprov.core.error import DevprovError
-from devprov.hub.azure_iothub import (
-    MAX_QUOTED_CHARACTERS,
-    AzureIotHubRegistry,
-    parse_connection_string,
-)
+from devprov.hub.azure_iothub import MAX_QUOTED_CHARACTERS, AzureIotHubRegistry
 from devprov.service.hub_identity import (
     DeviceAuthentication,
     DeviceAuthKind,
@@ -322,69 +315,6 @@ def test_a_hub_certificate_from_an_untrusted_ca_is_unreachable(contract, registr
 # --- settings --------------------------------------------------------------------------------
 
 GOOD_KEY = base64.b64encode(b"k" * 32).decode()
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        pytest.param(
-            f"SharedAccessKeyName=p;SharedAccessKey={GOOD_KEY}", "lacks HostName", id="no-host"
-        ),
-        pytest.param(
-            f"HostName=h;SharedAccessKey={GOOD_KEY}", "lacks SharedAccessKeyName", id="no-policy"
-        ),
-        pytest.param("HostName=h;SharedAccessKeyName=p", "lacks SharedAccessKey", id="no-key"),
-        pytest.param(
-            "HostName=h;SharedAccessKeyName=p;SharedAccessKey=not base64!",
-            "SharedAccessKey:",
-            id="bad-key",
-        ),
-        pytest.param(
-            f"HostName=h/x;SharedAccessKeyName=p;SharedAccessKey={GOOD_KEY}",
-            "HostName 'h/x'",
-            id="bad-host",
-        ),
-        pytest.param(
-            f"HostName=h;HostName=h;SharedAccessKeyName=p;SharedAccessKey={GOOD_KEY}",
-            "more than one HostName",
-            id="twice",
-        ),
-        pytest.param(
-            f"HostName=h;DeviceId=d;SharedAccessKey={GOOD_KEY}", "DeviceId", id="device-string"
-        ),
-        pytest.param(
-            f"HostName=h;Other=1;SharedAccessKeyName=p;SharedAccessKey={GOOD_KEY}",
-            "unknown field 'Other'",
-            id="unknown",
-        ),
-        pytest.param("HostName", "is not Name=value", id="no-equals"),
-    ],
-)
-def test_a_malformed_connection_string_is_rejected_naming_the_field(text, reason) -> None:
-    with pytest.raises(InvalidHubSettingsError) as caught:
-        parse_connection_string(text)
-
-    assert reason in caught.value.message
-    assert GOOD_KEY not in caught.value.message
-
-
-def test_a_connection_string_as_iot_hub_gives_it_is_accepted() -> None:
-    parsed = parse_connection_string(
-        f"HostName=hub-1.azure-devices.net;SharedAccessKeyName=registryReadWrite;SharedAccessKey={GOOD_KEY}"
-    )
-
-    assert (parsed.host_name, parsed.policy, parsed.key) == (
-        "hub-1.azure-devices.net",
-        "registryReadWrite",
-        GOOD_KEY,
-    )
-    assert GOOD_KEY not in repr(parsed)
-
-
-@given(st.text(max_size=200))
-def test_arbitrary_connection_strings_raise_only_settings_errors(text: str) -> None:
-    with contextlib.suppress(InvalidHubSettingsError):
-        parse_connection_string(text)
 
 
 @pytest.mark.parametrize(
