@@ -49,11 +49,15 @@ from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.sas import build_host_name
 from devprov.http.metrics import PrometheusMetrics
 from devprov.http.webhook import HttpAllocationWebhook
+from devprov.hub import HubClients
+from devprov.hub.azure_iothub import AzureIotHubRegistry
+from devprov.hub.mosquitto import MosquittoDynamicSecurity
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
 from devprov.service.device import AllocationWebhook, DeviceRegistration
 from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
+from devprov.service.hub_identity import HubIdentities, HubKind
 from devprov.service.operator import OperatorAccounts
 from devprov.service.port import Metrics, UnitOfWork
 from devprov.service.portal_session import PortalSessions
@@ -284,6 +288,8 @@ class Container:
     metrics: Metrics  # what the use cases count; exported at /metrics (devprov.http.metrics)
     operators: OperatorAccounts  # portal users (devprov user)
     portal_sessions: PortalSessions
+    # Creates, disables and removes device identities in linked hubs, by the hub's kind.
+    hub_identities: HubIdentities
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -506,6 +512,12 @@ def _wire(
         metrics=metrics,
         operators=operators,
         portal_sessions=PortalSessions(uow, utc_now, operators),
+        hub_identities=HubClients(
+            {
+                HubKind.AZURE_IOTHUB: AzureIotHubRegistry(),
+                HubKind.MOSQUITTO: MosquittoDynamicSecurity(),
+            }
+        ),
         created_secrets=created_secrets,
     )
 

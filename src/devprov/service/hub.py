@@ -65,6 +65,13 @@ class HubDirectory:
             _require_service(uow, service)
             return uow.hubs.all(service)
 
+    def get(self, service: str, host_name: str) -> HubRecord:
+        name = host_name.strip().lower()
+        for hub in self.all(service):
+            if hub.host_name == name:
+                return hub
+        raise HubNotFoundError(f"IoT hub '{host_name}' is not linked to service '{service}'")
+
     @retrying
     def add(
         self,
