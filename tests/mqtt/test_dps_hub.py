@@ -153,3 +153,125 @@ def test_a_connection_string_read_from_a_missing_file_links_nothing(
     assert server.cli(*add) != 0  # the kind needs its connection string
     linked = [h.host_name for h in server.container.hubs.all("default")]
     assert "other.azure-devices.net" not in linked
+
+
+# --- disabling and deleting ------------------------------------------------------------------
+
+MOSQUITTO = "broker.example"
+
+
+@pytest.fixture(scope="module")
+def broker_hub(server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Mosquitto hub, picked only by the enrollments that name it."""
+    password = tmp_path_factory.mktemp("broker") / "password"
+    password.write_text("admin-password-not-to-print\n")
+    add = ["hub", "add", MOSQUITTO, "--kind", "mosquitto", "--broker", "127.0.0.1:1883"]
+    extra = ["--no-tls", "--username", "admin", "--password-file", str(password)]
+    assert server.cli(*add, *extra, "--no-allocation") == 0
+    return MOSQUITTO
+
+
+def grouped_devices(server: LocalServer, capsys, group: str, hub: str, ids: list[str]) -> str:
+    create = ["enrollment-group", "create", group, "--symmetric-key"]
+    assert server.cli(*create, "--allocation-policy", "static", "--hub", hub) == 0
+    key = server.container.enrollments.attestation_mechanism(
+        "default", EnrollmentKind.GROUP, group
+    ).primary_key
+    assert key is not None
+    for device in ids:
+        capsys.readouterr()
+        assert server.cli("device", "register", device, "--group-key", key) == 0
+    return key
+
+
+def hub_events(server: LocalServer, registration_id: str) -> list[str]:
+    return [
+        f"{e.action} {e.outcome.value} {e.reason}"
+        for e in server.container.audit.events(registration_id=registration_id)
+        if e.action.startswith("hub.")
+    ]
+
+
+def test_disabling_a_group_disables_its_devices_in_their_hubs(
+    server: LocalServer, hubs: RecordingHubs, broker_hub: str, capsys
+) -> None:
+    grouped_devices(server, capsys, "to-disable", broker_hub, ["dis-1", "dis-2"])
+    assert server.cli("enrollment-group", "update", "to-disable", "--enabled") == 0
+    assert hubs.of("disable") == []  # an enabled group stays enabled: nothing to do
+    assert server.cli("enrollment-group", "update", "to-disable", "--disabled") == 0
+    assert sorted((c.hub.host_name, c.device_id) for c in hubs.of("disable")) == [
+        (broker_hub, "dis-1"),
+        (broker_hub, "dis-2"),
+    ]
+    assert hub_events(server, "dis-1") == [
+        f"hub.disable succeeded enrollment group 'to-disable' disabled: "
+        f"identity disabled in {broker_hub}"
+    ]
+    # Re-enabling does not re-enable: the device registering again does (its put).
+    assert server.cli("enrollment-group", "update", "to-disable", "--enabled") == 0
+    assert [c.action for c in hubs.calls].count("put") == 2
+
+
+def test_a_failed_disable_is_audited_per_device(
+    server: LocalServer, hubs: RecordingHubs, broker_hub: str, capsys
+) -> None:
+    grouped_devices(server, capsys, "unreachable", broker_hub, ["unr-1"])
+    hubs.failure = HubUnreachableError(f"{broker_hub}:1883 refused the connection")
+    assert server.cli("enrollment-group", "update", "unreachable", "--disabled") == 0
+    assert hub_events(server, "unr-1") == [
+        f"hub.disable failed enrollment group 'unreachable' disabled: "
+        f"{broker_hub}:1883 refused the connection"
+    ]
+
+
+def test_deleting_a_group_removes_mosquitto_clients_and_disables_iot_hub_identities(
+    server: LocalServer, hubs: RecordingHubs, broker_hub: str, capsys
+) -> None:
+    grouped_devices(server, capsys, "gone-mq", broker_hub, ["gone-1"])
+    grouped_devices(server, capsys, "gone-az", HUB, ["gone-2"])
+    assert server.cli("enrollment-group", "delete", "gone-mq") == 0
+    assert server.cli("enrollment-group", "delete", "gone-az") == 0
+    assert [(c.action, c.device_id) for c in hubs.calls if c.action != "put"] == [
+        ("delete", "gone-1"),
+        ("disable", "gone-2"),
+    ]
+
+
+def test_deleting_a_registration_follows_the_hub_kind(
+    server: LocalServer, hubs: RecordingHubs, broker_hub: str, capsys
+) -> None:
+    grouped_devices(server, capsys, "forget-mq", broker_hub, ["fmq-1"])
+    grouped_devices(server, capsys, "forget-az", HUB, ["faz-1", "faz-2"])
+    assert server.cli("registration", "delete", "fmq-1") == 0
+    assert server.cli("registration", "delete", "faz-1") == 0  # the identity stays in IoT Hub
+    assert server.cli("registration", "delete", "faz-2", "--delete-identity") == 0
+    assert [(c.action, c.device_id) for c in hubs.calls if c.action != "put"] == [
+        ("delete", "fmq-1"),
+        ("delete", "faz-2"),
+    ]
+    assert hub_events(server, "faz-2") == [
+        f"hub.delete succeeded registration 'faz-2' deleted: identity deleted from {HUB}"
+    ]
+
+
+def test_a_hub_of_kind_none_is_never_asked(
+    server: LocalServer, hubs: RecordingHubs, capsys
+) -> None:
+    assert server.cli("hub", "add", "plain.azure-devices.net", "--no-allocation") == 0
+    grouped_devices(server, capsys, "plain", "plain.azure-devices.net", ["plain-1"])
+    assert server.cli("enrollment-group", "update", "plain", "--disabled") == 0
+    assert server.cli("registration", "delete", "plain-1", "--delete-identity") == 0
+    assert hubs.calls == []
+
+
+def test_the_broker_password_is_never_printed(
+    server: LocalServer, broker_hub: str, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
+    capsys.readouterr()
+    assert server.cli("hub", "show", broker_hub) == 0
+    assert server.cli("hub", "list", "--json") == 0
+    printed = capsys.readouterr().out
+    assert "password:    stored" in printed and "admin" in printed
+    audit = [str(e) for e in server.container.audit.events(limit=1000)]
+    for where in (printed, caplog.text, *audit):
+        assert "admin-password-not-to-print" not in where

@@ -240,3 +240,23 @@ def test_a_device_registering_again_unchanged_is_put_again(world) -> None:
     again = world.register("d1", credentials).state
     assert again.assigned_hub == first.assigned_hub == HUB_K
     assert len(world.hub_calls.of("put")) == 2
+
+
+def test_the_hub_calls_of_one_change_are_bounded_and_the_rest_audited(world, monkeypatch) -> None:
+    from devprov.service import hub_sync
+
+    monkeypatch.setattr(hub_sync, "MAX_HUB_CALLS", 2)
+    link(world)
+    world.group("sym", type="symmetricKey", symmetricKey={"primaryKey": KEY}, extra=pinned())
+    for device in ("d1", "d2", "d3"):
+        world.register(device, world.token(device, derive_device_key(KEY, device)))
+    sync = hub_sync.IdentitySync(world.enrollments._uow, world.clock)
+    plan = sync.for_enrollment("default", EnrollmentKind.GROUP, "sym", deleted=False)
+    assert [c.device_id for c in plan.changes] == ["d1", "d2"]
+    assert (plan.not_done, plan.not_done_ids) == (1, ("d3",))
+    sync.record(plan, hub_sync.apply_changes(plan, world.hub_calls), actor="t")
+    assert [c.device_id for c in world.hub_calls.of("disable")] == ["d1", "d2"]
+    (left,) = [e for e in world.audit.events() if e.action == "hub.notDone"]
+    assert left.reason is not None and left.reason.endswith(
+        "1 devices past the first 2 were not changed in their hubs: d3"
+    )
