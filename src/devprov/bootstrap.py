@@ -19,6 +19,7 @@ under an exclusive lock, so servers started together agree on one CA and one adm
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -49,11 +50,16 @@ from devprov.core.refusal_limit import RefusalWindows
 from devprov.core.sas import build_host_name
 from devprov.http.metrics import PrometheusMetrics
 from devprov.http.webhook import HttpAllocationWebhook
+from devprov.hub import HubClients
+from devprov.hub.azure_iothub import AzureIotHubRegistry
+from devprov.hub.mosquitto import MosquittoDynamicSecurity
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
 from devprov.service.device import AllocationWebhook, DeviceRegistration
 from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
+from devprov.service.hub_identity import HubIdentities, HubKind
+from devprov.service.hub_sync import HubChanges, IdentitySync, run_hub_changes
 from devprov.service.operator import OperatorAccounts
 from devprov.service.port import Metrics, UnitOfWork
 from devprov.service.portal_session import PortalSessions
@@ -284,6 +290,9 @@ class Container:
     metrics: Metrics  # what the use cases count; exported at /metrics (devprov.http.metrics)
     operators: OperatorAccounts  # portal users (devprov user)
     portal_sessions: PortalSessions
+    # Creates, disables and removes device identities in linked hubs, by the hub's kind.
+    hub_identities: HubIdentities
+    hub_sync: IdentitySync  # what a disabled or deleted enrollment or registration asks of hubs
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -300,6 +309,18 @@ class Container:
                 await self.storage.run(self.refusals.write, recorded.events)
             except StorageOverloadedError as exc:
                 refusal_log.warning("the audit trail could not record a refusal: %s", exc.message)
+
+    async def change_hubs(self, plan: HubChanges, *, actor: str) -> None:
+        """Make the hub calls a committed change calls for (service.hub_sync): on a worker
+        thread, never the event loop or a storage thread; each outcome audited."""
+        await run_hub_changes(
+            plan,
+            sync=self.hub_sync,
+            hubs=self.hub_identities,
+            storage=self.storage.run,
+            worker=asyncio.to_thread,
+            actor=actor,
+        )
 
 
 def open_container(
@@ -506,6 +527,13 @@ def _wire(
         metrics=metrics,
         operators=operators,
         portal_sessions=PortalSessions(uow, utc_now, operators),
+        hub_identities=HubClients(
+            {
+                HubKind.AZURE_IOTHUB: AzureIotHubRegistry(),
+                HubKind.MOSQUITTO: MosquittoDynamicSecurity(),
+            }
+        ),
+        hub_sync=IdentitySync(uow, utc_now),
         created_secrets=created_secrets,
     )
 

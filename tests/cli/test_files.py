@@ -15,10 +15,16 @@ from pathlib import Path
 import pytest
 
 from devprov.cli import main as cli_main
-from devprov.cli.files import check_input_files, input_file, input_prefix, json_or_file
+from devprov.cli.files import (
+    check_input_files,
+    input_file,
+    input_file_or_stdin,
+    input_prefix,
+    json_or_file,
+)
 from devprov.core.error import ErrorKind
 
-MARKERS = (input_file, input_prefix, json_or_file)
+MARKERS = (input_file, input_file_or_stdin, input_prefix, json_or_file)
 NOT_FOUND = cli_main.EXIT_CODES[ErrorKind.NOT_FOUND]
 INVALID_INPUT = cli_main.EXIT_CODES[ErrorKind.INVALID_INPUT]
 

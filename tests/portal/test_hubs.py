@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.testclient import TestClient
 
 from devprov.bootstrap import Container
+from devprov.service.hub_identity import HubKind
 from tests.portal.pages import link_named, post_form
 
 HUBS = "/portal/s/default/hubs"
@@ -53,3 +54,40 @@ def test_remove_asks_first(signed_in: TestClient, container: Container) -> None:
     assert answer.status_code == 303
     assert container.hubs.all("default") == []
     assert signed_in.get(remove).status_code == 404
+
+
+def test_the_kind_is_shown_and_the_settings_never(
+    signed_in: TestClient, container: Container
+) -> None:
+    secret = "c2VjcmV0LW9mLXRoZS1wb3J0YWwtdGVzdA=="
+    connection = (
+        f"HostName=hub-k.azure-devices.net;SharedAccessKeyName=registryReadWrite;"
+        f"SharedAccessKey={secret}"
+    )
+    container.hubs.add(
+        "default",
+        "hub-k.azure-devices.net",
+        kind=HubKind.AZURE_IOTHUB,
+        settings={"connection_string": connection},
+        actor="test",
+    )
+    container.hubs.add("default", "hub-n.azure-devices.net", actor="test")
+    page = signed_in.get(HUBS).text
+    assert 'data-label="Kind">azure-iothub <span class="hint">(settings stored)' in page
+    assert 'data-label="Kind">none</td>' in page
+    assert "devprov hub add NAME --kind azure-iothub" in page  # other kinds: the command line
+    # Re-linking from the page changes the weight and keeps the kind and its settings.
+    answer = post_form(
+        signed_in, HUBS, HUBS, {"host_name": "hub-k.azure-devices.net", "weight": "2"}
+    )
+    assert answer.status_code == 303
+    hub = container.hubs.get("default", "hub-k.azure-devices.net")
+    assert (hub.weight, hub.kind, hub.settings["connection_string"]) == (
+        2,
+        HubKind.AZURE_IOTHUB,
+        connection,
+    )
+    audit = signed_in.get("/portal/s/default/audit").text
+    assert "kind azure-iothub" in audit
+    for shown in (page, audit, signed_in.get(HUBS).text):
+        assert secret not in shown

@@ -19,6 +19,7 @@ from devprov.service.hub import HubDirectory
 from devprov.service.model import Outcome
 from devprov.service.registry import CertificateRegistry
 from tests import factory as f
+from tests.hubs import RecordingHubs
 
 KEY = base64.b64encode(b"g" * 32).decode()
 
@@ -64,6 +65,7 @@ class World:
         self.enrollments = EnrollmentService(uow, clock, secrets.token_bytes)
         self.hubs = HubDirectory(uow, clock)
         self.webhook = FakeWebhook()
+        self.hub_calls = RecordingHubs()
         self.devices = DeviceRegistration(uow, clock, secrets.token_bytes, metrics=self.metrics)
         self.audit = AuditTrail(uow)
         self.hubs.add("default", "hub-a.azure-devices.net", actor="test")
@@ -107,7 +109,13 @@ class World:
 
     def register(self, rid: str, credentials: Credentials, payload=None, *, force=False):
         return self.devices.register_with(
-            self.webhook, self.service.id_scope, rid, credentials, payload, force=force
+            self.webhook,
+            self.service.id_scope,
+            rid,
+            credentials,
+            payload,
+            force=force,
+            hubs=self.hub_calls,
         )
 
     def epoch(self) -> int:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import inspect, text
 
 from devprov.core.enrollment import EnrollmentKind
 from devprov.core.error import AlreadyExistsError, EtagMismatchError, NotFoundError
@@ -18,8 +19,12 @@ from devprov.core.registration import (
     RegistrationStatus,
     Substatus,
 )
+from devprov.service.hub_identity import HubKind
 from devprov.service.model import HubRecord, Operation, ProvisioningService
+from devprov.storage.database import migrate
+from devprov.storage.repository import SqlUnitOfWork
 from tests import factory as f
+from tests.storage.test_repository import run_alembic
 
 CREATED = f.NOW + timedelta(microseconds=654321)
 UPDATED = CREATED + timedelta(minutes=5, microseconds=7)
@@ -277,3 +282,52 @@ def test_the_service_page_reads_by_id_and_prefix(with_services) -> None:
     assert [s.registration_id for s in underscore] == ["a_1"]
     assert [s.registration_id for s in percent] == ["A%2"]
     assert sorted(s.key for s in a) == ["a%2", "a_1", "ab-3", "ax"]
+
+
+SETTINGS = {"connection_string": "HostName=hub-k.azure-devices.net;SharedAccessKey=c2VjcmV0"}
+
+
+def test_a_hub_keeps_its_kind_and_settings(with_services) -> None:
+    azure = replace(hub("hub-k.azure-devices.net"), kind=HubKind.AZURE_IOTHUB, settings=SETTINGS)
+    with with_services() as u:
+        u.hubs.add(azure)
+        u.hubs.add(hub("hub-n.azure-devices.net"))
+        u.commit()
+    with with_services(read_only=True) as u:
+        assert u.hubs.all("svc") == [azure, hub("hub-n.azure-devices.net")]
+    broker = replace(
+        azure, kind=HubKind.MOSQUITTO, settings={"broker": "127.0.0.1:8883", "tls": "true"}
+    )
+    with with_services() as u:
+        u.hubs.replace(broker)
+        u.hubs.replace(replace(hub("hub-n.azure-devices.net"), weight=2))
+        u.commit()
+    with with_services(read_only=True) as u:
+        assert u.hubs.all("svc") == [broker, replace(hub("hub-n.azure-devices.net"), weight=2)]
+        # A hub of kind none stores no settings: it reaches nothing.
+        assert u.hubs.all("svc")[1].connection is None
+
+
+def test_0005_downgrades_to_0004_and_hubs_linked_before_it_are_kind_none(fresh_engine) -> None:
+    migrate(fresh_engine)
+    run_alembic(fresh_engine, "downgrade", "0004")
+    assert {"kind", "settings"}.isdisjoint(
+        c["name"] for c in inspect(fresh_engine).get_columns("linked_hubs")
+    )
+    with fresh_engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO services VALUES ('svc', '0ne00000001', :at, 25, 3600)"),
+            {"at": f.NOW.replace(tzinfo=None)},
+        )
+        connection.execute(
+            text("INSERT INTO linked_hubs VALUES ('svc', 'old.azure-devices.net', 1, true, :at)"),
+            {"at": f.NOW.replace(tzinfo=None)},
+        )
+    migrate(fresh_engine)
+    with SqlUnitOfWork(fresh_engine, read_only=True) as u:
+        (old,) = u.hubs.all("svc")
+    assert (old.host_name, old.kind, dict(old.settings)) == (
+        "old.azure-devices.net",
+        HubKind.NONE,
+        {},
+    )

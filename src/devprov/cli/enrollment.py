@@ -115,6 +115,12 @@ def _register_registrations(subparsers: Any) -> None:
     delete = actions.add_parser(
         "delete", help="forget a registration state (the device registers afresh next time)"
     )
+    delete.add_argument(
+        "--delete-identity",
+        action="store_true",
+        help="also delete the device from its Azure IoT hub (a Mosquitto client is removed "
+        "either way; docs/hubs.md#disabling-and-deleting)",
+    )
     delete.set_defaults(func=_registration_delete)
     for sub in (show, delete):
         sub.add_argument("id", metavar="REGISTRATION_ID")
@@ -353,6 +359,8 @@ def _registration_show(args: argparse.Namespace) -> int:
 def _registration_delete(args: argparse.Namespace) -> int:
     with ServiceClient(service_target(args)) as client:
         state = client.get_registration(args.id)
-        client.delete_registration(args.id, etag=str(state.get("etag")))
+        client.delete_registration(
+            args.id, etag=str(state.get("etag")), delete_identity=args.delete_identity
+        )
     emit(args, {"deleted": args.id}, f"deleted the registration state of '{args.id}'")
     return 0

@@ -23,6 +23,12 @@ def input_file(text: str) -> Path:
     return Path(text)
 
 
+def input_file_or_stdin(text: str) -> str:
+    """argparse type: a file the command reads, or ``-`` for its standard input (a secret that
+    should not be written to a file first)."""
+    return text
+
+
 def input_prefix(text: str) -> str:
     """argparse type: a path prefix naming PREFIX.pem and PREFIX.key (``ca --issuer``)."""
     return text
@@ -72,7 +78,7 @@ def check_input_files(parser: argparse.ArgumentParser, args: argparse.Namespace)
         if value is None:
             continue
         option = "/".join(action.option_strings) or action.metavar or action.dest
-        if action.type is input_file:
+        if action.type is input_file or (action.type is input_file_or_stdin and value != "-"):
             read_input(Path(value), str(option))
         elif action.type is json_or_file and str(value).startswith("@"):
             read_input(Path(str(value)[1:]), str(option))

@@ -219,10 +219,11 @@ class ServiceClient:
         *,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> httpx.Response:
         sent = {"Authorization": self._token(), **(headers or {})}
         try:
-            response = self._http.request(method, path, json=body, headers=sent)
+            response = self._http.request(method, path, json=body, headers=sent, params=params)
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._target.url, self._target.ca_file) from exc
         if response.status_code >= 400:
@@ -265,9 +266,13 @@ class ServiceClient:
     def get_registration(self, registration_id: str) -> dict[str, Any]:
         return self._json(self._send("GET", f"/registrations/{quote(registration_id, safe='')}"))
 
-    def delete_registration(self, registration_id: str, *, etag: str) -> None:
+    def delete_registration(
+        self, registration_id: str, *, etag: str, delete_identity: bool = False
+    ) -> None:
         path = f"/registrations/{quote(registration_id, safe='')}"
-        self._send("DELETE", path, headers={"If-Match": _quoted(etag)})
+        # deleteIdentity is devprov's own parameter (docs/hubs.md#disabling-and-deleting).
+        params = {"deleteIdentity": "true"} if delete_identity else None
+        self._send("DELETE", path, headers={"If-Match": _quoted(etag)}, params=params)
 
     def query_registrations(
         self, group_id: str, *, page_size: int | None = None

@@ -100,6 +100,12 @@ CUSTOM_ALLOCATION_FAILED = 400207
 CUSTOM_ALLOCATION_FAILED_MESSAGE = "Custom allocation failed"
 _WEBHOOK_FAILURES = frozenset({WebhookFailedError.number, WebhookDestinationRefusedError.number})
 
+# A hub that could not be reached (503110) or refused the identity (503111), the numbers of
+# service.hub_identity's errors: the device is told the number and that the hub failed; which
+# hub, what was asked and what it answered is the operator's (docs/hubs.md#failures-and-retries).
+HUB_FAILURES = frozenset({503110, 503111})
+HUB_FAILED_MESSAGE = "The device could not be created in its IoT hub"
+
 
 def device_error(
     error_code: int | None, error_message: str | None
@@ -108,6 +114,8 @@ def device_error(
     answer where the stored reason is the operator's (a webhook failure), else the stored ones."""
     if error_code in _WEBHOOK_FAILURES:
         return CUSTOM_ALLOCATION_FAILED, CUSTOM_ALLOCATION_FAILED_MESSAGE
+    if error_code in HUB_FAILURES:
+        return error_code, HUB_FAILED_MESSAGE
     return error_code, error_message
 
 

@@ -25,7 +25,6 @@ from devprov.core.error import DevprovError, StorageOverloadedError
 from devprov.http.error import dps_error_response, new_tracking_id
 from devprov.http.request import case_insensitive, read_json, request_origin
 from devprov.service.attestation import Credentials
-from devprov.service.device import WebhookCall
 from devprov.service.device_answer import (
     RETRY_AFTER_SECONDS,
     assigning_body,
@@ -33,6 +32,7 @@ from devprov.service.device_answer import (
     operation_status_body,
     registration_payload,
 )
+from devprov.service.device_pending import settle
 from devprov.service.refusal_log import Origin, Refusal
 
 P = ParamSpec("P")
@@ -82,14 +82,14 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
         force=force,
         origin=origin,
     )
-    if isinstance(result, WebhookCall):
-        try:
-            answer: object = await run_in_threadpool(c.webhook.call, result.url, result.body)
-        except DevprovError as exc:
-            answer = exc
-        outcome = await c.storage.run(c.devices.complete, result, answer)
-    else:
-        outcome = result
+    outcome = await settle(
+        result,
+        devices=c.devices,
+        webhook=c.webhook,
+        hubs=c.hub_identities,
+        storage=c.storage.run,
+        worker=run_in_threadpool,
+    )
     return JSONResponse(
         assigning_body(outcome.operation),
         status_code=202,

@@ -73,8 +73,8 @@ async def get_enrollment(request: Request, c: Container, caller: Caller) -> Resp
 async def put_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
     body = await read_json(request)
-    record = await c.storage.run(
-        c.enrollments.create_or_update,
+    change = await c.storage.run(
+        c.enrollments.write,
         caller.service,
         _kind(request),
         request.path_params["id"],
@@ -82,6 +82,12 @@ async def put_enrollment(request: Request, c: Container, caller: Caller) -> Resp
         if_match=request.headers.get("if-match"),
         actor=caller.actor,
     )
+    record = change.record
+    if change.disabled:
+        plan = await c.storage.run(
+            c.hub_sync.for_enrollment, caller.service, record.kind, record.id, deleted=False
+        )
+        await c.change_hubs(plan, actor=caller.actor)
     # Azure answers a PUT with the record's keys, the generated ones included; a GET or a query
     # leaves them out (docs/dps-wire.md#symmetric-keys-in-answers).
     return JSONResponse(document.enrollment(record, with_keys=True))
@@ -89,14 +95,17 @@ async def put_enrollment(request: Request, c: Container, caller: Caller) -> Resp
 
 async def delete_enrollment(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.ENROLLMENT_WRITE)
+    kind, id = _kind(request), request.path_params["id"]
     await c.storage.run(
         c.enrollments.delete,
         caller.service,
-        _kind(request),
-        request.path_params["id"],
+        kind,
+        id,
         if_match=request.headers.get("if-match"),
         actor=caller.actor,
     )
+    plan = await c.storage.run(c.hub_sync.for_enrollment, caller.service, kind, id, deleted=True)
+    await c.change_hubs(plan, actor=caller.actor)
     return Response(status_code=204)
 
 
@@ -154,13 +163,18 @@ async def get_registration(request: Request, c: Container, caller: Caller) -> Re
 
 async def delete_registration(request: Request, c: Container, caller: Caller) -> Response:
     caller.require(Right.REGISTRATION_STATUS_WRITE)
-    await c.storage.run(
+    state = await c.storage.run(
         c.registration_states.delete,
         caller.service,
         request.path_params["id"],
         if_match=request.headers.get("if-match"),
         actor=caller.actor,
     )
+    # devprov's own parameter (DPS has none): also delete the device's identity from an IoT
+    # hub; a Mosquitto client is removed either way (docs/hubs.md#disabling-and-deleting).
+    delete_identity = request.query_params.get("deleteIdentity", "").lower() == "true"
+    plan = await c.storage.run(c.hub_sync.for_registration, state, delete_identity=delete_identity)
+    await c.change_hubs(plan, actor=caller.actor)
     return Response(status_code=204)
 
 

@@ -42,7 +42,6 @@ from devprov.mqtt.codec import (
 from devprov.mqtt.session import Answer, MqttSession, ProtocolViolation
 from devprov.service import request_context
 from devprov.service.attestation import Credentials
-from devprov.service.device import RegistrationOutcome, WebhookCall
 from devprov.service.device_answer import (
     RETRY_AFTER_SECONDS,
     assigning_body,
@@ -53,6 +52,7 @@ from devprov.service.device_answer import (
     retry_after_of,
     status_of,
 )
+from devprov.service.device_pending import settle
 from devprov.service.refusal_log import Origin, Refusal
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import Carrier, Peer, StreamOpener
@@ -187,18 +187,14 @@ class DpsApplication:
             custom,
             origin=origin,
         )
-        if isinstance(result, WebhookCall):
-            try:
-                answer: object = await asyncio.to_thread(
-                    self._c.webhook.call, result.url, result.body
-                )
-            except DevprovError as exc:
-                answer = exc
-            outcome: RegistrationOutcome = await self._c.storage.run(
-                self._c.devices.complete, result, answer
-            )
-        else:
-            outcome = result
+        outcome = await settle(
+            result,
+            devices=self._c.devices,
+            webhook=self._c.webhook,
+            hubs=self._c.hub_identities,
+            storage=self._c.storage.run,
+            worker=asyncio.to_thread,
+        )
         return 202, assigning_body(outcome.operation)
 
     async def _poll(self, operation_id: str, origin: Origin) -> tuple[int, dict[str, Any]]:

@@ -204,8 +204,8 @@ def _enabled(kind: Kind) -> Handler:
         form = await read_form(request)
         item = await page.run(page.container.enrollments.get, service, kind.kind, id)
         doc = with_status(document.enrollment(item), _form_text(form.get("enabled")) == "true")
-        await page.run(
-            page.container.enrollments.create_or_update,
+        change = await page.run(
+            page.container.enrollments.write,
             service,
             kind.kind,
             item.id,
@@ -215,6 +215,11 @@ def _enabled(kind: Kind) -> Handler:
             if_match=_form_text(form.get("etag")) or item.etag,
             actor=page.actor,
         )
+        if change.disabled:
+            plan = await page.run(
+                page.container.hub_sync.for_enrollment, service, kind.kind, item.id, deleted=False
+            )
+            await page.container.change_hubs(plan, actor=page.actor)
         return RedirectResponse(_here(service, kind, item.id), status_code=303)
 
     return handler
@@ -264,6 +269,10 @@ def _delete(kind: Kind) -> Handler:
             if_match=_form_text(form.get("etag")) or None,
             actor=page.actor,
         )
+        plan = await page.run(
+            page.container.hub_sync.for_enrollment, service, kind.kind, id, deleted=True
+        )
+        await page.container.change_hubs(plan, actor=page.actor)
         return RedirectResponse(_base(service, kind), status_code=303)
 
     return handler

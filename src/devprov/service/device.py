@@ -52,6 +52,13 @@ from devprov.service.attestation import (
     attest,
     confirm_caller,
 )
+from devprov.service.hub_assignment import build_identity
+from devprov.service.hub_identity import (
+    DeviceIdentity,
+    HubConnection,
+    HubIdentities,
+    HubUnreachableError,
+)
 from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
 from devprov.service.port import (
     Clock,
@@ -82,6 +89,9 @@ class _Context:
     hubs: tuple[LinkedHub, ...]
     force: bool
     protocol: str  # what carried the request, for the registrations metric
+    # The linked hubs of a kind other than none, by host name: an assignment to one of them
+    # creates the device there first (HubCall).
+    connections: Mapping[str, HubConnection]
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,22 @@ class WebhookCall:
 
     url: str
     body: Mapping[str, Any]
+    context: _Context
+
+
+@dataclass(frozen=True)
+class HubCall:
+    """An assignment waiting for its hub to hold the device's identity.
+
+    Returned, like :class:`WebhookCall`, so the caller runs the network call where it may block
+    (a worker thread), then hands what it returned, or the error it raised, to
+    ``complete_hub``. Only then is the assignment stored: a failed call leaves the registration
+    ``failed`` and the device registering again completes it (the call is idempotent).
+    """
+
+    hub: HubConnection
+    identity: DeviceIdentity
+    decided: RegistrationState  # the assignment to store once the hub holds the identity
     context: _Context
 
 
@@ -219,9 +245,10 @@ class DeviceRegistration:
         *,
         force: bool = False,
         origin: Origin | None = None,
-    ) -> RegistrationOutcome | WebhookCall:
+    ) -> RegistrationOutcome | WebhookCall | HubCall:
         """Attest, allocate and record a registration. A custom allocation returns a
-        :class:`WebhookCall` for the caller to complete."""
+        :class:`WebhookCall`, an assignment to a hub of a kind other than none a
+        :class:`HubCall`, for the caller to complete (service.device_pending)."""
         attempt = _Attempt("register", registration_id, origin)
         try:
             # Run again from the read when the device registered through another instance
@@ -233,7 +260,7 @@ class DeviceRegistration:
         except DevprovError as exc:
             self._refused(attempt, exc)
             raise
-        if isinstance(result, WebhookCall):
+        if isinstance(result, WebhookCall | HubCall):
             return result
         return self._count(result, attempt.protocol)
 
@@ -245,7 +272,7 @@ class DeviceRegistration:
         payload: Mapping[str, Any] | None,
         *,
         force: bool,
-    ) -> RegistrationOutcome | WebhookCall:
+    ) -> RegistrationOutcome | WebhookCall | HubCall:
         now = self._clock()
         registration_id = attempt.registration_id
         with self._uow(read_only=True) as uow:
@@ -256,12 +283,13 @@ class DeviceRegistration:
                 uow, service.name, service.id_scope, registration_id, credentials, now=now
             )
             existing = uow.registrations.get(service.name, registration_id)
-            hubs = [
-                LinkedHub(h.host_name, h.weight, h.apply_allocation_policy)
-                for h in uow.hubs.all(service.name)
-            ]
+            records = uow.hubs.all(service.name)
+        hubs = [LinkedHub(h.host_name, h.weight, h.apply_allocation_policy) for h in records]
+        connections = {h.host_name: h.connection for h in records if h.connection is not None}
         fresh = self._fresh(service, registration_id, attested, existing)
-        context = _Context(service, fresh, existing, attested, tuple(hubs), force, attempt.protocol)
+        context = _Context(
+            service, fresh, existing, attested, tuple(hubs), force, attempt.protocol, connections
+        )
         if not attested.enrollment.enabled:
             return self._finish(
                 service, fresh, existing, attested, status=RegistrationStatus.DISABLED
@@ -282,11 +310,12 @@ class DeviceRegistration:
             return self._fail(context, exc)
         return self._assign(context, hub, None)
 
-    def complete(self, call: WebhookCall, answer: object) -> RegistrationOutcome:
-        """Finish a registration with the webhook's answer, or with the error calling it raised."""
+    def complete(self, call: WebhookCall, answer: object) -> RegistrationOutcome | HubCall:
+        """Finish a registration with the webhook's answer, or with the error calling it raised;
+        an assignment to a hub of a kind other than none still waits for that hub (HubCall)."""
         runs = 0
 
-        def once() -> RegistrationOutcome:
+        def once() -> RegistrationOutcome | HubCall:
             # A run after a lost race decides against the registration that won it; the
             # webhook's answer stands (it is not called again: it is outside the database).
             nonlocal runs
@@ -294,9 +323,37 @@ class DeviceRegistration:
             context = call.context if runs == 1 else self._refreshed(call.context)
             return self._complete(context, answer)
 
+        result = run_retrying(once)
+        if isinstance(result, HubCall):
+            return result
+        return self._count(result, call.context.protocol)
+
+    def complete_hub(self, call: HubCall, result: object) -> RegistrationOutcome:
+        """Store the assignment once the hub holds the identity (``result`` is the hub's
+        sentence for the audit), or the failure (``result`` is the error the call raised)."""
+        runs = 0
+
+        def once() -> RegistrationOutcome:
+            nonlocal runs
+            runs += 1
+            context = call.context if runs == 1 else self._refreshed(call.context)
+            if isinstance(result, DevprovError):
+                return self._fail(context, result)
+            decided = call.decided
+            if runs > 1:  # decided again against the state that won the race, in the same hub
+                decided = self._decide(context, call.hub.host_name, call.decided.payload)
+            return self._finish(
+                context.service,
+                decided,
+                context.existing,
+                context.attested,
+                status=RegistrationStatus.ASSIGNED,
+                story=str(result),
+            )
+
         return self._count(run_retrying(once), call.context.protocol)
 
-    def _complete(self, context: _Context, answer: object) -> RegistrationOutcome:
+    def _complete(self, context: _Context, answer: object) -> RegistrationOutcome | HubCall:
         if isinstance(answer, DevprovError):
             return self._fail(context, answer)
         try:
@@ -325,16 +382,27 @@ class DeviceRegistration:
         payload: Mapping[str, Any] | None,
         *,
         force: bool = False,
+        hubs: HubIdentities | None = None,
     ) -> RegistrationOutcome:
-        """``register`` and, where needed, the webhook call, in the caller's thread."""
+        """``register`` and, where needed, the webhook and hub calls, in the caller's thread
+        (the CLI and tests; the device endpoints use service.device_pending)."""
         result = self.register(id_scope, registration_id, credentials, payload, force=force)
-        if isinstance(result, RegistrationOutcome):
-            return result
-        try:
-            answer: object = webhook.call(result.url, result.body)
-        except DevprovError as exc:
-            answer = exc
-        return self.complete(result, answer)
+        while not isinstance(result, RegistrationOutcome):
+            answer: object
+            try:
+                if isinstance(result, WebhookCall):
+                    answer = webhook.call(result.url, result.body)
+                elif hubs is None:
+                    raise HubUnreachableError(f"no client for hubs of kind {result.hub.kind.value}")
+                else:
+                    answer = hubs.put(result.hub, result.identity)
+            except DevprovError as exc:
+                answer = exc
+            if isinstance(result, WebhookCall):
+                result = self.complete(result, answer)
+            else:
+                result = self.complete_hub(result, answer)
+        return result
 
     def _fail(self, context: _Context, error: DevprovError) -> RegistrationOutcome:
         failed = replace(context.fresh, error_code=error.number, error_message=error.message)
@@ -348,7 +416,26 @@ class DeviceRegistration:
 
     def _assign(
         self, context: _Context, hub: str, payload: Mapping[str, Any] | None
-    ) -> RegistrationOutcome:
+    ) -> RegistrationOutcome | HubCall:
+        """Store the assignment, or, when the hub it lands in has a kind other than none, ask
+        for the identity there first. The call is made even when the assignment is unchanged:
+        it is idempotent, and it is how a device registering again re-enables its identity."""
+        decided = self._decide(context, hub, payload)
+        connection = context.connections.get(decided.assigned_hub or "")
+        if connection is not None:
+            identity = build_identity(decided, context.attested.enrollment)
+            return HubCall(connection, identity, decided, context)
+        return self._finish(
+            context.service,
+            decided,
+            context.existing,
+            context.attested,
+            status=RegistrationStatus.ASSIGNED,
+        )
+
+    def _decide(
+        self, context: _Context, hub: str, payload: Mapping[str, Any] | None
+    ) -> RegistrationState:
         existing = context.existing
         decided = decide_assignment(
             None if context.force else existing,
@@ -360,9 +447,7 @@ class DeviceRegistration:
         )
         if context.force and existing is not None:
             decided = replace(decided, created_at=existing.created_at)
-        return self._finish(
-            context.service, decided, existing, context.attested, status=RegistrationStatus.ASSIGNED
-        )
+        return decided
 
     def _fresh(
         self,
@@ -426,7 +511,10 @@ class DeviceRegistration:
         attested: Attested,
         *,
         status: RegistrationStatus,
+        story: str | None = None,
     ) -> RegistrationOutcome:
+        """Store the decided state and its operation; ``story`` is what the hub did, told in
+        the same audit event as the assignment."""
         now = self._clock()
         if status is not RegistrationStatus.ASSIGNED:
             # A first registration keeps one instant for created and updated, as DPS shows it.
@@ -444,7 +532,7 @@ class DeviceRegistration:
             error_code=state.error_code,
             error_message=state.error_message,
         )
-        outcome = _outcome(state, attested.enrollment)
+        outcome = _outcome(state, attested.enrollment) + (f"; {story}" if story else "")
         with self._uow() as uow:
             if state is not existing:
                 try:

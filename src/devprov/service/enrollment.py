@@ -104,6 +104,12 @@ class BulkResult:
 
 
 @dataclass(frozen=True)
+class EnrollmentChange:
+    record: Enrollment
+    disabled: bool  # an enabled enrollment was disabled by this write
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Enrollment]
     continuation: str | None
@@ -166,7 +172,6 @@ class EnrollmentService:
     def attestation_mechanism(self, service: str, kind: EnrollmentKind, id: str) -> Attestation:
         return self.get(service, kind, id).attestation
 
-    @retrying
     def create_or_update(
         self,
         service: str,
@@ -177,15 +182,31 @@ class EnrollmentService:
         if_match: str | None,
         actor: str,
     ) -> Enrollment:
+        return self.write(service, kind, id, doc, if_match=if_match, actor=actor).record
+
+    @retrying
+    def write(
+        self,
+        service: str,
+        kind: EnrollmentKind,
+        id: str,
+        doc: Any,
+        *,
+        if_match: str | None,
+        actor: str,
+    ) -> EnrollmentChange:
+        """``create_or_update``, telling also whether the write disabled the enrollment (the
+        adapters then disable its devices in their hubs, docs/hubs.md#disabling-and-deleting)."""
         with self._uow() as uow:
             try:
-                record, created = self._write(uow, service, kind, id, doc, if_match=if_match)
+                record, existing = self._write(uow, service, kind, id, doc, if_match=if_match)
             except DevprovError as exc:
                 self._audit(uow, service, kind, id, "createOrUpdate", actor, exc)
                 raise
             self._audit(uow, service, kind, id, "createOrUpdate", actor, None)
-        _log_change(service, kind, record.id, "created" if created else "updated", actor)
-        return record
+        _log_change(service, kind, record.id, "updated" if existing else "created", actor)
+        disabled = existing is not None and existing.enabled and not record.enabled
+        return EnrollmentChange(record, disabled=disabled)
 
     def _write(
         self,
@@ -196,8 +217,8 @@ class EnrollmentService:
         doc: Any,
         *,
         if_match: str | None,
-    ) -> tuple[Enrollment, bool]:
-        """The record written, and whether it was created (rather than replaced)."""
+    ) -> tuple[Enrollment, Enrollment | None]:
+        """The record written, and the one it replaced (None when it was created)."""
         # Locked: the limits are a count, then an insert; with the service's row locked no other
         # instance counts between the two (docs/storage.md#instances-sharing-one-database).
         _require_service(uow, service, lock=True)
@@ -220,7 +241,7 @@ class EnrollmentService:
                 updated_at=now,
             )
             uow.enrollments.add(record)
-            return record, True
+            return record, None
         if not if_match:
             raise AlreadyExistsError(
                 f"'{existing.id}' already exists; send If-Match with its etag (or *) to update it"
@@ -239,7 +260,7 @@ class EnrollmentService:
             updated_at=now,
         )
         uow.enrollments.replace(record, expected_etag=existing.etag)
-        return record, False
+        return record, existing
 
     @retrying
     def delete(

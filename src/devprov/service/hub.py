@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import replace
 
 from devprov.core.enrollment import MAX_LINKED_HUBS
 from devprov.core.error import ConflictError, InvalidInputError, NotFoundError, ServiceNotFoundError
+from devprov.service.hub_identity import HubKind
+from devprov.service.hub_settings import validate_settings
 from devprov.service.model import AuditEvent, HubRecord, Outcome
 from devprov.service.port import Clock, UnitOfWork, UnitOfWorkFactory
 from devprov.service.retry import retrying
@@ -61,6 +65,13 @@ class HubDirectory:
             _require_service(uow, service)
             return uow.hubs.all(service)
 
+    def get(self, service: str, host_name: str) -> HubRecord:
+        name = host_name.strip().lower()
+        for hub in self.all(service):
+            if hub.host_name == name:
+                return hub
+        raise HubNotFoundError(f"IoT hub '{host_name}' is not linked to service '{service}'")
+
     @retrying
     def add(
         self,
@@ -69,9 +80,14 @@ class HubDirectory:
         *,
         weight: int = 1,
         apply_allocation_policy: bool = True,
+        kind: HubKind | None = None,
+        settings: Mapping[str, str] | None = None,
         actor: str,
     ) -> HubRecord:
+        """Link a hub, or change a linked one. ``kind`` None keeps a linked hub's kind and
+        settings (a new hub is kind none), so changing a weight never drops the secrets."""
         name = validate_hub(host_name, weight)
+        checked = None if kind is None else validate_settings(kind, name, settings or {})
         with self._uow() as uow:
             # Locked: the hub limit is a count, then an insert, and two instances linking one
             # hub must not both insert it (docs/storage.md#instances-sharing-one-database).
@@ -79,19 +95,22 @@ class HubDirectory:
             existing = {hub.host_name: hub for hub in uow.hubs.all(service)}
             record = HubRecord(service, name, weight, apply_allocation_policy, self._clock())
             if name in existing:
-                record = HubRecord(
-                    service, name, weight, apply_allocation_policy, existing[name].created_at
-                )
+                record = replace(existing[name], weight=weight)
+                record = replace(record, apply_allocation_policy=apply_allocation_policy)
+            if kind is not None and checked is not None:
+                record = replace(record, kind=kind, settings=checked)
+            if name in existing:
                 uow.hubs.replace(record)
             else:
                 if len(existing) >= MAX_LINKED_HUBS:
                     raise HubLimitError(f"a service links at most {MAX_LINKED_HUBS} IoT hubs")
                 uow.hubs.add(record)
-            detail = f"{name}, weight {weight}" + (
-                "" if apply_allocation_policy else ", no allocation"
-            )
             self._audit(
-                uow, service, "hub.update" if name in existing else "hub.link", actor, detail
+                uow,
+                service,
+                "hub.update" if name in existing else "hub.link",
+                actor,
+                _detail(record),
             )
             uow.commit()
             return record
@@ -121,6 +140,16 @@ class HubDirectory:
                 reason=detail,
             )
         )
+
+
+def _detail(hub: HubRecord) -> str:
+    """The audit reason of a link or change: the hub, its weight and kind, never its settings."""
+    detail = f"{hub.host_name}, weight {hub.weight}"
+    if not hub.apply_allocation_policy:
+        detail += ", no allocation"
+    if hub.kind is not HubKind.NONE:
+        detail += f", kind {hub.kind.value}"
+    return detail
 
 
 def _require_service(uow: UnitOfWork, service: str, *, lock: bool = False) -> None:

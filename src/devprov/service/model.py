@@ -4,6 +4,7 @@ shared access policies and audit events. Frozen values; stores return new ones."
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -11,6 +12,7 @@ from cryptography import x509
 
 from devprov.core.certificate import CertificateFacts, describe_der, load_der
 from devprov.core.possession import DEFAULT_CODE_LIFETIME, VerificationCodes
+from devprov.service.hub_identity import HubConnection, HubKind
 
 # DPS allows 25 CA certificates per instance (docs/dps-wire.md#limits-and-quotas); devprov makes
 # it a per-service setting with that default.
@@ -129,6 +131,17 @@ class HubRecord:
     weight: int
     apply_allocation_policy: bool
     created_at: datetime
+    # What an assignment creates there (docs/hubs.md#hub-kinds), and what reaches it: the keys
+    # its kind names, secrets included (never printed: see ``shown_settings``). Empty for none.
+    kind: HubKind = HubKind.NONE
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def connection(self) -> HubConnection | None:
+        """What the hub adapters need, or None for a hub that creates nothing."""
+        if self.kind is HubKind.NONE:
+            return None
+        return HubConnection(self.kind, self.host_name, dict(self.settings))
 
 
 @dataclass(frozen=True)

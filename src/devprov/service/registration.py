@@ -43,7 +43,9 @@ class RegistrationStates:
 
     def delete(
         self, service: str, registration_id: str, *, if_match: str | None, actor: str
-    ) -> None:
+    ) -> RegistrationState:
+        """Forget a registration state; the one deleted (its hub may hold the device still,
+        service.hub_sync)."""
         with self._uow() as uow:
             try:
                 _require_service(uow, service)
@@ -68,6 +70,7 @@ class RegistrationStates:
             service,
             actor,
         )
+        return state
 
     def query(
         self,

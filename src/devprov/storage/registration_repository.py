@@ -24,6 +24,7 @@ from devprov.core.registration import (
     RegistrationStatus,
     Substatus,
 )
+from devprov.service.hub_identity import HubKind
 from devprov.service.model import HubRecord, Operation
 from devprov.storage.enrollment_repository import json_default
 from devprov.storage.statement import run_insert, run_update, starts_with
@@ -299,6 +300,19 @@ class SqlOperationStore:
 # --- linked hubs -------------------------------------------------------------------------------
 
 
+def _settings_json(hub: HubRecord) -> str | None:
+    return json.dumps(dict(hub.settings), sort_keys=True) if hub.settings else None
+
+
+def _settings(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise InternalError("a linked hub's settings are not a JSON object of strings")
+    return {str(k): v for k, v in doc.items()}
+
+
 class SqlHubStore:
     """Host names are DNS names, so they are stored and matched lower-case."""
 
@@ -314,6 +328,8 @@ class SqlHubStore:
                 weight=row["weight"],
                 apply_allocation_policy=bool(row["apply_allocation_policy"]),
                 created_at=row["created_at"],
+                kind=HubKind(row["kind"]),
+                settings=_settings(row["settings"]),
             )
             for row in rows
         ]
@@ -328,6 +344,8 @@ class SqlHubStore:
                         weight=hub.weight,
                         apply_allocation_policy=hub.apply_allocation_policy,
                         created_at=hub.created_at,
+                        kind=hub.kind.value,
+                        settings=_settings_json(hub),
                     )
                 )
         except IntegrityError as exc:
@@ -336,14 +354,19 @@ class SqlHubStore:
             ) from exc
 
     def replace(self, hub: HubRecord) -> None:
-        """Weight and allocation flag; the link keeps its creation time."""
+        """Weight, allocation flag, kind and settings; the link keeps its creation time."""
         result = self._c.execute(
             update(linked_hubs)
             .where(
                 linked_hubs.c.service == hub.service,
                 linked_hubs.c.host_name == hub.host_name.lower(),
             )
-            .values(weight=hub.weight, apply_allocation_policy=hub.apply_allocation_policy)
+            .values(
+                weight=hub.weight,
+                apply_allocation_policy=hub.apply_allocation_policy,
+                kind=hub.kind.value,
+                settings=_settings_json(hub),
+            )
         )
         if result.rowcount != 1:
             raise NotFoundError(

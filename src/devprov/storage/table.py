@@ -227,6 +227,10 @@ linked_hubs = Table(
     Column("weight", Integer, nullable=False),
     Column("apply_allocation_policy", Boolean, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    # 0005: what an assignment creates there (service.hub_identity.HubKind), and the settings
+    # that reach it as a JSON object of strings, secrets included; NULL for kind none.
+    Column("kind", String(32), nullable=False, server_default="none"),
+    Column("settings", Text, nullable=True),
 )
 
 # --- 0004: portal users and sessions ------------------------------------------------------
