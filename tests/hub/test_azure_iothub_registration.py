@@ -1,0 +1,217 @@
+"""Registrations that create the device in an IoT hub, end to end: a real in-process devprov
+server (HTTPS and MQTT) with a hub of kind azure-iothub linked through the CLI, its real adapter
+(devprov.hub.azure_iothub), and the local registry that holds Microsoft's SDK to its recorded
+requests (tests/hub/registry_contract.py). Each attestation type creates the identity it should,
+the initial twin is applied, a re-registration updates the identity, and a hub answering 401 or
+500 fails the registration in DPS's shape until a retry completes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from devprov.cli.main import main
+from devprov.core.enrollment import EnrollmentKind
+from devprov.core.sas import derive_device_key
+from tests.hub.registry_contract import HUB_NAME, RegistryContract, registry_contract
+from tests.mqtt.client import RawClient, body, status, tls_context
+from tests.mqtt.conftest import LocalServer, start_local_server, stop_local_server
+from tests.mqtt.test_dps import sas_password
+
+TWIN = {"tags": {"site": "north"}, "properties": {"desired": {"interval": 30}}}
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalServer, RegistryContract, Path]]:
+    root = tmp_path_factory.mktemp("azure-hub")
+    with registry_contract(root) as contract:
+        server = start_local_server(root / "data")
+        try:
+            connection = root / "connection-string"
+            connection.write_text(contract.connection_string() + "\n")
+            assert (
+                server.cli(
+                    "hub",
+                    "add",
+                    HUB_NAME,
+                    "--kind",
+                    "azure-iothub",
+                    "--connection-string-file",
+                    str(connection),
+                    "--endpoint",
+                    contract.endpoint,
+                    "--ca-file",
+                    str(contract.ca_file),
+                )
+                == 0
+            )
+            pki = root / "pki"
+            assert main(["ca", "demo", str(pki)]) == 0
+            solo = ["ca", "device", "solo-device", "--self-signed", "--dir", str(pki / "solo")]
+            assert main(solo) == 0
+            assert (
+                server.cli(
+                    "certificate",
+                    "prove",
+                    "hub-root",
+                    "--cert",
+                    str(pki / "root.pem"),
+                    "--key",
+                    str(pki / "root.key"),
+                )
+                == 0
+            )
+            twin = json.dumps(TWIN)
+            assert (
+                server.cli("enrollment-group", "create", "x509-group", "--ca-name", "hub-root") == 0
+            )
+            assert (
+                server.cli(
+                    "enrollment-group",
+                    "create",
+                    "key-group",
+                    "--symmetric-key",
+                    "--initial-twin",
+                    twin,
+                )
+                == 0
+            )
+            assert (
+                server.cli(
+                    "enrollment",
+                    "create",
+                    "solo-device",
+                    "--cert",
+                    str(pki / "solo" / "solo-device.pem"),
+                )
+                == 0
+            )
+            yield server, contract, pki
+        finally:
+            stop_local_server(server)
+    assert not contract.violations, contract.violations
+
+
+def group_key(server: LocalServer) -> str:
+    mechanism = server.container.enrollments.attestation_mechanism(
+        "default", EnrollmentKind.GROUP, "key-group"
+    )
+    assert mechanism.primary_key is not None
+    return mechanism.primary_key
+
+
+def https_key_device(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
+    capsys.readouterr()
+    server.cli("device", "register", device, "--group-key", group_key(server), "--json")
+    printed = capsys.readouterr()
+    assert printed.out, printed.err
+    return json.loads(printed.out)
+
+
+def mqtt_key_device(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
+    key = derive_device_key(group_key(server), device)
+    password = sas_password(server.scope, device, key)
+    with RawClient(server.mqtt_port, tls_context(server.ca_file)) as client:
+        assert client.connect(server.scope, device, password=password).return_code == 0
+        client.subscribe()
+        answer = client.register(device)
+        assert status(answer) == 202, body(answer)
+        return body(client.poll(body(answer)["operationId"]))
+
+
+def https_certificate(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], device: str, chain: Path, key: Path
+) -> dict:
+    capsys.readouterr()
+    server.cli("device", "register", device, "--cert", str(chain), "--key", str(key), "--json")
+    printed = capsys.readouterr()
+    assert printed.out, printed.err
+    return json.loads(printed.out)
+
+
+@pytest.mark.parametrize("transport", [https_key_device, mqtt_key_device], ids=["https", "mqtt"])
+def test_a_symmetric_key_device_gets_its_derived_keys_and_the_initial_twin(
+    world, capsys: pytest.CaptureFixture[str], transport, request: pytest.FixtureRequest
+) -> None:
+    server, contract, _ = world
+    device = f"key-dev-{request.node.callspec.id}"
+    operation = transport(server, capsys, device)
+    assert operation["status"] == "assigned", operation
+    created = contract.devices[device]
+    assert created["authentication"]["type"] == "sas"
+    assert created["authentication"]["symmetricKey"]["primaryKey"] == derive_device_key(
+        group_key(server), device
+    )
+    assert created["status"] == "enabled"
+    assert contract.twins[device]["tags"] == TWIN["tags"]
+    assert contract.twins[device]["properties"]["desired"]["interval"] == 30
+    (event,) = [
+        e for e in server.container.audit.events(registration_id=device) if e.action == "register"
+    ]
+    assert (
+        event.reason is not None
+        and f"identity created in {HUB_NAME} with authentication sas" in event.reason
+    )
+
+
+def test_a_group_x509_device_is_ca_signed_and_a_second_registration_updates_it(
+    world, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, contract, pki = world
+    chain, key = pki / "my-device-full-chain.pem", pki / "my-device.key"
+    first = https_certificate(server, capsys, "my-device", chain, key)
+    assert first["status"] == "assigned", first
+    assert contract.devices["my-device"]["authentication"]["type"] == "certificateAuthority"
+    puts = [r for r in contract.requests if r[0] == "PUT" and r[1].startswith("/devices/my-device")]
+    second = https_certificate(server, capsys, "my-device", chain, key)
+    assert second["status"] == "assigned", second
+    again = [
+        r for r in contract.requests if r[0] == "PUT" and r[1].startswith("/devices/my-device")
+    ]
+    assert len(again) == len(puts) + 1
+    headers = {name.lower(): value for name, value in again[-1][2].items()}
+    assert headers.get("if-match") == '"*"'  # the update, as the SDK's update_device_with_*
+
+
+def test_an_individual_x509_device_is_held_by_its_thumbprint(
+    world, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, contract, pki = world
+    solo = pki / "solo"
+    leaf, chain, key = (solo / f"solo-device{end}" for end in (".pem", "-full-chain.pem", ".key"))
+    operation = https_certificate(server, capsys, "solo-device", chain, key)
+    assert operation["status"] == "assigned", operation
+    thumbprint = x509.load_pem_x509_certificate(leaf.read_bytes()).fingerprint(hashes.SHA1()).hex()
+    created = contract.devices["solo-device"]["authentication"]
+    assert created["type"] == "selfSigned"
+    assert created["x509Thumbprint"]["primaryThumbprint"] == thumbprint.upper()
+
+
+@pytest.mark.parametrize("answer", [401, 500])
+def test_a_hub_that_refuses_fails_the_registration_until_it_recovers(
+    world, capsys: pytest.CaptureFixture[str], answer: int
+) -> None:
+    server, contract, _ = world
+    device = f"refused-{answer}"
+    contract.forced_status = answer
+    try:
+        operation = https_key_device(server, capsys, device)
+    finally:
+        contract.forced_status = None
+    assert operation["status"] == "failed", operation
+    assert operation["registrationState"]["errorCode"] == 503111
+    assert device not in contract.devices
+    stored = server.container.registration_states.get("default", device)
+    assert stored.assigned_hub is None
+    reasons = [e.reason or "" for e in server.container.audit.events(registration_id=device)]
+    assert any(f"with {answer}" in r or f"({answer}" in r for r in reasons), reasons
+    again = https_key_device(server, capsys, device)
+    assert again["status"] == "assigned", again
+    assert contract.devices[device]["authentication"]["type"] == "sas"
