@@ -139,10 +139,9 @@ class ControlSession:
 
     # -- commands --
 
-    def run(self, command: dict[str, Any], *tolerated: str) -> bool:
-        """Send ``command`` and wait for its answer. Returns False when it succeeded, True when
-        it failed with one of the ``tolerated`` errors; any other error is
-        :class:`HubRefusedError`."""
+    def run(self, command: dict[str, Any], *tolerated: str) -> dict[str, Any]:
+        """Send ``command`` and return the plugin's answer to it: one without ``error``, or one
+        whose error is among ``tolerated``; any other error is :class:`HubRefusedError`."""
         name = str(command["command"])
         correlation = uuid.uuid4().hex
         payload = json.dumps({"commands": [{**command, "correlationData": correlation}]})
@@ -153,13 +152,14 @@ class ControlSession:
             )
         deadline = time.monotonic() + self._command_timeout
         self._loop_until(lambda: correlation in self._answers, deadline, f"{name}")
-        error = self._answers.pop(correlation).get("error")
-        if error is None:
-            return False
-        if error in tolerated:
-            return True
+        answer = self._answers.pop(correlation)
+        error = answer.get("error")
+        if error is None or error in tolerated:
+            return answer
         subject = command.get("username") or command.get("rolename") or ""
-        raise HubRefusedError(f"{self._broker} refused {name} {subject}: {error}".rstrip())
+        raise HubRefusedError(
+            f"{self._broker} refused {name} {subject}: {error}".replace("  ", " ")
+        )
 
     def _loop_until(self, done: Callable[[], bool], deadline: float, waiting_for: str) -> None:
         while not done():

@@ -56,6 +56,9 @@ CLIENT_EXISTS = "Client already exists"
 CLIENT_NOT_FOUND = "Client not found"
 ROLE_EXISTS = "Role already exists"
 ROLE_NOT_FOUND = "Role not found"
+# What begins the textdescription of every client and role devprov makes: it changes and removes
+# only those, so a device ID that names an operator's client (the admin's) cannot take it over.
+MARK = "devprov registration"
 # Characters a device ID may not hold when it names topics: MQTT's wildcards and level separator
 # would widen the role to other devices' topics (MQTT 3.1.1 section 4.7), and NUL is not allowed
 # in a topic at all.
@@ -166,6 +169,7 @@ class MosquittoDynamicSecurity:
         device_id = identity.device_id
         topic = device_topic(settings.topic_pattern, device_id)
         role = role_name(device_id)
+        mark = made_by_devprov(identity.registration_id)
         acls = [
             {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
             for acltype in DEVICE_ACL_TYPES
@@ -175,9 +179,11 @@ class MosquittoDynamicSecurity:
         # (docs/hubs-mosquitto.md#disable-and-delete).
         roles = [{"rolename": role, "priority": 0}] if identity.enabled else []
         with self._session(hub, settings) as session:
-            if session.run({"command": "createRole", "rolename": role, "acls": acls}, ROLE_EXISTS):
+            create = {"command": "createRole", "rolename": role, "textdescription": mark}
+            if _failed(session.run({**create, "acls": acls}, ROLE_EXISTS)):
+                _check_ours(session, hub, "role", role)
                 session.run({"command": "modifyRole", "rolename": role, "acls": acls})
-            created = _put_client(session, identity, roles)
+            created = _put_client(session, hub, identity, roles)
             switch = "enableClient" if identity.enabled else "disableClient"
             session.run({"command": switch, "username": device_id})
         kind = identity.authentication.kind.value
@@ -190,52 +196,79 @@ class MosquittoDynamicSecurity:
     def disable(self, hub: HubConnection, device_id: str) -> str:
         settings = parse_settings(hub)
         with self._session(hub, settings) as session:
-            absent = session.run(
-                {"command": "disableClient", "username": device_id}, CLIENT_NOT_FOUND
-            )
-            if absent:
+            if not _check_ours(session, hub, "client", device_id):
                 return f"client {device_id} not in {hub.host_name}: nothing to disable"
+            session.run({"command": "disableClient", "username": device_id})
             session.run({"command": "modifyClient", "username": device_id, "roles": []})
         return f"client {device_id} disabled in {hub.host_name} (and its topics withdrawn)"
 
     def delete(self, hub: HubConnection, device_id: str) -> str:
         settings = parse_settings(hub)
+        role = role_name(device_id)
         with self._session(hub, settings) as session:
-            absent = session.run(
-                {"command": "deleteClient", "username": device_id}, CLIENT_NOT_FOUND
-            )
-            session.run({"command": "deleteRole", "rolename": role_name(device_id)}, ROLE_NOT_FOUND)
-        if absent:
+            present = _check_ours(session, hub, "client", device_id)
+            if present:
+                session.run({"command": "deleteClient", "username": device_id}, CLIENT_NOT_FOUND)
+            if _check_ours(session, hub, "role", role):
+                session.run({"command": "deleteRole", "rolename": role}, ROLE_NOT_FOUND)
+        if not present:
             return f"client {device_id} not in {hub.host_name}: nothing to delete"
         return f"client {device_id} deleted from {hub.host_name}"
 
 
+def made_by_devprov(registration_id: str) -> str:
+    """The ``textdescription`` devprov gives its clients and roles: what it will change."""
+    return f"{MARK} {registration_id}"
+
+
+def _failed(answer: Mapping[str, Any]) -> bool:
+    return "error" in answer
+
+
+def _check_ours(session: ControlSession, hub: HubConnection, what: str, name: str) -> bool:
+    """Whether the client or role ``name`` exists; :class:`HubRefusedError` when it does and
+    devprov did not make it (an operator's client, the admin itself: never to be changed)."""
+    if what == "client":
+        answer = session.run({"command": "getClient", "username": name}, CLIENT_NOT_FOUND)
+    else:
+        answer = session.run({"command": "getRole", "rolename": name}, ROLE_NOT_FOUND)
+    if _failed(answer):
+        return False
+    data = answer.get("data")
+    found = data.get(what) if isinstance(data, dict) else None
+    description = found.get("textdescription") if isinstance(found, dict) else None
+    if not isinstance(description, str) or not description.startswith(MARK + " "):
+        raise HubRefusedError(
+            f"{what} {name} exists in {hub.host_name} and devprov did not make it: left as it is"
+        )
+    return True
+
+
 def _put_client(
-    session: ControlSession, identity: DeviceIdentity, roles: list[dict[str, Any]]
+    session: ControlSession,
+    hub: HubConnection,
+    identity: DeviceIdentity,
+    roles: list[dict[str, Any]],
 ) -> bool:
     """Create the client, or bring the existing one to ``identity``; True when created."""
     device_id = identity.device_id
     password = _password(identity)
-    create: dict[str, Any] = {
+    command: dict[str, Any] = {
         "command": "createClient",
         "username": device_id,
-        "textdescription": f"registration {identity.registration_id}",
+        "textdescription": made_by_devprov(identity.registration_id),
         "roles": roles,
     }
     if password is not None:
-        create["password"] = password
-    if not session.run(create, CLIENT_EXISTS):
+        command["password"] = password
+    if not _failed(session.run(command, CLIENT_EXISTS)):
         return True
+    _check_ours(session, hub, "client", device_id)
     # The plugin's modifyClient cannot unset a password (an empty one is ignored), so an existing
     # client that now logs in with its certificate gets one that nobody is given.
-    modify: Mapping[str, Any] = {
-        "command": "modifyClient",
-        "username": device_id,
-        "textdescription": f"registration {identity.registration_id}",
-        "password": password if password is not None else secrets.token_urlsafe(32),
-        "roles": roles,
-    }
-    session.run(dict(modify))
+    command["command"] = "modifyClient"
+    command["password"] = password if password is not None else secrets.token_urlsafe(32)
+    session.run(command)
     return False
 
 
