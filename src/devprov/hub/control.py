@@ -60,14 +60,19 @@ class ControlSession:
             client_id=f"devprov-admin-{uuid.uuid4().hex}", clean_session=True
         )
         self._client.username_pw_set(username, password)
+        self._tls: _TrackedContext | None = None
         if tls:
+            self._tls = _TrackedContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the host name
             try:
-                context = ssl.create_default_context(cafile=ca_file)
+                if ca_file:
+                    self._tls.load_verify_locations(cafile=ca_file)
+                else:
+                    self._tls.load_default_certs()
             except OSError as exc:  # the CA file cannot be read or parsed
                 raise HubUnreachableError(
                     f"cannot trust {self._broker}: CA file {ca_file}: {exc}"
                 ) from exc
-            self._client.tls_set_context(context)
+            self._client.tls_set_context(self._tls)
         self._connack: int | None = None
         self._suback: tuple[int, ...] | None = None
         self._answers: dict[str, dict[str, Any]] = {}
@@ -104,6 +109,8 @@ class ControlSession:
         try:
             self._client.connect(self._host, self._port, keepalive=keepalive)
         except (OSError, ValueError) as exc:  # refused, unreachable, name unknown, TLS failed
+            if self._tls is not None and self._tls.wrapped is not None:
+                self._tls.wrapped.close()  # paho 1.6 leaves a failed handshake's socket open
             raise HubUnreachableError(f"cannot reach {self._broker}: {_reason(exc)}") from exc
         try:
             self._log_in(deadline)
@@ -174,6 +181,17 @@ class ControlSession:
                     f"{self._broker} closed the connection awaiting {waiting_for}: "
                     f"{mqtt.error_string(rc)}"
                 )
+
+
+class _TrackedContext(ssl.SSLContext):
+    """An SSL context that keeps the last socket it wrapped, so that a connection whose TLS
+    handshake failed inside paho can still be closed."""
+
+    wrapped: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self.wrapped = super().wrap_socket(*args, **kwargs)
+        return self.wrapped
 
 
 def _reason(exc: BaseException) -> str:
