@@ -3,8 +3,8 @@
 The plugin takes JSON ``{"commands": [...]}`` published to ``$CONTROL/dynamic-security/v1``
 and publishes ``{"responses": [...]}`` to ``$CONTROL/dynamic-security/v1/response``, each
 response naming its command, echoing the command's ``correlationData`` and holding ``error``
-when it failed (Mosquitto's plugins/dynamic-security/README.md and plugin.c). The session sends
-one command at a time and waits for the answer carrying that command's correlation data, so
+when it failed (the plugin's README and plugin.c in Mosquitto's source). The session sends one
+command at a time and waits for the answer carrying that command's correlation data, so
 answers to other admins on the same topic are passed over.
 
 paho-mqtt drives the connection synchronously here (``loop()`` called until the awaited answer

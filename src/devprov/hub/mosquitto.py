@@ -1,8 +1,8 @@
 """The ``mosquitto`` hub kind: a device's client and role in Mosquitto's dynamic-security plugin.
 
 An assignment to a Mosquitto hub makes, over the plugin's control API (JSON commands published
-to ``$CONTROL/dynamic-security/v1``, answers read on ``.../response``; Mosquitto's
-plugins/dynamic-security/README.md):
+to ``$CONTROL/dynamic-security/v1``, answers read on ``.../response``; the plugin's README in
+Mosquitto's source):
 
 - a role ``devprov-device-D`` whose ACLs allow publishClientSend, publishClientReceive,
   subscribePattern and unsubscribePattern on the hub's topic pattern with ``{device_id}``
