@@ -67,15 +67,18 @@ node-deps:
 	fi
 
 # System packages the tests use beyond Python: HAProxy, for tests/e2e/test_haproxy.py (a real load
-# balancer in front of two instances), and Debian's chromium, which Playwright drives for the
+# balancer in front of two instances), Debian's chromium, which Playwright drives for the
 # browser tests of tests/portal (Playwright's own browser download cannot work here: only the
-# package registries are reached). chromium counts as present at SYSTEM_CHROMIUM, where Debian
-# puts it, or on PATH. Whatever is missing is installed with one apt-get call when this can be
+# package registries are reached), and Mosquitto with its dynamic-security plugin and
+# mosquitto_ctrl, for tests/hub (the mosquitto hub kind). chromium counts as present at
+# SYSTEM_CHROMIUM, where Debian puts it, or on PATH; mosquitto at SYSTEM_MOSQUITTO (/usr/sbin,
+# which a user's PATH may lack) or on PATH. Whatever is missing is installed with one apt-get call when this can be
 # done without asking (root and apt-get present); otherwise one line says why not, and the tests
-# that need it skip with their reason. `make serve` never needs either.
+# that need it skip with their reason. `make serve` never needs any of them.
 SYSTEM_CHROMIUM ?= /usr/bin/chromium
+SYSTEM_MOSQUITTO ?= /usr/sbin/mosquitto
 # package:the tests that skip without it
-SYSTEM_DEPS := haproxy:tests/e2e/test_haproxy.py chromium:tests/portal
+SYSTEM_DEPS := haproxy:tests/e2e/test_haproxy.py chromium:tests/portal mosquitto:tests/hub
 
 system-deps:
 	@missing=""; users=""; \
@@ -83,6 +86,7 @@ system-deps:
 		package=$${entry%%:*}; \
 		if command -v "$$package" >/dev/null 2>&1; then continue; fi; \
 		if [ "$$package" = chromium ] && [ -x "$(SYSTEM_CHROMIUM)" ]; then continue; fi; \
+		if [ "$$package" = mosquitto ] && [ -x "$(SYSTEM_MOSQUITTO)" ]; then continue; fi; \
 		missing="$${missing:+$$missing }$$package"; users="$${users:+$$users, }$${entry#*:}"; \
 	done; \
 	if [ -z "$$missing" ]; then \

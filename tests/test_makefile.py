@@ -1,6 +1,6 @@
 """``make reset``: it deletes ./devprov-data and ./pki and nothing else, and refuses while a
 server still answers on the port the data directory records. ``make system-deps``: it installs
-what of haproxy and chromium is missing in one apt-get call, or says in one line why not."""
+what of haproxy, chromium and mosquitto is missing in one apt-get call, or says in one line why not."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def test_reset_refuses_while_a_server_answers(checkout: Path) -> None:
 # `haproxy` and `chromium` where a case asks for them, and the real tools the Makefile's own
 # parse-time `$(shell ...)` uses.
 PARSE_TOOLS = ("cat", "sha1sum", "cut")
-BOTH_SKIP = "tests/e2e/test_haproxy.py, tests/portal will skip"
+ALL_SKIP = "tests/e2e/test_haproxy.py, tests/portal, tests/hub will skip"
+ALL = "haproxy chromium mosquitto"
 
 
 def stand_in(directory: Path, name: str, body: str) -> None:
@@ -111,8 +112,14 @@ def system_deps(
     make = shutil.which("make")
     assert make is not None
     done = subprocess.run(
-        # Debian's own chromium path is pointed away, so that the machine's is not seen
-        [make, "--no-print-directory", "system-deps", f"SYSTEM_CHROMIUM={checkout}/no-chromium"],
+        # Debian's own chromium and mosquitto paths are pointed away, so that the machine's is not seen
+        [
+            make,
+            "--no-print-directory",
+            "system-deps",
+            f"SYSTEM_CHROMIUM={checkout}/no-chromium",
+            f"SYSTEM_MOSQUITTO={checkout}/no-mosquitto",
+        ],
         cwd=checkout,
         env={"PATH": str(tools)},
         capture_output=True,
@@ -126,17 +133,17 @@ def system_deps(
 @pytest.mark.parametrize(
     ("present", "uid", "apt_get", "said", "calls"),
     [
-        pytest.param(("haproxy", "chromium"), 1000, None, "", [], id="ok/both-present"),
+        pytest.param(("haproxy", "chromium", "mosquitto"), 1000, None, "", [], id="ok/all-present"),
         pytest.param(
             (),
             1000,
             None,
-            f"haproxy chromium not found and not root: not installing ({BOTH_SKIP})\n",
+            f"{ALL} not found and not root: not installing ({ALL_SKIP})\n",
             [],
             id="skip/not-root",
         ),
         pytest.param(
-            ("haproxy",),
+            ("haproxy", "mosquitto"),
             1000,
             None,
             "chromium not found and not root: not installing (tests/portal will skip)\n",
@@ -147,7 +154,7 @@ def system_deps(
             (),
             0,
             None,
-            f"haproxy chromium not found and no apt-get: not installing ({BOTH_SKIP})\n",
+            f"{ALL} not found and no apt-get: not installing ({ALL_SKIP})\n",
             [],
             id="skip/no-apt-get",
         ),
@@ -155,12 +162,12 @@ def system_deps(
             (),
             0,
             "exit 0",
-            "installing haproxy chromium with apt-get\n",
-            ["noninteractive install -y -qq --no-install-recommends haproxy chromium"],
-            id="install/both-in-one-call",
+            f"installing {ALL} with apt-get\n",
+            [f"noninteractive install -y -qq --no-install-recommends {ALL}"],
+            id="install/all-in-one-call",
         ),
         pytest.param(
-            ("chromium",),
+            ("chromium", "mosquitto"),
             0,
             "exit 0",
             "installing haproxy with apt-get\n",
@@ -172,11 +179,11 @@ def system_deps(
             0,
             # the first install fails on stale package lists; after the update it goes through
             'if [ "$1" = update ]; then : > updated; exit 0; fi; [ -e updated ]',
-            "installing haproxy chromium with apt-get\n",
+            f"installing {ALL} with apt-get\n",
             [
-                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+                f"noninteractive install -y -qq --no-install-recommends {ALL}",
                 "noninteractive update -qq",
-                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+                f"noninteractive install -y -qq --no-install-recommends {ALL}",
             ],
             id="install/after-update",
         ),
@@ -185,12 +192,11 @@ def system_deps(
             0,
             # the package lists refresh, the install still fails
             'case "$1" in update) exit 0;; esac; exit 100',
-            "installing haproxy chromium with apt-get\n"
-            f"apt-get could not install haproxy chromium ({BOTH_SKIP})\n",
+            f"installing {ALL} with apt-get\napt-get could not install {ALL} ({ALL_SKIP})\n",
             [
-                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+                f"noninteractive install -y -qq --no-install-recommends {ALL}",
                 "noninteractive update -qq",
-                "noninteractive install -y -qq --no-install-recommends haproxy chromium",
+                f"noninteractive install -y -qq --no-install-recommends {ALL}",
             ],
             id="fail/apt-get-refuses",
         ),
@@ -214,10 +220,28 @@ def test_system_deps_takes_chromium_where_debian_puts_it(checkout: Path) -> None
     debian = checkout / "no-chromium"  # the path system_deps() names as SYSTEM_CHROMIUM
     debian.write_text("#!/bin/sh\n")
     debian.chmod(0o755)
-    done, recorded = system_deps(checkout, uid=0, present=("haproxy",), apt_get="exit 0")
+    done, recorded = system_deps(
+        checkout, uid=0, present=("haproxy", "mosquitto"), apt_get="exit 0"
+    )
     assert (done.returncode, done.stdout, recorded) == (0, "", [])
     # the twin: a file there that cannot be run is not a chromium
     debian.chmod(0o644)
-    done, recorded = system_deps(checkout, uid=0, present=("haproxy",), apt_get="exit 0")
+    done, recorded = system_deps(
+        checkout, uid=0, present=("haproxy", "mosquitto"), apt_get="exit 0"
+    )
     assert done.stdout == "installing chromium with apt-get\n"
     assert recorded == ["noninteractive install -y -qq --no-install-recommends chromium"]
+
+
+def test_system_deps_takes_mosquitto_where_debian_puts_it(checkout: Path) -> None:
+    debian = checkout / "no-mosquitto"  # the path system_deps() names as SYSTEM_MOSQUITTO
+    debian.write_text("#!/bin/sh\n")
+    debian.chmod(0o755)
+    present = ("haproxy", "chromium")
+    done, recorded = system_deps(checkout, uid=0, present=present, apt_get="exit 0")
+    assert (done.returncode, done.stdout, recorded) == (0, "", [])
+    # the twin: without it there, nor on PATH, it is installed
+    debian.unlink()
+    done, recorded = system_deps(checkout, uid=0, present=present, apt_get="exit 0")
+    assert done.stdout == "installing mosquitto with apt-get\n"
+    assert recorded == ["noninteractive install -y -qq --no-install-recommends mosquitto"]
