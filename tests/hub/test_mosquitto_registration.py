@@ -1,0 +1,198 @@
+"""Registrations that make the device a client of a real Mosquitto, end to end: a real in-process
+devprov server (HTTPS and MQTT) with a hub of kind mosquitto linked through the CLI, the real
+adapter (devprov.hub.mosquitto) and a real broker with the dynamic-security plugin
+(tests/hub/mosquitto.py). A symmetric-key device and an X.509 group device register with devprov,
+then use their own topics on the broker and no other device's; after their group is disabled the
+symmetric-key device is refused at login and the X.509 device keeps no topic (Mosquitto 2.0
+cannot refuse a certificate login: docs/hubs-mosquitto.md#disable-and-delete); a device that
+never registered is refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devprov.core.enrollment import EnrollmentKind
+from devprov.core.sas import derive_device_key
+from tests import factory
+from tests.hub.mosquitto import (
+    ADMIN,
+    MISSING,
+    SKIP_REASON,
+    Broker,
+    Device,
+    password_device,
+    running_broker,
+    x509_device,
+)
+from tests.hub.test_mosquitto import REFUSED, assert_own_topics_only
+from tests.mqtt.client import RawClient, body, status, tls_context
+from tests.mqtt.conftest import LocalServer, start_local_server, stop_local_server
+from tests.mqtt.test_dps import sas_password
+
+HUB = "broker.test"
+NOT_AUTHORIZED = 5  # CONNACK return code of MQTT 3.1.1
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalServer, Broker, factory.Ca]]:
+    if MISSING:
+        pytest.skip(SKIP_REASON)
+    root = tmp_path_factory.mktemp("mosquitto-hub")
+    ca = factory.root("Fleet CA")
+    (root / "broker").mkdir()
+    with running_broker(root / "broker", ca) as broker:
+        server = start_local_server(root / "data")
+        try:
+            (root / "ca.pem").write_bytes(ca.pem)
+            (root / "admin-password").write_text(broker.admin_password + "\n")
+            assert (
+                server.cli(
+                    "certificate",
+                    "upload",
+                    "fleet-ca",
+                    "--cert",
+                    str(root / "ca.pem"),
+                    "--verified",
+                )
+                == 0
+            )
+            assert server.cli("enrollment-group", "create", "fleet", "--ca-name", "fleet-ca") == 0
+            assert server.cli("enrollment-group", "create", "keys", "--symmetric-key") == 0
+            assert (
+                server.cli(
+                    "hub",
+                    "add",
+                    HUB,
+                    "--kind",
+                    "mosquitto",
+                    "--broker",
+                    f"127.0.0.1:{broker.admin_port}",
+                    "--tls",
+                    "--ca-file",
+                    str(broker.server_ca),
+                    "--username",
+                    ADMIN,
+                    "--password-file",
+                    str(root / "admin-password"),
+                )
+                == 0
+            )
+            yield server, broker, ca
+        finally:
+            stop_local_server(server)
+
+
+@pytest.fixture
+def devices() -> Iterator[list[Device]]:
+    opened: list[Device] = []
+    yield opened
+    for device in opened:
+        device.close()
+
+
+def group_key(server: LocalServer) -> str:
+    mechanism = server.container.enrollments.attestation_mechanism(
+        "default", EnrollmentKind.GROUP, "keys"
+    )
+    assert mechanism.primary_key is not None
+    return mechanism.primary_key
+
+
+def over_https(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
+    capsys.readouterr()
+    server.cli("device", "register", device, "--group-key", group_key(server), "--json")
+    printed = capsys.readouterr()
+    assert printed.out, printed.err
+    return json.loads(printed.out)
+
+
+def over_mqtt(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
+    key = derive_device_key(group_key(server), device)
+    with RawClient(server.mqtt_port, tls_context(server.ca_file)) as client:
+        password = sas_password(server.scope, device, key)
+        assert client.connect(server.scope, device, password=password).return_code == 0
+        client.subscribe()
+        answer = client.register(device)
+        assert status(answer) == 202, body(answer)
+        return body(client.poll(body(answer)["operationId"]))
+
+
+def login(
+    broker: Broker, devices: list[Device], device_id: str, password: str
+) -> tuple[Device, int]:
+    device = password_device(device_id, password)
+    devices.append(device)
+    return device, device.connect(broker.password_port)
+
+
+@pytest.mark.parametrize("transport", [over_https, over_mqtt], ids=["https", "mqtt"])
+def test_registered_symmetric_key_devices_use_their_own_topics_only(
+    world, capsys, devices: list[Device], transport, request: pytest.FixtureRequest
+) -> None:
+    server, broker, _ = world
+    first, second = (f"sensor-{n}-{request.node.callspec.id}" for n in (1, 2))
+    for device in (first, second):
+        operation = transport(server, capsys, device)
+        assert operation["status"] == "assigned", operation
+        assert operation["registrationState"]["assignedHub"] == HUB
+    key = group_key(server)
+    a, code_a = login(broker, devices, first, derive_device_key(key, first))
+    b, code_b = login(broker, devices, second, derive_device_key(key, second))
+    assert (code_a, code_b) == (0, 0)
+    assert_own_topics_only(a, first, b, second)
+    (event,) = [
+        e for e in server.container.audit.events(registration_id=first) if e.action == "register"
+    ]
+    assert event.reason is not None and event.reason.endswith(
+        f"client created in {HUB} with authentication sas (topics devices/{first}/#)"
+    )
+
+
+def test_an_x509_group_device_registers_then_uses_its_own_topics(
+    world, capsys, devices: list[Device], tmp_path: Path
+) -> None:
+    server, broker, ca = world
+    issued = factory.device(ca, "camera-1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "camera-1.key"
+    chain.write_bytes(issued.pem + ca.pem)
+    key.write_bytes(issued.key_pem())
+    capsys.readouterr()
+    server.cli("device", "register", "camera-1", "--cert", str(chain), "--key", str(key), "--json")
+    operation = json.loads(capsys.readouterr().out)
+    assert operation["status"] == "assigned", operation
+    camera = x509_device(ca, "camera-1", broker.directory, broker.server_ca)
+    devices.append(camera)
+    assert camera.connect(broker.x509_port) == 0
+    assert camera.subscribe("devices/camera-1/#") == 1
+    assert camera.subscribe("devices/sensor-1-https/#") == REFUSED
+
+
+def test_a_device_that_never_registered_is_refused(world, devices: list[Device]) -> None:
+    server, broker, _ = world
+    stranger = "never-registered"
+    _, code = login(broker, devices, stranger, derive_device_key(group_key(server), stranger))
+    assert code == NOT_AUTHORIZED
+
+
+def test_disabling_the_group_cuts_its_devices_off(world, capsys, devices: list[Device]) -> None:
+    """Runs last in this module: it disables both groups."""
+    server, broker, ca = world
+    device = "sensor-late"
+    assert over_https(server, capsys, device)["status"] == "assigned"
+    password = derive_device_key(group_key(server), device)
+    _, code = login(broker, devices, device, password)
+    assert code == 0
+    assert server.cli("enrollment-group", "update", "keys", "--disabled") == 0
+    _, code = login(broker, devices, device, password)
+    assert code == NOT_AUTHORIZED
+    assert server.cli("enrollment-group", "update", "fleet", "--disabled") == 0
+    camera = x509_device(ca, "camera-1", broker.directory, broker.server_ca)
+    devices.append(camera)
+    camera.connect(broker.x509_port)  # Mosquitto 2.0 lets a certificate in; its role is gone
+    assert camera.subscribe("devices/camera-1/#") == REFUSED
