@@ -154,23 +154,46 @@ def test_registered_symmetric_key_devices_use_their_own_topics_only(
     )
 
 
+def x509_over_https(server: LocalServer, capsys, device: str, chain: Path, key: Path) -> dict:
+    capsys.readouterr()
+    server.cli("device", "register", device, "--cert", str(chain), "--key", str(key), "--json")
+    printed = capsys.readouterr()
+    assert printed.out, printed.err
+    return json.loads(printed.out)
+
+
+def x509_over_mqtt(server: LocalServer, capsys, device: str, chain: Path, key: Path) -> dict:
+    with RawClient(server.mqtt_port, tls_context(server.ca_file, chain, key)) as client:
+        assert client.connect(server.scope, device).return_code == 0
+        client.subscribe()
+        answer = client.register(device)
+        assert status(answer) == 202, body(answer)
+        return body(client.poll(body(answer)["operationId"]))
+
+
+@pytest.mark.parametrize("transport", [x509_over_https, x509_over_mqtt], ids=["https", "mqtt"])
 def test_an_x509_group_device_registers_then_uses_its_own_topics(
-    world, capsys, devices: list[Device], tmp_path: Path
+    world, capsys, devices: list[Device], tmp_path: Path, transport, request: pytest.FixtureRequest
 ) -> None:
     server, broker, ca = world
-    issued = factory.device(ca, "camera-1")
-    chain, key = tmp_path / "chain.pem", tmp_path / "camera-1.key"
+    name = f"camera-{request.node.callspec.id}"
+    issued = factory.device(ca, name)
+    chain, key = tmp_path / "chain.pem", tmp_path / f"{name}.key"
     chain.write_bytes(issued.pem + ca.pem)
     key.write_bytes(issued.key_pem())
-    capsys.readouterr()
-    server.cli("device", "register", "camera-1", "--cert", str(chain), "--key", str(key), "--json")
-    operation = json.loads(capsys.readouterr().out)
+    operation = transport(server, capsys, name, chain, key)
     assert operation["status"] == "assigned", operation
-    camera = x509_device(ca, "camera-1", broker.directory, broker.server_ca)
+    camera = x509_device(ca, name, broker.directory, broker.server_ca)
     devices.append(camera)
     assert camera.connect(broker.x509_port) == 0
-    assert camera.subscribe("devices/camera-1/#") == 1
+    assert camera.subscribe(f"devices/{name}/#") == 1
     assert camera.subscribe("devices/sensor-1-https/#") == REFUSED
+    (event,) = [
+        e for e in server.container.audit.events(registration_id=name) if e.action == "register"
+    ]
+    assert event.reason is not None and event.reason.endswith(
+        f"client created in {HUB} with authentication certificateAuthority (topics devices/{name}/#)"
+    )
 
 
 def test_a_device_that_never_registered_is_refused(world, devices: list[Device]) -> None:
@@ -192,7 +215,7 @@ def test_disabling_the_group_cuts_its_devices_off(world, capsys, devices: list[D
     _, code = login(broker, devices, device, password)
     assert code == NOT_AUTHORIZED
     assert server.cli("enrollment-group", "update", "fleet", "--disabled") == 0
-    camera = x509_device(ca, "camera-1", broker.directory, broker.server_ca)
+    camera = x509_device(ca, "camera-https", broker.directory, broker.server_ca)
     devices.append(camera)
     camera.connect(broker.x509_port)  # Mosquitto 2.0 lets a certificate in; its role is gone
-    assert camera.subscribe("devices/camera-1/#") == REFUSED
+    assert camera.subscribe("devices/camera-https/#") == REFUSED
