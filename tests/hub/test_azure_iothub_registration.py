@@ -16,13 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from devprov.cli.main import main
-from devprov.core.enrollment import EnrollmentKind
 from devprov.core.sas import derive_device_key
 from tests.hub.registry_contract import HUB_NAME, RegistryContract, registry_contract
-from tests.mqtt.client import RawClient, body, status, tls_context
 from tests.mqtt.conftest import LocalServer, start_local_server, stop_local_server
-from tests.mqtt.test_dps import sas_password
+from tests.registering import group_key, key_over_https, key_over_mqtt, x509_over_https
 
+GROUP = "key-group"
 TWIN = {"tags": {"site": "north"}, "properties": {"desired": {"interval": 30}}}
 
 
@@ -99,55 +98,18 @@ def world(
     assert not contract.violations, contract.violations
 
 
-def group_key(server: LocalServer) -> str:
-    mechanism = server.container.enrollments.attestation_mechanism(
-        "default", EnrollmentKind.GROUP, "key-group"
-    )
-    assert mechanism.primary_key is not None
-    return mechanism.primary_key
-
-
-def https_key_device(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
-    capsys.readouterr()
-    server.cli("device", "register", device, "--group-key", group_key(server), "--json")
-    printed = capsys.readouterr()
-    assert printed.out, printed.err
-    return json.loads(printed.out)
-
-
-def mqtt_key_device(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
-    key = derive_device_key(group_key(server), device)
-    password = sas_password(server.scope, device, key)
-    with RawClient(server.mqtt_port, tls_context(server.ca_file)) as client:
-        assert client.connect(server.scope, device, password=password).return_code == 0
-        client.subscribe()
-        answer = client.register(device)
-        assert status(answer) == 202, body(answer)
-        return body(client.poll(body(answer)["operationId"]))
-
-
-def https_certificate(
-    server: LocalServer, capsys: pytest.CaptureFixture[str], device: str, chain: Path, key: Path
-) -> dict:
-    capsys.readouterr()
-    server.cli("device", "register", device, "--cert", str(chain), "--key", str(key), "--json")
-    printed = capsys.readouterr()
-    assert printed.out, printed.err
-    return json.loads(printed.out)
-
-
-@pytest.mark.parametrize("transport", [https_key_device, mqtt_key_device], ids=["https", "mqtt"])
+@pytest.mark.parametrize("transport", [key_over_https, key_over_mqtt], ids=["https", "mqtt"])
 def test_a_symmetric_key_device_gets_its_derived_keys_and_the_initial_twin(
     world, capsys: pytest.CaptureFixture[str], transport, request: pytest.FixtureRequest
 ) -> None:
     server, contract, _ = world
     device = f"key-dev-{request.node.callspec.id}"
-    operation = transport(server, capsys, device)
+    operation = transport(server, capsys, GROUP, device)
     assert operation["status"] == "assigned", operation
     created = contract.devices[device]
     assert created["authentication"]["type"] == "sas"
     assert created["authentication"]["symmetricKey"]["primaryKey"] == derive_device_key(
-        group_key(server), device
+        group_key(server, GROUP), device
     )
     assert created["status"] == "enabled"
     assert contract.twins[device]["tags"] == TWIN["tags"]
@@ -166,11 +128,11 @@ def test_a_group_x509_device_is_ca_signed_and_a_second_registration_updates_it(
 ) -> None:
     server, contract, pki = world
     chain, key = pki / "my-device-full-chain.pem", pki / "my-device.key"
-    first = https_certificate(server, capsys, "my-device", chain, key)
+    first = x509_over_https(server, capsys, "my-device", chain, key)
     assert first["status"] == "assigned", first
     assert contract.devices["my-device"]["authentication"]["type"] == "certificateAuthority"
     puts = [r for r in contract.requests if r[0] == "PUT" and r[1].startswith("/devices/my-device")]
-    second = https_certificate(server, capsys, "my-device", chain, key)
+    second = x509_over_https(server, capsys, "my-device", chain, key)
     assert second["status"] == "assigned", second
     again = [
         r for r in contract.requests if r[0] == "PUT" and r[1].startswith("/devices/my-device")
@@ -186,7 +148,7 @@ def test_an_individual_x509_device_is_held_by_its_thumbprint(
     server, contract, pki = world
     solo = pki / "solo"
     leaf, chain, key = (solo / f"solo-device{end}" for end in (".pem", "-full-chain.pem", ".key"))
-    operation = https_certificate(server, capsys, "solo-device", chain, key)
+    operation = x509_over_https(server, capsys, "solo-device", chain, key)
     assert operation["status"] == "assigned", operation
     thumbprint = x509.load_pem_x509_certificate(leaf.read_bytes()).fingerprint(hashes.SHA1()).hex()
     created = contract.devices["solo-device"]["authentication"]
@@ -202,7 +164,7 @@ def test_a_hub_that_refuses_fails_the_registration_until_it_recovers(
     device = f"refused-{answer}"
     contract.forced_status = answer
     try:
-        operation = https_key_device(server, capsys, device)
+        operation = key_over_https(server, capsys, GROUP, device)
     finally:
         contract.forced_status = None
     assert operation["status"] == "failed", operation
@@ -212,6 +174,6 @@ def test_a_hub_that_refuses_fails_the_registration_until_it_recovers(
     assert stored.assigned_hub is None
     reasons = [e.reason or "" for e in server.container.audit.events(registration_id=device)]
     assert any(f"with {answer}" in r or f"({answer}" in r for r in reasons), reasons
-    again = https_key_device(server, capsys, device)
+    again = key_over_https(server, capsys, GROUP, device)
     assert again["status"] == "assigned", again
     assert contract.devices[device]["authentication"]["type"] == "sas"

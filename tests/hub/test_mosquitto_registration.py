@@ -9,13 +9,11 @@ never registered is refused."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devprov.core.enrollment import EnrollmentKind
 from devprov.core.sas import derive_device_key
 from tests import factory
 from tests.hub.mosquitto import (
@@ -29,11 +27,17 @@ from tests.hub.mosquitto import (
     x509_device,
 )
 from tests.hub.test_mosquitto import REFUSED, assert_own_topics_only
-from tests.mqtt.client import RawClient, body, status, tls_context
 from tests.mqtt.conftest import LocalServer, start_local_server, stop_local_server
-from tests.mqtt.test_dps import sas_password
+from tests.registering import (
+    group_key,
+    key_over_https,
+    key_over_mqtt,
+    x509_over_https,
+    x509_over_mqtt,
+)
 
 HUB = "broker.test"
+GROUP = "keys"
 NOT_AUTHORIZED = 5  # CONNACK return code of MQTT 3.1.1
 
 
@@ -96,33 +100,6 @@ def devices() -> Iterator[list[Device]]:
         device.close()
 
 
-def group_key(server: LocalServer) -> str:
-    mechanism = server.container.enrollments.attestation_mechanism(
-        "default", EnrollmentKind.GROUP, "keys"
-    )
-    assert mechanism.primary_key is not None
-    return mechanism.primary_key
-
-
-def over_https(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
-    capsys.readouterr()
-    server.cli("device", "register", device, "--group-key", group_key(server), "--json")
-    printed = capsys.readouterr()
-    assert printed.out, printed.err
-    return json.loads(printed.out)
-
-
-def over_mqtt(server: LocalServer, capsys: pytest.CaptureFixture[str], device: str) -> dict:
-    key = derive_device_key(group_key(server), device)
-    with RawClient(server.mqtt_port, tls_context(server.ca_file)) as client:
-        password = sas_password(server.scope, device, key)
-        assert client.connect(server.scope, device, password=password).return_code == 0
-        client.subscribe()
-        answer = client.register(device)
-        assert status(answer) == 202, body(answer)
-        return body(client.poll(body(answer)["operationId"]))
-
-
 def login(
     broker: Broker, devices: list[Device], device_id: str, password: str
 ) -> tuple[Device, int]:
@@ -131,17 +108,17 @@ def login(
     return device, device.connect(broker.password_port)
 
 
-@pytest.mark.parametrize("transport", [over_https, over_mqtt], ids=["https", "mqtt"])
+@pytest.mark.parametrize("transport", [key_over_https, key_over_mqtt], ids=["https", "mqtt"])
 def test_registered_symmetric_key_devices_use_their_own_topics_only(
     world, capsys, devices: list[Device], transport, request: pytest.FixtureRequest
 ) -> None:
     server, broker, _ = world
     first, second = (f"sensor-{n}-{request.node.callspec.id}" for n in (1, 2))
     for device in (first, second):
-        operation = transport(server, capsys, device)
+        operation = transport(server, capsys, GROUP, device)
         assert operation["status"] == "assigned", operation
         assert operation["registrationState"]["assignedHub"] == HUB
-    key = group_key(server)
+    key = group_key(server, GROUP)
     a, code_a = login(broker, devices, first, derive_device_key(key, first))
     b, code_b = login(broker, devices, second, derive_device_key(key, second))
     assert (code_a, code_b) == (0, 0)
@@ -152,23 +129,6 @@ def test_registered_symmetric_key_devices_use_their_own_topics_only(
     assert event.reason is not None and event.reason.endswith(
         f"client created in {HUB} with authentication sas (topics devices/{first}/#)"
     )
-
-
-def x509_over_https(server: LocalServer, capsys, device: str, chain: Path, key: Path) -> dict:
-    capsys.readouterr()
-    server.cli("device", "register", device, "--cert", str(chain), "--key", str(key), "--json")
-    printed = capsys.readouterr()
-    assert printed.out, printed.err
-    return json.loads(printed.out)
-
-
-def x509_over_mqtt(server: LocalServer, capsys, device: str, chain: Path, key: Path) -> dict:
-    with RawClient(server.mqtt_port, tls_context(server.ca_file, chain, key)) as client:
-        assert client.connect(server.scope, device).return_code == 0
-        client.subscribe()
-        answer = client.register(device)
-        assert status(answer) == 202, body(answer)
-        return body(client.poll(body(answer)["operationId"]))
 
 
 @pytest.mark.parametrize("transport", [x509_over_https, x509_over_mqtt], ids=["https", "mqtt"])
@@ -199,7 +159,9 @@ def test_an_x509_group_device_registers_then_uses_its_own_topics(
 def test_a_device_that_never_registered_is_refused(world, devices: list[Device]) -> None:
     server, broker, _ = world
     stranger = "never-registered"
-    _, code = login(broker, devices, stranger, derive_device_key(group_key(server), stranger))
+    _, code = login(
+        broker, devices, stranger, derive_device_key(group_key(server, GROUP), stranger)
+    )
     assert code == NOT_AUTHORIZED
 
 
@@ -207,8 +169,8 @@ def test_disabling_the_group_cuts_its_devices_off(world, capsys, devices: list[D
     """Runs last in this module: it disables both groups."""
     server, broker, ca = world
     device = "sensor-late"
-    assert over_https(server, capsys, device)["status"] == "assigned"
-    password = derive_device_key(group_key(server), device)
+    assert key_over_https(server, capsys, GROUP, device)["status"] == "assigned"
+    password = derive_device_key(group_key(server, GROUP), device)
     _, code = login(broker, devices, device, password)
     assert code == 0
     assert server.cli("enrollment-group", "update", "keys", "--disabled") == 0
