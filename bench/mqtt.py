@@ -34,7 +34,6 @@ import os
 import platform
 import resource
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from tests.instances import free_port
 from tests.server import ServerProcess, running_server
 
 import registration as https  # bench/registration.py: PKI, set-up, client threads, HTTPS client
@@ -224,12 +224,6 @@ def raise_open_files() -> int:
     return limit
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((https.HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def add_key_group(server: ServerProcess) -> str:
     """A symmetric-key enrollment group for the idle fleet; returns its primary key."""
     key = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -328,7 +322,7 @@ def print_summary(
 @contextlib.contextmanager
 def serving(directory: Path, open_files: int) -> Iterator[ServerProcess]:
     """``devprov serve`` with MQTT on a free port and as many connections as descriptors."""
-    port = free_port()
+    port = free_port()  # outside the ephemeral range: --port 0 cannot take it first
     cap = str(open_files - FD_RESERVE)
     extra = ("--mqtt-port", str(port), "--max-connections", cap)
     with running_server(directory, *extra, open_files=open_files) as server:

@@ -10,6 +10,7 @@ copy of the first, as an operator would copy it to a second host.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import ssl
@@ -58,10 +59,23 @@ def running_pair(
         yield servers[0], servers[1]
 
 
+# Ports handed to servers that must be told theirs in advance. They come from below Linux's
+# ephemeral range (32768 and up by default): a port the kernel picked for ``bind(0)`` is also one
+# it may hand to the next outgoing connection or ``--port 0`` listener before the server binds it.
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port on 127.0.0.1 that nothing holds now, outside the kernel's ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PORTS)  # spreading, not secrecy
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} after 200 tries")
 
 
 @dataclass
