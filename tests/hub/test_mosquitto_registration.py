@@ -5,7 +5,7 @@ adapter (devprov.hub.mosquitto) and a real broker with the dynamic-security plug
 then use their own topics on the broker and no other device's; after their group is disabled the
 symmetric-key device is refused at login and the X.509 device keeps no topic (Mosquitto 2.0
 cannot refuse a certificate login: docs/hubs-mosquitto.md#disable-and-delete); a device that
-never registered is refused."""
+never registered is refused at login (symmetric key) or on every topic (X.509)."""
 
 from __future__ import annotations
 
@@ -163,6 +163,19 @@ def test_a_device_that_never_registered_is_refused(world, devices: list[Device])
         broker, devices, stranger, derive_device_key(group_key(server, GROUP), stranger)
     )
     assert code == NOT_AUTHORIZED
+
+
+def test_an_x509_device_that_never_registered_reaches_nothing(
+    world, devices: list[Device]
+) -> None:
+    """Mosquitto 2.0 connects any certificate from the listener's CA (it does not ask the plugin
+    about certificate logins), so the refusal is on every topic instead of at login."""
+    _, broker, ca = world
+    stranger = x509_device(ca, "camera-never-registered", broker.directory, broker.server_ca)
+    devices.append(stranger)
+    assert stranger.connect(broker.x509_port) == 0
+    assert stranger.subscribe("devices/camera-never-registered/#") == REFUSED
+    assert stranger.subscribe("#") == REFUSED
 
 
 def test_disabling_the_group_cuts_its_devices_off(world, capsys, devices: list[Device]) -> None:
