@@ -64,6 +64,7 @@ _RANK = {
     FOOTER: 6,
 }
 _REPEATABLE = frozenset({DATA, AMQP_SEQUENCE})
+_BODY = frozenset({DATA, AMQP_SEQUENCE, AMQP_VALUE})
 
 
 def _read_message_id(value: Value) -> Scalar:
@@ -115,7 +116,7 @@ def decode_message(data: bytes) -> Message:
         code, content = _section(section)
         if _RANK[code] < last_rank or (code in seen and code not in _REPEATABLE):
             raise MalformedFrame(f"message section 0x{code:02x} out of order")
-        if code in _REPEATABLE and seen & {DATA, AMQP_SEQUENCE, AMQP_VALUE} - {code}:
+        if code in _BODY and seen & _BODY - {code}:
             raise MalformedFrame("a message body mixes section kinds")
         last_rank = _RANK[code]
         seen.add(code)
@@ -124,7 +125,7 @@ def decode_message(data: bytes) -> Message:
             _check_timestamps(properties)
         elif code == APPLICATION_PROPERTIES:
             application = _application_properties(content)
-        elif code in (DATA, AMQP_VALUE, AMQP_SEQUENCE):
+        elif code in _BODY:
             body.append(_body_bytes(code, content))
         elif code != HEADER and not isinstance(content, dict):
             raise MalformedFrame(f"message section 0x{code:02x} must be a map")
