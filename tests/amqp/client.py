@@ -87,7 +87,11 @@ class AmqpClient:
         header. Raises ServerClosed when the server refuses."""
         raw = socket.create_connection((host, port), timeout=10)
         client = cls(context.wrap_socket(raw, server_hostname=host))
-        client.handshake(sasl, hostname=hostname)
+        try:
+            client.handshake(sasl, hostname=hostname)
+        except BaseException:
+            client.sock.close()
+            raise
         return client
 
     def handshake(self, sasl: Sasl, *, hostname: str | None = None) -> None:
@@ -223,7 +227,8 @@ class AmqpClient:
         key = f"s:{address}" if address else next(k for k in self._handles if k[0] == "s")
         handle, delivery_id = self._handles[key], self._delivery_id
         self._delivery_id += 1
-        size = size or len(data) or 1
+        limit = self.server_open.max_frame_size if self.server_open else 512
+        size = size or limit - 64  # room for the frame header and the transfer performative
         chunks = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
         frames = b"".join(
             encode_frame(

@@ -20,6 +20,7 @@ from devprov.amqp.application import (
     SaslIdentity,
 )
 from devprov.amqp.connection import opener
+from devprov.amqp.frames import Flow
 from devprov.http.listener import bind_listeners
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
@@ -117,6 +118,7 @@ class AmqpServer:
         client.begin()
         client.attach_receiver(address)
         client.attach_sender(address)
+        client.expect(Flow)  # the credit to send
         return client
 
 

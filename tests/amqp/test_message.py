@@ -3,6 +3,7 @@ sections, an amqp-value of text), the section order, and what devprov does not t
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -114,7 +115,5 @@ def test_messages_devprov_does_not_take_raise_malformed_frame(data: bytes) -> No
 @given(st.binary(max_size=200))
 @settings(max_examples=300)
 def test_random_payloads_decode_or_raise_malformed_frame(data: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedFrame):
         decode_message(data)
-    except MalformedFrame:
-        pass
