@@ -35,7 +35,7 @@ TEST_POLICY = ConnectionPolicy(
     max_connections=100,
     handshake_timeout=2.0,
     head_timeout=1.0,
-    keep_alive_timeout=2.0,
+    keep_alive_timeout=3.0,
     evict_after=0.5,
 )
 

@@ -47,17 +47,48 @@ from devprov.amqp.types import Described, MalformedFrame, Symbol, UInt, ULong, V
 ERROR = AmqpError("amqp:not-found", "gone", {"retry-after": 3, "why": "x"})
 
 PERFORMATIVES = [
-    Open(container_id="c", hostname="h", max_frame_size=1024, channel_max=3, idle_time_out=500,
-         offered_capabilities=("a", "b"), properties={"product": "p"}),
+    Open(
+        container_id="c",
+        hostname="h",
+        max_frame_size=1024,
+        channel_max=3,
+        idle_time_out=500,
+        offered_capabilities=("a", "b"),
+        properties={"product": "p"},
+    ),
     Begin(remote_channel=1, next_outgoing_id=2, incoming_window=3, outgoing_window=4),
-    Attach(name="n", handle=1, role=True, snd_settle_mode=1, rcv_settle_mode=0,
-           source=Source(address="a", outcomes=("amqp:accepted:list",)),
-           target=Target(address="b", dynamic=False), initial_delivery_count=0,
-           max_message_size=10, properties={"com.microsoft:api-version": "2019-03-31"}),
-    Flow(next_incoming_id=1, incoming_window=2, next_outgoing_id=3, outgoing_window=4,
-         handle=0, delivery_count=5, link_credit=6, drain=True, echo=True),
-    Transfer(handle=0, delivery_id=1, delivery_tag=b"t", message_format=0, settled=True,
-             more=True, state=Received(section_number=1, section_offset=2)),
+    Attach(
+        name="n",
+        handle=1,
+        role=True,
+        snd_settle_mode=1,
+        rcv_settle_mode=0,
+        source=Source(address="a", outcomes=("amqp:accepted:list",)),
+        target=Target(address="b", dynamic=False),
+        initial_delivery_count=0,
+        max_message_size=10,
+        properties={"com.microsoft:api-version": "2019-03-31"},
+    ),
+    Flow(
+        next_incoming_id=1,
+        incoming_window=2,
+        next_outgoing_id=3,
+        outgoing_window=4,
+        handle=0,
+        delivery_count=5,
+        link_credit=6,
+        drain=True,
+        echo=True,
+    ),
+    Transfer(
+        handle=0,
+        delivery_id=1,
+        delivery_tag=b"t",
+        message_format=0,
+        settled=True,
+        more=True,
+        state=Received(section_number=1, section_offset=2),
+    ),
     Disposition(role=True, first=1, last=2, settled=True, state=Accepted()),
     Disposition(role=True, first=1, state=Rejected(error=ERROR)),
     Disposition(role=False, first=1, state=Released()),
@@ -65,7 +96,7 @@ PERFORMATIVES = [
     Detach(handle=1, closed=True, error=ERROR),
     End(error=AmqpError("amqp:internal-error")),
     Close(),
-]  # fmt: skip
+]
 SASL = [
     SaslMechanisms(sasl_server_mechanisms=("PLAIN", "ANONYMOUS")),
     SaslInit(mechanism="PLAIN", initial_response=b"\0u\0p", hostname="h"),
@@ -73,10 +104,6 @@ SASL = [
     SaslResponse(response=b"r"),
     SaslOutcome(code=0, additional_data=b"d"),
 ]
-
-
-def _body(described: Value) -> bytes:
-    return encode_frame(Frame(AMQP_FRAME, 0, None))[:0] + encode(described)
 
 
 def _read(data: bytes, limit: int = 65536) -> Frame | None:
