@@ -37,6 +37,7 @@ from devprov.amqp.types import encode
 from tests.amqp.client import AmqpClient, sasl_init
 from tests.amqp.conftest import AmqpServer
 from tests.http.conftest import HOST
+from tests.transport.plaintext import TLS_ALERT, answer_to_plaintext
 
 PLAIN = ("PLAIN", "user", "password")
 SLEEP = encode_message(Message(b"", {"op": "sleep", "seconds": "0.3"}, correlation_id="slow"))
@@ -317,13 +318,5 @@ def test_vanishing_clients_do_not_disturb_others(
 
 
 def test_plaintext_on_the_tls_port_is_dropped(amqp_server: AmqpServer, bystander: AmqpClient):
-    with socket.create_connection((HOST, amqp_server.port)) as sock:
-        sock.sendall(AMQP_HEADER)
-        sock.settimeout(5)
-        received = b""
-        try:
-            while chunk := sock.recv(100):
-                received += chunk
-        except ConnectionResetError:
-            pass
-    assert received == b"" or received[0] == 21  # nothing, or a TLS alert: never AMQP
+    received = answer_to_plaintext(amqp_server.port, AMQP_HEADER, HOST)
+    assert received == b"" or received[0] == TLS_ALERT  # nothing, or a TLS alert: never AMQP
