@@ -149,7 +149,7 @@ def _read_binary(value: Value) -> bytes:
 
 
 def _read_symbols(value: Value) -> tuple[str, ...]:
-    # A "multiple" field: one value, or an array of them (section 1.6.25 "multiple").
+    # A field declared multiple="true" (section 1.3): one value, or an array of them.
     values = value.items if isinstance(value, Array) else (value,)
     return tuple(_read_symbol(v) for v in values)
 

@@ -264,7 +264,7 @@ class Session:
             raise ProtocolError(INVALID_FIELD, "a delivery's transfers differ in delivery-id")
         link.partial_settled = link.partial_settled or bool(transfer.settled)
         if transfer.aborted:
-            link.partial = None  # the client abandoned it (section 2.6.14)
+            link.partial = None  # the client abandoned it (transfer's aborted, section 2.7.5)
             return
         link.partial += payload
         if len(link.partial) > MAX_MESSAGE_BYTES:

@@ -76,7 +76,7 @@ class Int(int):
 
 
 class Timestamp(int):
-    """Milliseconds since the Unix epoch (section 1.6.13)."""
+    """Milliseconds since the Unix epoch (section 1.6.17)."""
 
     __slots__ = ()
 
