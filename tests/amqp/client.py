@@ -378,6 +378,9 @@ class AmqpClient:
             self.sock.close()
 
 
+connect = AmqpClient.connect
+
+
 def sasl_init(sasl: Sasl, hostname: str | None = None) -> SaslInit:
     if isinstance(sasl, tuple):
         mechanism, user, password = sasl
@@ -386,4 +389,4 @@ def sasl_init(sasl: Sasl, hostname: str | None = None) -> SaslInit:
     return SaslInit(mechanism=str(sasl), hostname=hostname)
 
 
-__all__ = ["AmqpClient", "End", "ServerClosed", "sasl_init"]
+__all__ = ["AmqpClient", "End", "ServerClosed", "connect", "sasl_init"]

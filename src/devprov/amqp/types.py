@@ -11,6 +11,9 @@ Decoding is strict and bounded: a truncated value, a size or a count that overru
 an unknown constructor, text that is not UTF-8 (ASCII for a symbol), nesting deeper than
 :data:`MAX_DEPTH`, a map with an odd count or a repeated or unhashable key raise
 :class:`MalformedFrame`, and nothing else, whatever the bytes.
+
+The module runs past the usual 400 lines on purpose: it is one section of the specification,
+and encoding and decoding share its tables of constructors, widths and ranges.
 """
 
 from __future__ import annotations
