@@ -171,12 +171,20 @@ class AmqpClient:
             self.flow(address, credit)
         return answer
 
-    def flow(self, address: str, credit: int, *, delivery_count: int = 0, **fields: Any) -> None:
+    def flow(
+        self,
+        address: str,
+        credit: int,
+        *,
+        delivery_count: int = 0,
+        incoming_window: int = 5000,
+        **fields: Any,
+    ) -> None:
         """Give the server ``credit`` on the receiving link at ``address``."""
         self.send_frame(
             Flow(
                 next_incoming_id=0,
-                incoming_window=5000,
+                incoming_window=incoming_window,
                 next_outgoing_id=self._delivery_id,
                 outgoing_window=5000,
                 handle=self._handles["r:" + address],

@@ -16,11 +16,14 @@ from devprov.amqp.frames import (
     SND_SETTLED,
     Accepted,
     Attach,
+    Begin,
     Detach,
     Disposition,
     End,
     Flow,
+    Open,
     Rejected,
+    Transfer,
 )
 from devprov.amqp.message import encode_message
 from devprov.amqp.session import LINK_CREDIT, MAX_MESSAGE_BYTES
@@ -267,7 +270,8 @@ def test_the_largest_message_dps_takes_is_served(amqp_server: AmqpServer) -> Non
 
 def test_an_oversized_message_detaches_its_link(amqp_server: AmqpServer) -> None:
     with amqp_server.ready(PLAIN) as client:
-        client.transfer(b"\x00\x53\x75\xb0" + b"x" * MAX_MESSAGE_BYTES, size=60000)
+        # Three transfers: the second passes the limit, the third is in flight after the detach.
+        client.transfer(b"\x00\x53\x75\xb0" + b"x" * (MAX_MESSAGE_BYTES + 20000), size=50000)
         detach = client.expect(Detach)
         assert detach.error is not None
         assert detach.error.condition == "amqp:link:message-size-exceeded"
@@ -338,3 +342,70 @@ def test_shutting_down_finishes_the_request_at_work(amqp_pki) -> None:
             closing.result(30)
     finally:
         stop_server(server)
+
+
+def test_a_reply_with_no_receiving_link_is_dropped(amqp_server: AmqpServer) -> None:
+    with amqp_server.connect(PLAIN) as client:
+        client.open()
+        client.begin()
+        client.attach_sender("echo")
+        assert client.send(Message(b"nobody listens")) == Accepted()
+        client.attach_receiver("echo")
+        assert _echo(client, b"now").body == b"now"
+
+
+def test_an_aborted_delivery_is_dropped(amqp_server: AmqpServer) -> None:
+    with amqp_server.ready(PLAIN) as client:
+        requests = len(amqp_server.seen.requests)
+        for delivery_id in range(LINK_CREDIT + 2):  # more than the credit: each is counted
+            first = Transfer(handle=1, delivery_id=delivery_id, delivery_tag=b"a", more=True)
+            client.send_frame(first, payload=b"\x00\x53\x75")
+            client.send_frame(Transfer(handle=1, aborted=True))
+        assert _echo(client, b"after").body == b"after"
+    assert len(amqp_server.seen.requests) == requests + 1
+
+
+def test_a_session_flow_is_echoed(amqp_server: AmqpServer) -> None:
+    with amqp_server.ready(PLAIN) as client:
+        client.send_frame(
+            Flow(incoming_window=100, next_outgoing_id=0, outgoing_window=100, echo=True)
+        )
+        flow = client.expect(Flow)
+    assert (flow.handle, flow.link_credit, flow.next_incoming_id) == (None, None, 0)
+
+
+def test_only_the_sessions_a_client_allows_are_begun(amqp_server: AmqpServer) -> None:
+    with amqp_server.connect(PLAIN) as client:
+        client.send_frame(Open(container_id="c", channel_max=0))
+        client.expect(Open)
+        client.begin()
+        client.send_frame(Begin(next_outgoing_id=0, incoming_window=1, outgoing_window=1), 1)
+        error = client.expect_close()
+    assert error == AmqpError("amqp:not-allowed", "no channel left for another session")
+
+
+def test_a_message_devprov_does_not_take_is_rejected(amqp_server: AmqpServer) -> None:
+    with amqp_server.ready(PLAIN) as client:
+        client.transfer(b"\x00\x53\x76\x45")  # an amqp-sequence body
+        state = client.expect(Disposition).state
+        assert isinstance(state, Rejected) and state.error is not None
+        assert state.error.condition == "amqp:decode-error"
+        client.transfer(b"\x40", settled=True)  # sent settled: dropped without a word
+        _echo(client)
+
+
+def test_the_answer_waits_for_the_clients_session_window(amqp_server: AmqpServer) -> None:
+    with amqp_server.connect(PLAIN) as client:
+        client.open()
+        client.send_frame(Begin(next_outgoing_id=0, incoming_window=0, outgoing_window=9))
+        client.expect(Begin)
+        client.attach_receiver("echo", credit=0)
+        client.flow("echo", 10, incoming_window=0)  # credit, but no room in the session
+        client.attach_sender("echo")
+        assert client.send(Message(b"windowed")) == Accepted()
+        with pytest.raises(TimeoutError):
+            client.receive(timeout=0.3)
+        client.send_frame(
+            Flow(next_incoming_id=0, incoming_window=10, next_outgoing_id=1, outgoing_window=9)
+        )
+        assert client.receive().body == b"windowed"

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from devprov.amqp.application import AmqpError, Message
-from devprov.amqp.connection import MAX_FRAME_SIZE, MAX_QUEUED_FRAMES
+from devprov.amqp.connection import MAX_FRAME_SIZE, MAX_HELD_REPLIES, MAX_QUEUED_FRAMES
 from devprov.amqp.frames import (
     AMQP_FRAME,
     AMQP_HEADER,
@@ -320,3 +320,31 @@ def test_vanishing_clients_do_not_disturb_others(
 def test_plaintext_on_the_tls_port_is_dropped(amqp_server: AmqpServer, bystander: AmqpClient):
     received = answer_to_plaintext(amqp_server.port, AMQP_HEADER, HOST)
     assert received == b"" or received[0] == TLS_ALERT  # nothing, or a TLS alert: never AMQP
+
+
+def test_a_transfer_on_a_link_where_the_server_sends_is_refused(amqp_server: AmqpServer) -> None:
+    with amqp_server.ready(PLAIN) as client:
+        client.send_frame(Transfer(handle=0, delivery_id=0, delivery_tag=b"x"))  # the receiver
+        assert _condition(client) == "amqp:not-allowed"
+
+
+def test_a_delivery_whose_transfers_differ_in_id_is_refused(amqp_server: AmqpServer) -> None:
+    with amqp_server.ready(PLAIN) as client:
+        client.send_frame(Transfer(handle=1, delivery_id=0, delivery_tag=b"x", more=True))
+        client.send_frame(Transfer(handle=1, delivery_id=5))
+        assert _condition(client) == "amqp:invalid-field"
+
+
+def test_replies_held_past_the_limit_close(amqp_server: AmqpServer, bystander: AmqpClient) -> None:
+    with amqp_server.connect(PLAIN) as client:
+        client.open()
+        client.begin()
+        client.attach_receiver("echo", credit=0)
+        client.attach_sender("echo")
+        for _ in range(MAX_HELD_REPLIES):
+            assert client.send(Message(b"held")) == Accepted()
+        client.transfer(encode_message(Message(b"one too many")))
+        error = client.expect_close()
+    assert error == AmqpError(
+        "amqp:resource-limit-exceeded", f"more than {MAX_HELD_REPLIES} replies held"
+    )

