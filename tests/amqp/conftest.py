@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,17 @@ class AmqpServer:
 
     def context(self, identity: tuple[Path, Path] | None = None):
         return client_context(self.pki, identity=identity)
+
+    def request_seen(self, correlation_id: str, timeout: float = 5.0) -> tuple[str, Message]:
+        """The (address, message) of the request with ``correlation_id``, once the application
+        has it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for address, message in reversed(self.seen.requests):
+                if message.correlation_id == correlation_id:
+                    return address, message
+            time.sleep(0.01)
+        raise AssertionError(f"no request {correlation_id!r} reached the application")
 
     def ready(self, sasl: Sasl = None, address: str = "echo", **kwargs) -> AmqpClient:
         """A client opened, begun, with a receiver then a sender at ``address``."""

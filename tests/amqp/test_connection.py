@@ -333,7 +333,7 @@ def test_shutting_down_finishes_the_request_at_work(amqp_pki) -> None:
         with server.ready(PLAIN) as busy, server.ready(PLAIN) as idle:
             sleeping = Message(b"", {"op": "sleep", "seconds": "0.5"}, correlation_id="s")
             busy.transfer(encode_message(sleeping))
-            time.sleep(0.1)  # the request is at work
+            server.request_seen("s")  # the request is at work
             closing = asyncio.run_coroutine_threadsafe(server.server.close(), server.loop)
             forced = AmqpError("amqp:connection:forced", "the server is stopping")
             assert idle.expect_close() == forced

@@ -58,15 +58,21 @@ SASL_OK, SASL_AUTH, SASL_SYS = 0, 1, 2
 
 
 @dataclass(frozen=True, kw_only=True)
-class Source(Composite):
-    CODE: ClassVar[int] = 0x28
-    NAME: ClassVar[str] = "amqp:source:list"
+class _Terminus(Composite):
+    """The fields source and target share, in the order both begin with (3.5.3, 3.5.4)."""
+
     address: str | None = item(STRING)
     durable: int | None = item(UINT)
     expiry_policy: str | None = item(SYMBOL)
     timeout: int | None = item(UINT)
     dynamic: bool | None = item(BOOL)
     dynamic_node_properties: dict[str, Value] | None = item(FIELDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source(_Terminus):
+    CODE: ClassVar[int] = 0x28
+    NAME: ClassVar[str] = "amqp:source:list"
     distribution_mode: str | None = item(SYMBOL)
     filter: dict[Value, Value] | None = item(MAP)
     default_outcome: Value = item(ANY)
@@ -75,15 +81,9 @@ class Source(Composite):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Target(Composite):
+class Target(_Terminus):
     CODE: ClassVar[int] = 0x29
     NAME: ClassVar[str] = "amqp:target:list"
-    address: str | None = item(STRING)
-    durable: int | None = item(UINT)
-    expiry_policy: str | None = item(SYMBOL)
-    timeout: int | None = item(UINT)
-    dynamic: bool | None = item(BOOL)
-    dynamic_node_properties: dict[str, Value] | None = item(FIELDS)
     capabilities: tuple[str, ...] | None = item(SYMBOLS)
 
 
