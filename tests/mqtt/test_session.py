@@ -26,6 +26,7 @@ from devprov.mqtt.codec import (
 from devprov.mqtt.session import MAX_PACKET_BYTES, MAX_QUEUED_PACKETS, topic_matches
 from tests.mqtt.client import RawClient, body, status, tls_context
 from tests.mqtt.conftest import TEST_POLICY, LocalServer
+from tests.transport.plaintext import TLS_ALERT, answer_to_plaintext
 
 REGISTER = "$dps/registrations/PUT/iotdps-register/?$rid=1"
 
@@ -193,17 +194,10 @@ def test_clean_session_flag_is_accepted_either_way(local_server: LocalServer, de
 
 
 def test_plaintext_on_the_tls_port_is_dropped(local_server: LocalServer, demo_pki: Path) -> None:
-    with socket.create_connection(("127.0.0.1", local_server.mqtt_port)) as sock:
-        sock.sendall(encode(Connect("MQTT", 4, True, 60, "my-device", username="u")))
-        sock.settimeout(5)
-        received = b""
-        try:
-            while chunk := sock.recv(100):
-                received += chunk
-        except ConnectionResetError:
-            pass
-    # The server ends the connection, with at most a TLS alert (record type 21), never MQTT.
-    assert received == b"" or received[0] == 21
+    connect = encode(Connect("MQTT", 4, True, 60, "my-device", username="u"))
+    received = answer_to_plaintext(local_server.mqtt_port, connect)
+    # The server ends the connection, with at most a TLS alert, never MQTT.
+    assert received == b"" or received[0] == TLS_ALERT
     still_serves(local_server, demo_pki)
 
 
