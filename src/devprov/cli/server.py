@@ -44,6 +44,10 @@ MAX_PORT = 65535
 # (docs/sdk-clients.md#python-device-host-port-and-tls).
 DEFAULT_MQTT_PORT = 8883
 
+# DPS's AMQP port, AMQP 1.0's port for AMQP over TLS: Microsoft's SDKs name no port in their
+# amqps:// address, so they connect to it (docs/amqp.md#ports).
+DEFAULT_AMQP_PORT = 5671
+
 # How long a stopping server waits for each worker to finish its requests in flight.
 WORKER_STOP_SECONDS = 15
 
@@ -67,6 +71,13 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_MQTT_PORT,
         help=f"MQTT over TLS port (default {DEFAULT_MQTT_PORT}, the port DPS's device SDKs use; "
         "0 turns MQTT over TLS off; MQTT over WebSocket is always on the HTTPS port)",
+    )
+    serve.add_argument(
+        "--amqp-port",
+        type=_port,
+        default=DEFAULT_AMQP_PORT,
+        help=f"AMQP over TLS port (default {DEFAULT_AMQP_PORT}, the port DPS's device SDKs use; "
+        "0 turns AMQP over TLS off; AMQP over WebSocket is always on the HTTPS port)",
     )
     serve.add_argument(
         "--san",
@@ -114,7 +125,7 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="NETWORK",
         help="a load balancer's address or network (CIDR) that opens every connection with a "
-        "PROXY protocol header (v1 or v2), on the HTTPS and MQTT ports; from there the header "
+        "PROXY protocol header (v1 or v2), on the HTTPS, MQTT and AMQP ports; from there the header "
         "is required and its client address is the one logged and audited; repeatable; "
         "default none",
     )
@@ -265,6 +276,7 @@ def _serve(args: argparse.Namespace) -> int:
         webhook_allow=allow,
         max_connections=args.max_connections,
         mqtt=args.mqtt_port != 0,
+        amqp=args.amqp_port != 0,
         database=data.url,
         proxy_from=tuple(args.proxy_from),
     )
@@ -280,7 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
             webhook_allow=allow,
             upgrade_command=upgrade_command(args),
         )
-        ports = (args.port, args.mqtt_port)
+        ports = (args.port, args.mqtt_port, args.amqp_port)
         return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
         os.umask(previous_umask)
@@ -304,6 +316,7 @@ class WorkerSettings:
     webhook_allow: tuple[Network, ...]
     max_connections: int | None
     mqtt: bool = True
+    amqp: bool = True
     database: str | None = None  # --database; None: $DEVPROV_DATABASE_URL or the SQLite file
     proxy_from: tuple[Network, ...] = ()  # --proxy-from
     log_format: str = "text"  # --log-format
@@ -312,29 +325,33 @@ class WorkerSettings:
 async def _run(
     c: Container,
     settings: WorkerSettings,
-    ports: tuple[int, int],
+    ports: tuple[int, int, int],
     workers: int,
     info_command: str,
     retention: RetentionPolicy,
 ) -> int:
     host = settings.host
-    server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
+    server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
     listeners = bind_listeners(host, ports[0])
     mqtt_listeners: list[socket.socket] = []
+    amqp_listeners: list[socket.socket] = []
     try:
         if settings.mqtt:
             mqtt_listeners = bind_listeners(host, ports[1], option="--mqtt-port (0 turns MQTT off)")
+        if settings.amqp:
+            amqp_listeners = bind_listeners(host, ports[2], option="--amqp-port (0 turns AMQP off)")
         bound = int(listeners[0].getsockname()[1])
         url = c.data.write_endpoint(host, bound)
     except BaseException:
-        for listener in listeners + mqtt_listeners:
+        for listener in listeners + mqtt_listeners + amqp_listeners:
             listener.close()
         raise
-    await server.serve_on(listeners, mqtt_listeners)
+    await server.serve_on(listeners, mqtt_listeners, amqp_listeners)
     children = [
-        start_worker(_worker, settings, listeners, mqtt_listeners) for _ in range(workers - 1)
+        start_worker(_worker, settings, listeners, mqtt_listeners, amqp_listeners)
+        for _ in range(workers - 1)
     ]
     facts = describe(c, url)
     if c.created_secrets:
@@ -344,12 +361,12 @@ async def _run(
     else:
         print(render_restart(facts, info_command), flush=True)
     suffix = f", {workers} worker processes" if workers > 1 else ""
-    mqtt = ""
-    if mqtt_listeners:
-        mqtt_port = int(mqtt_listeners[0].getsockname()[1])
-        mqtt = f" and mqtts://{public_host(host)}:{mqtt_port} ({host}:{mqtt_port})"
+    others = "".join(
+        _also_listening(scheme, host, found)
+        for scheme, found in (("mqtts", mqtt_listeners), ("amqps", amqp_listeners))
+    )
     print(
-        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}){mqtt}; press Ctrl+C to stop",
+        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}){others}; press Ctrl+C to stop",
         flush=True,
     )
     stopping = asyncio.Event()
@@ -366,6 +383,14 @@ async def _run(
     return 0
 
 
+def _also_listening(scheme: str, host: str, listeners: list[socket.socket]) -> str:
+    """The banner's part for a further port: " and mqtts://localhost:8883 (0.0.0.0:8883)"."""
+    if not listeners:
+        return ""
+    port = int(listeners[0].getsockname()[1])
+    return f" and {scheme}://{public_host(host)}:{port} ({host}:{port})"
+
+
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -379,6 +404,7 @@ def _worker(
     settings: WorkerSettings,
     listeners: list[socket.socket],
     mqtt_listeners: list[socket.socket],
+    amqp_listeners: list[socket.socket],
     lifeline: Connection,
     parent: int,
 ) -> None:
@@ -391,8 +417,8 @@ def _worker(
     )
 
     async def serve() -> None:
-        server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
-        await server.serve_on(listeners, mqtt_listeners)
+        server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)
+        await server.serve_on(listeners, mqtt_listeners, amqp_listeners)
         stopping = asyncio.Event()
         housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))
         stop = asyncio.ensure_future(_wait_for_signal())
