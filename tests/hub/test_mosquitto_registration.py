@@ -165,9 +165,7 @@ def test_a_device_that_never_registered_is_refused(world, devices: list[Device])
     assert code == NOT_AUTHORIZED
 
 
-def test_an_x509_device_that_never_registered_reaches_nothing(
-    world, devices: list[Device]
-) -> None:
+def test_an_x509_device_that_never_registered_reaches_nothing(world, devices: list[Device]) -> None:
     """Mosquitto 2.0 connects any certificate from the listener's CA (it does not ask the plugin
     about certificate logins), so the refusal is on every topic instead of at login."""
     _, broker, ca = world
