@@ -6,11 +6,12 @@ against one cap."""
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devprov.amqp import dps as amqp_dps
-from devprov.bootstrap import Container
+from devprov.bootstrap import Container, public_host
 from devprov.http.app import build_app
+from devprov.http.listener import bind_listeners
 from devprov.http.metrics import PrometheusMetrics
 from devprov.http.server import HttpsServer
 from devprov.http.websocket import WebSocketRoute
@@ -80,6 +81,45 @@ def build_endpoints(
         _stream_server(c, mqtt_opener, policy, gate) if mqtt else None,
         _stream_server(c, amqp_opener, policy, gate) if amqp else None,
     )
+
+
+@dataclass
+class Listeners:
+    """The sockets one ``devprov serve`` listens on (its worker processes accept on them too):
+    HTTPS, and MQTT and AMQP over TLS when they are on."""
+
+    https: list[socket.socket]
+    mqtt: list[socket.socket] = field(default_factory=list)
+    amqp: list[socket.socket] = field(default_factory=list)
+
+    def close(self) -> None:
+        for listener in self.https + self.mqtt + self.amqp:
+            listener.close()
+
+    def also_listening(self, host: str) -> str:
+        """What the serve banner says after the HTTPS URL: " and mqtts://localhost:8883
+        (0.0.0.0:8883) and amqps://localhost:5671 (0.0.0.0:5671)", for the ports that are on."""
+        said = ""
+        for scheme, listeners in (("mqtts", self.mqtt), ("amqps", self.amqp)):
+            if listeners:
+                port = int(listeners[0].getsockname()[1])
+                said += f" and {scheme}://{public_host(host)}:{port} ({host}:{port})"
+        return said
+
+
+def bind_endpoints(host: str, https: int, *, mqtt: int | None, amqp: int | None) -> Listeners:
+    """Bind the HTTPS port, and the MQTT and AMQP ports unless None; a port in use is refused
+    naming its option (``PortInUseError``), and nothing stays bound then."""
+    listeners = Listeners(bind_listeners(host, https))
+    try:
+        if mqtt is not None:
+            listeners.mqtt = bind_listeners(host, mqtt, option="--mqtt-port (0 turns MQTT off)")
+        if amqp is not None:
+            listeners.amqp = bind_listeners(host, amqp, option="--amqp-port (0 turns AMQP off)")
+    except BaseException:
+        listeners.close()
+        raise
+    return listeners
 
 
 def _stream_server(

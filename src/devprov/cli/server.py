@@ -18,7 +18,7 @@ from typing import Any
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir, upgrade_command
 from devprov.cli.config import add_config_option
-from devprov.cli.endpoints import build_endpoints
+from devprov.cli.endpoints import bind_endpoints, build_endpoints
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.log_format import LOG_FORMATS, configure_logging
 from devprov.cli.output import add_json_flag, emit
@@ -33,7 +33,6 @@ from devprov.core.error import InvalidInputError
 from devprov.core.outbound import Network
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
-from devprov.http.listener import bind_listeners
 from devprov.service.model import OWNER_POLICY
 from devprov.storage.file import PRIVATE_UMASK
 from devprov.transport.policy import ConnectionPolicy, default_max_connections
@@ -334,23 +333,21 @@ async def _run(
     server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
-    listeners = bind_listeners(host, ports[0])
-    mqtt_listeners: list[socket.socket] = []
-    amqp_listeners: list[socket.socket] = []
+    listeners = bind_endpoints(
+        host,
+        ports[0],
+        mqtt=ports[1] if settings.mqtt else None,
+        amqp=ports[2] if settings.amqp else None,
+    )
     try:
-        if settings.mqtt:
-            mqtt_listeners = bind_listeners(host, ports[1], option="--mqtt-port (0 turns MQTT off)")
-        if settings.amqp:
-            amqp_listeners = bind_listeners(host, ports[2], option="--amqp-port (0 turns AMQP off)")
-        bound = int(listeners[0].getsockname()[1])
+        bound = int(listeners.https[0].getsockname()[1])
         url = c.data.write_endpoint(host, bound)
     except BaseException:
-        for listener in listeners + mqtt_listeners + amqp_listeners:
-            listener.close()
+        listeners.close()
         raise
-    await server.serve_on(listeners, mqtt_listeners, amqp_listeners)
+    await server.serve_on(listeners.https, listeners.mqtt, listeners.amqp)
     children = [
-        start_worker(_worker, settings, listeners, mqtt_listeners, amqp_listeners)
+        start_worker(_worker, settings, listeners.https, listeners.mqtt, listeners.amqp)
         for _ in range(workers - 1)
     ]
     facts = describe(c, url)
@@ -361,10 +358,7 @@ async def _run(
     else:
         print(render_restart(facts, info_command), flush=True)
     suffix = f", {workers} worker processes" if workers > 1 else ""
-    others = "".join(
-        _also_listening(scheme, host, found)
-        for scheme, found in (("mqtts", mqtt_listeners), ("amqps", amqp_listeners))
-    )
+    others = listeners.also_listening(host)
     print(
         f"\ndevprov is listening on {url} ({host}:{bound}{suffix}){others}; press Ctrl+C to stop",
         flush=True,
@@ -381,14 +375,6 @@ async def _run(
     c.engine.dispose()
     print("devprov stopped", flush=True)
     return 0
-
-
-def _also_listening(scheme: str, host: str, listeners: list[socket.socket]) -> str:
-    """The banner's part for a further port: " and mqtts://localhost:8883 (0.0.0.0:8883)"."""
-    if not listeners:
-        return ""
-    port = int(listeners[0].getsockname()[1])
-    return f" and {scheme}://{public_host(host)}:{port} ({host}:{port})"
 
 
 async def _wait_for_signal() -> None:
