@@ -74,35 +74,27 @@ class DeviceAnswer:
     error: DevprovError | None = None
 
 
-@dataclass(frozen=True)
-class Carriage:
-    """How a transport names itself: ``protocol`` in the origin (``mqtt``, ``mqtt-ws``,
-    ``amqp``, ``amqp-ws``: the registrations metric's label), ``context`` in log lines ("MQTT",
-    "AMQP over WebSocket"), ``api`` in the request-duration metric."""
-
-    protocol: str
-    context: str
-    api: str
-
-
 class DeviceRequests:
     """One device connection's requests, whichever session transport carries them."""
 
-    def __init__(self, container: Container, peer: Peer, carriage: Carriage) -> None:
+    def __init__(self, container: Container, peer: Peer, *, protocol: str, name: str) -> None:
+        """``protocol`` names the transport in the origin and the metrics (``mqtt``, ``amqp``;
+        ``mqtt-ws``, ``amqp-ws`` for a session inside a WebSocket), ``name`` in log lines
+        ("MQTT", "AMQP over WebSocket")."""
         self._c = container
         self._address = peer.address[0] if peer.address else None
-        self._carriage = carriage
+        websocket = peer.transport == "websocket"
+        self._api = protocol
+        self._protocol = f"{protocol}-ws" if websocket else protocol
+        self._context = f"{name} over WebSocket" if websocket else name
 
     # --- the connection -----------------------------------------------------------------------
 
     def origin(self, request: str, tracking_id: str | None = None) -> Origin:
         """Where a request came from, for the log and the audit trail."""
-        context = self._carriage.context + (f", tracking {tracking_id}" if tracking_id else "")
+        context = self._context + (f", tracking {tracking_id}" if tracking_id else "")
         return Origin(
-            address=self._address,
-            request=request,
-            context=context,
-            protocol=self._carriage.protocol,
+            address=self._address, request=request, context=context, protocol=self._protocol
         )
 
     async def authenticate(self, device: Device, origin: Origin) -> None:
@@ -252,7 +244,7 @@ class DeviceRequests:
     # --- helpers ------------------------------------------------------------------------------
 
     def _observe(self, status: int, started: float) -> None:
-        self._c.metrics.observe_request(self._carriage.api, status, time.monotonic() - started)
+        self._c.metrics.observe_request(self._api, status, time.monotonic() - started)
 
     async def _use_case(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await run_use_case(self._c, call, *args, **kwargs)

@@ -147,8 +147,13 @@ def test_serve_on_a_port_in_use(data: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_serve_on_an_mqtt_port_in_use(data: Path) -> None:
-    """The MQTT port is named as such, and the HTTPS port bound before it is let go."""
+@pytest.mark.parametrize(
+    ("option", "off"),
+    [("--mqtt-port", "0 turns MQTT off"), ("--amqp-port", "0 turns AMQP off")],
+    ids=["mqtt", "amqp"],
+)
+def test_serve_on_a_device_port_in_use(data: Path, option: str, off: str) -> None:
+    """The MQTT or AMQP port is named as such, and the HTTPS port bound before it is let go."""
     with socket.socket() as taken, socket.socket() as free:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -156,42 +161,14 @@ def test_serve_on_an_mqtt_port_in_use(data: Path) -> None:
         https_port = free.getsockname()[1]
         free.close()
         port = taken.getsockname()[1]
+        others = ["--mqtt-port", "0"] if option == "--amqp-port" else []
         done = serve(
-            data, "--host", "127.0.0.1", "--port", str(https_port), "--mqtt-port", str(port)
+            data, "--host", "127.0.0.1", "--port", str(https_port), *others, option, str(port)
         )
     assert done.returncode == EXIT[ErrorKind.CONFLICT], done.stderr
     err = one_error_line(done.stderr, "PortInUse")
     assert f"127.0.0.1:{port} is already in use" in err
-    assert "choose another port with --mqtt-port (0 turns MQTT off)" in err
-    with socket.socket() as again:  # nothing stayed bound
-        again.bind(("127.0.0.1", https_port))
-
-
-@pytest.mark.e2e
-def test_serve_on_an_amqp_port_in_use(data: Path) -> None:
-    """The AMQP port is named as such, and the HTTPS port bound before it is let go."""
-    with socket.socket() as taken, socket.socket() as free:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        free.bind(("127.0.0.1", 0))
-        https_port = free.getsockname()[1]
-        free.close()
-        port = taken.getsockname()[1]
-        done = serve(
-            data,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(https_port),
-            "--mqtt-port",
-            "0",
-            "--amqp-port",
-            str(port),
-        )
-    assert done.returncode == EXIT[ErrorKind.CONFLICT], done.stderr
-    err = one_error_line(done.stderr, "PortInUse")
-    assert f"127.0.0.1:{port} is already in use" in err
-    assert "choose another port with --amqp-port (0 turns AMQP off)" in err
+    assert f"choose another port with {option} ({off})" in err
     with socket.socket() as again:  # nothing stayed bound
         again.bind(("127.0.0.1", https_port))
 

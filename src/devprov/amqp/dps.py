@@ -37,7 +37,7 @@ from devprov.core.error import (
     StorageOverloadedError,
 )
 from devprov.core.registration_id import shown_id
-from devprov.device_request import Carriage, Device, DeviceAnswer, DeviceRequests, shown
+from devprov.device_request import Device, DeviceAnswer, DeviceRequests, shown
 from devprov.service.attestation import Credentials
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import Peer, StreamOpener
@@ -120,16 +120,7 @@ class DpsApplication:
     """One device's AMQP connection to DPS (``devprov.amqp.application.Application``)."""
 
     def __init__(self, container: Container, peer: Peer) -> None:
-        websocket = peer.transport == "websocket"
-        self._requests = DeviceRequests(
-            container,
-            peer,
-            Carriage(
-                protocol="amqp-ws" if websocket else "amqp",
-                context="AMQP over WebSocket" if websocket else "AMQP",
-                api="amqp",
-            ),
-        )
+        self._requests = DeviceRequests(container, peer, protocol="amqp", name="AMQP")
         self._peer = peer
         # The devices this connection authenticated, by the address their links attached at.
         self._devices: dict[str, Device] = {}

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from devprov.bootstrap import Container
 from devprov.core.error import AuthenticationError, DevprovError, ErrorKind, MalformedRequestError
 from devprov.core.registration_id import shown_id
-from devprov.device_request import Carriage, Device, DeviceRequests, shown
+from devprov.device_request import Device, DeviceRequests, shown
 from devprov.mqtt.codec import (
     ACCEPTED,
     BAD_USERNAME_OR_PASSWORD,
@@ -62,16 +62,7 @@ class DpsApplication:
     """One device's MQTT connection to DPS (session.Application)."""
 
     def __init__(self, container: Container, peer: Peer) -> None:
-        websocket = peer.transport == "websocket"
-        self._requests = DeviceRequests(
-            container,
-            peer,
-            Carriage(
-                protocol="mqtt-ws" if websocket else "mqtt",
-                context="MQTT over WebSocket" if websocket else "MQTT",
-                api="mqtt",
-            ),
-        )
+        self._requests = DeviceRequests(container, peer, protocol="mqtt", name="MQTT")
         self._device = Device("", "", Credentials())
 
     # --- CONNECT ------------------------------------------------------------------------------
