@@ -159,7 +159,8 @@ class DpsApplication:
     async def request(self, sasl: SaslIdentity, address: str, message: Message) -> Reply | Reject:
         properties = message.application_properties
         operation = properties.get(OPERATION_TYPE)
-        request = f"TRANSFER {shown(str(operation))} to {shown(address)}"
+        named = operation if isinstance(operation, str) else "(no operation type)"
+        request = f"TRANSFER {shown(named)} to {shown(address)}"
         device = self._devices.get(address)
         if device is None or not _same_address(message.to, address):
             error = AmqpUnknownOperationError(
