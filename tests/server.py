@@ -19,6 +19,7 @@ from pathlib import Path
 START_TIMEOUT_SECONDS = 60
 _LISTENING = re.compile(r"devprov is listening on (https://\S+) ")
 _MQTT = re.compile(r" and mqtts://\S+:(\d+) ")
+_AMQP = re.compile(r" and amqps://\S+:(\d+) ")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ServerProcess:
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
     mqtt_port: int | None = None  # MQTT over TLS, when the server was started with it
+    amqp_port: int | None = None  # AMQP over TLS, when the server was started with it
     database: str | None = None  # --database, when the server was started with one
 
     @property
@@ -55,7 +57,8 @@ def running_server(
     ``database`` is the --database URL (default: the data directory's SQLite file).
 
     The HTTPS port is a free one unless ``extra`` names ``--port``; MQTT over TLS is off unless
-    ``extra`` names ``--mqtt-port`` (its default, 8883, is a port only one server can hold).
+    ``extra`` names ``--mqtt-port`` (its default, 8883, is a port only one server can hold), and
+    AMQP over TLS unless it names ``--amqp-port`` (its default, 5671, likewise).
     """
 
     def limit() -> None:
@@ -71,6 +74,7 @@ def running_server(
         str(data_dir),
         *([] if "--port" in extra else ["--port", "0"]),
         *([] if "--mqtt-port" in extra else ["--mqtt-port", "0"]),
+        *([] if "--amqp-port" in extra else ["--amqp-port", "0"]),
         *([] if database is None else ["--database", database]),
         *extra,
     ]
@@ -108,12 +112,14 @@ def running_server(
         if not found:
             raise RuntimeError("devprov serve exited early:\n" + "".join(output))
         mqtt = next((m for line in output if (m := _MQTT.search(line))), None)
+        amqp = next((m for line in output if (m := _AMQP.search(line))), None)
         yield ServerProcess(
             found[0],
             data_dir,
             process,
             output,
             mqtt_port=int(mqtt.group(1)) if mqtt else None,
+            amqp_port=int(amqp.group(1)) if amqp else None,
             database=database,
         )
     finally:

@@ -1,5 +1,7 @@
 """A real AMQP server in this process: devprov's engine behind the TLS stream server on loopback,
-on an event loop in a thread, with a small test application (the DPS one is tested apart)."""
+on an event loop in a thread, with a small test application; and for the DPS application's
+tests (tests/amqp/dps_device.py has the rest), a container on a fresh data directory and a device
+PKI."""
 
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ from devprov.amqp.application import (
 )
 from devprov.amqp.connection import opener
 from devprov.amqp.frames import Flow
+from devprov.bootstrap import Container
 from devprov.http.listener import bind_listeners
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import Peer
 from devprov.transport.stream_server import TlsStreamServer
 from devprov.transport.tls import server_contexts
+from tests import factory as f
 from tests.amqp.client import AmqpClient, Sasl
+from tests.amqp.dps_device import demo_pki, opened
 from tests.http.conftest import HOST, Pki, build_pki, client_context
 
 # Short, so that the timeout tests are quick; everything else as in production.
@@ -175,3 +180,14 @@ def amqp_server(amqp_pki: Pki) -> Iterator[AmqpServer]:
         yield server
     finally:
         stop_server(server)
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    with opened(tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def pki() -> tuple[f.Ca, f.Ca, f.Ca]:
+    return demo_pki()

@@ -126,6 +126,8 @@ def test_a_database_that_is_not_one(tmp_path: Path, capsys: pytest.CaptureFixtur
 def serve(data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """``devprov serve`` as a user runs it; the test expects it to refuse, so it never waits."""
     command = [sys.executable, "-m", "devprov.cli.main", "serve", "--data-dir", str(data)]
+    if "--amqp-port" not in extra:
+        command += ["--amqp-port", "0"]  # the default, 5671, is a port only one server holds
     return subprocess.run(
         [*command, *extra], capture_output=True, text=True, timeout=120, check=False
     )
@@ -145,8 +147,13 @@ def test_serve_on_a_port_in_use(data: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_serve_on_an_mqtt_port_in_use(data: Path) -> None:
-    """The MQTT port is named as such, and the HTTPS port bound before it is let go."""
+@pytest.mark.parametrize(
+    ("option", "off"),
+    [("--mqtt-port", "0 turns MQTT off"), ("--amqp-port", "0 turns AMQP off")],
+    ids=["mqtt", "amqp"],
+)
+def test_serve_on_a_device_port_in_use(data: Path, option: str, off: str) -> None:
+    """The MQTT or AMQP port is named as such, and the HTTPS port bound before it is let go."""
     with socket.socket() as taken, socket.socket() as free:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -154,13 +161,14 @@ def test_serve_on_an_mqtt_port_in_use(data: Path) -> None:
         https_port = free.getsockname()[1]
         free.close()
         port = taken.getsockname()[1]
+        others = ["--mqtt-port", "0"] if option == "--amqp-port" else []
         done = serve(
-            data, "--host", "127.0.0.1", "--port", str(https_port), "--mqtt-port", str(port)
+            data, "--host", "127.0.0.1", "--port", str(https_port), *others, option, str(port)
         )
     assert done.returncode == EXIT[ErrorKind.CONFLICT], done.stderr
     err = one_error_line(done.stderr, "PortInUse")
     assert f"127.0.0.1:{port} is already in use" in err
-    assert "choose another port with --mqtt-port (0 turns MQTT off)" in err
+    assert f"choose another port with {option} ({off})" in err
     with socket.socket() as again:  # nothing stayed bound
         again.bind(("127.0.0.1", https_port))
 

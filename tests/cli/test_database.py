@@ -145,7 +145,7 @@ def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``devprov serve`` that is expected to refuse; a server that starts is stopped by the
     timeout, and the test fails on its exit code."""
     command = [sys.executable, "-m", "devprov.cli.main", "serve", "--port", "0"]
-    command += ["--mqtt-port", "0", *args]
+    command += ["--mqtt-port", "0", "--amqp-port", "0", *args]
     return subprocess.run(
         command, check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )

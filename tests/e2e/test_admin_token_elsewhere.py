@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def serve(data: Path, database: str, **env: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "devprov.cli.main", "serve", "--data-dir", str(data)]
-    command += ["--database", database, "--port", "0", "--mqtt-port", "0"]
+    command += ["--database", database, "--port", "0", "--mqtt-port", "0", "--amqp-port", "0"]
     return subprocess.run(
         command,
         capture_output=True,

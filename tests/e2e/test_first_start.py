@@ -40,6 +40,8 @@ def serve_command(root: Path, *extra: str) -> list[str]:
         str(root),
         "--mqtt-port",
         "0",
+        "--amqp-port",
+        "0",
         *extra,
     ]
 

@@ -188,6 +188,8 @@ def test_a_second_server_cannot_share_the_port(tmp_path: Path, second: list[str]
                 str(first.port),
                 "--mqtt-port",
                 "0",
+                "--amqp-port",
+                "0",
                 *second,
             ],
             stdout=subprocess.PIPE,

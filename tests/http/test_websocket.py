@@ -33,7 +33,12 @@ from wsproto.events import (
     Pong,
 )
 
-from devprov.http.websocket import MAX_FRAME_BYTES, WebSocketRoute, decide_upgrade
+from devprov.http.websocket import (
+    MAX_FRAME_BYTES,
+    UpgradeRefusal,
+    WebSocketRoute,
+    decide_upgrade,
+)
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import Carrier, Peer
 from tests.http.conftest import (
@@ -180,8 +185,8 @@ class Opener:
         return self.sessions[0]
 
 
-def routes(opener: Opener) -> dict[str, WebSocketRoute]:
-    return {PATH: WebSocketRoute(subprotocol="mqtt", opener=opener)}
+def routes(opener: Opener) -> dict[str, list[WebSocketRoute]]:
+    return {PATH: [WebSocketRoute(subprotocol="mqtt", opener=opener)]}
 
 
 # --- a blocking client, run with asyncio.to_thread -------------------------------------------
@@ -358,6 +363,54 @@ def test_what_is_not_a_valid_upgrade_gets_a_precise_4xx_and_the_connection_close
     assert message in reply.json()["message"]
     assert reply.json()["errorCode"] == {400: 400001, 405: 405000, 426: 426000}[status]
     assert opener.sessions == [] and app.calls == 0
+
+
+# Node's ws as azure-iot-provisioning-device-amqp's AmqpWs opens it: rhea's websocket_connect
+# offers the one subprotocol AMQPWSB10 (azure-iot-amqp-base, dist/amqp.js).
+ROUTED = [
+    ("ok/mqtt", "mqtt", "mqtt"),
+    ("ok/amqp", "AMQPWSB10", "AMQPWSB10"),
+    ("ok/the-first-served-of-several", "mqttv3.1, AMQPWSB10, mqtt", "AMQPWSB10"),
+]
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"), [case[1:] for case in ROUTED], ids=[case[0] for case in ROUTED]
+)
+def test_one_path_serves_several_subprotocols(pki: Pki, offered: str, chosen: str) -> None:
+    openers = {"mqtt": Opener(), "AMQPWSB10": Opener()}
+    two = {PATH: [WebSocketRoute(name, opener) for name, opener in openers.items()]}
+
+    async def scenario() -> Client:
+        async with serving(pki, EchoApp(), upgrades=two) as (_, port):
+            client = await open_client(port, pki, upgrade(sec_websocket_protocol=offered))
+            client.send(BytesMessage(data=b"AMQP\x00\x01\x00\x00"))
+            await asyncio.to_thread(client.read_bytes, 8)
+            client.close()
+            return client
+
+    client = run(scenario)
+    assert client.headers["sec-websocket-protocol"] == chosen
+    assert openers[chosen].only.data == b"AMQP\x00\x01\x00\x00"
+    (other,) = set(openers) - {chosen}
+    assert openers[other].sessions == []
+
+
+def test_a_subprotocol_no_route_serves_is_refused_naming_those_served(pki: Pki) -> None:
+    openers = [Opener(), Opener()]
+    two = {
+        PATH: [WebSocketRoute(n, o) for n, o in zip(["mqtt", "AMQPWSB10"], openers, strict=True)]
+    }
+
+    async def scenario() -> Reply:
+        async with serving(pki, EchoApp(), upgrades=two) as (_, port):
+            request = upgrade(sec_websocket_protocol="AMQPWSB09, amqpwsb10")
+            return await asyncio.to_thread(exchange, port, client_context(pki), request)
+
+    reply = run(scenario)
+    assert reply.status == 400
+    assert "(mqtt, AMQPWSB10)" in reply.json()["message"]
+    assert all(opener.sessions == [] for opener in openers)
 
 
 def test_one_refusal_twin_the_same_request_with_the_subprotocol_is_accepted(pki: Pki) -> None:
@@ -568,7 +621,7 @@ def test_an_opener_that_fails_closes_with_1011_and_is_logged(
         raise RuntimeError("no session today")
 
     async def scenario() -> int:
-        route = {PATH: WebSocketRoute(subprotocol="mqtt", opener=opener)}
+        route = {PATH: [WebSocketRoute(subprotocol="mqtt", opener=opener)]}
         async with serving(pki, EchoApp(), upgrades=route) as (_, port):
             client = await open_client(port, pki)
             client.send(BytesMessage(data=b"\x10\x00"))  # dropped: nothing to take it
@@ -609,8 +662,11 @@ def test_any_header_values_give_a_decision_and_nothing_else(
     request = h11.Request(
         method="GET", target=PATH, headers=[(n, v.encode("latin-1")) for n, v in fields]
     )
-    decision = decide_upgrade(request, "mqtt")
-    assert decision is None or decision.status in (400, 426)
+    route = WebSocketRoute(subprotocol="mqtt", opener=Opener())
+    decision = decide_upgrade(request, [route])
+    assert decision is route or (
+        isinstance(decision, UpgradeRefusal) and decision.status in (400, 426)
+    )
 
 
 # --- how it ends --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
 from devprov.cli.common import add_data_dir, container, data_dir, upgrade_command
 from devprov.cli.config import add_config_option
-from devprov.cli.endpoints import build_endpoints
+from devprov.cli.endpoints import bind_endpoints, build_endpoints
 from devprov.cli.housekeeping import add_retention_options, keep_house, retention_policy
 from devprov.cli.log_format import LOG_FORMATS, configure_logging
 from devprov.cli.output import add_json_flag, emit
@@ -33,7 +33,6 @@ from devprov.core.error import InvalidInputError
 from devprov.core.outbound import Network
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
-from devprov.http.listener import bind_listeners
 from devprov.service.model import OWNER_POLICY
 from devprov.storage.file import PRIVATE_UMASK
 from devprov.transport.policy import ConnectionPolicy, default_max_connections
@@ -43,6 +42,10 @@ MAX_PORT = 65535
 # DPS's MQTT port: Microsoft's Python device SDK connects to no other
 # (docs/sdk-clients.md#python-device-host-port-and-tls).
 DEFAULT_MQTT_PORT = 8883
+
+# DPS's AMQP port, AMQP 1.0's port for AMQP over TLS: Microsoft's SDKs name no port in their
+# amqps:// address, so they connect to it (docs/amqp.md#ports).
+DEFAULT_AMQP_PORT = 5671
 
 # How long a stopping server waits for each worker to finish its requests in flight.
 WORKER_STOP_SECONDS = 15
@@ -67,6 +70,13 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_MQTT_PORT,
         help=f"MQTT over TLS port (default {DEFAULT_MQTT_PORT}, the port DPS's device SDKs use; "
         "0 turns MQTT over TLS off; MQTT over WebSocket is always on the HTTPS port)",
+    )
+    serve.add_argument(
+        "--amqp-port",
+        type=_port,
+        default=DEFAULT_AMQP_PORT,
+        help=f"AMQP over TLS port (default {DEFAULT_AMQP_PORT}, the port DPS's device SDKs use; "
+        "0 turns AMQP over TLS off; AMQP over WebSocket is always on the HTTPS port)",
     )
     serve.add_argument(
         "--san",
@@ -114,7 +124,7 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="NETWORK",
         help="a load balancer's address or network (CIDR) that opens every connection with a "
-        "PROXY protocol header (v1 or v2), on the HTTPS and MQTT ports; from there the header "
+        "PROXY protocol header (v1 or v2), on the HTTPS, MQTT and AMQP ports; from there the header "
         "is required and its client address is the one logged and audited; repeatable; "
         "default none",
     )
@@ -265,6 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
         webhook_allow=allow,
         max_connections=args.max_connections,
         mqtt=args.mqtt_port != 0,
+        amqp=args.amqp_port != 0,
         database=data.url,
         proxy_from=tuple(args.proxy_from),
     )
@@ -280,7 +291,7 @@ def _serve(args: argparse.Namespace) -> int:
             webhook_allow=allow,
             upgrade_command=upgrade_command(args),
         )
-        ports = (args.port, args.mqtt_port)
+        ports = (args.port, args.mqtt_port, args.amqp_port)
         return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
         os.umask(previous_umask)
@@ -304,6 +315,7 @@ class WorkerSettings:
     webhook_allow: tuple[Network, ...]
     max_connections: int | None
     mqtt: bool = True
+    amqp: bool = True
     database: str | None = None  # --database; None: $DEVPROV_DATABASE_URL or the SQLite file
     proxy_from: tuple[Network, ...] = ()  # --proxy-from
     log_format: str = "text"  # --log-format
@@ -312,29 +324,31 @@ class WorkerSettings:
 async def _run(
     c: Container,
     settings: WorkerSettings,
-    ports: tuple[int, int],
+    ports: tuple[int, int, int],
     workers: int,
     info_command: str,
     retention: RetentionPolicy,
 ) -> int:
     host = settings.host
-    server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
+    server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)
     # With several workers, all accept on the sockets bound here (devprov.http.listener says
     # why not SO_REUSEPORT); one Python process uses at most one core.
-    listeners = bind_listeners(host, ports[0])
-    mqtt_listeners: list[socket.socket] = []
+    listeners = bind_endpoints(
+        host,
+        ports[0],
+        mqtt=ports[1] if settings.mqtt else None,
+        amqp=ports[2] if settings.amqp else None,
+    )
     try:
-        if settings.mqtt:
-            mqtt_listeners = bind_listeners(host, ports[1], option="--mqtt-port (0 turns MQTT off)")
-        bound = int(listeners[0].getsockname()[1])
+        bound = int(listeners.https[0].getsockname()[1])
         url = c.data.write_endpoint(host, bound)
     except BaseException:
-        for listener in listeners + mqtt_listeners:
-            listener.close()
+        listeners.close()
         raise
-    await server.serve_on(listeners, mqtt_listeners)
+    await server.serve_on(listeners.https, listeners.mqtt, listeners.amqp)
     children = [
-        start_worker(_worker, settings, listeners, mqtt_listeners) for _ in range(workers - 1)
+        start_worker(_worker, settings, listeners.https, listeners.mqtt, listeners.amqp)
+        for _ in range(workers - 1)
     ]
     facts = describe(c, url)
     if c.created_secrets:
@@ -344,12 +358,9 @@ async def _run(
     else:
         print(render_restart(facts, info_command), flush=True)
     suffix = f", {workers} worker processes" if workers > 1 else ""
-    mqtt = ""
-    if mqtt_listeners:
-        mqtt_port = int(mqtt_listeners[0].getsockname()[1])
-        mqtt = f" and mqtts://{public_host(host)}:{mqtt_port} ({host}:{mqtt_port})"
+    others = listeners.also_listening(host)
     print(
-        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}){mqtt}; press Ctrl+C to stop",
+        f"\ndevprov is listening on {url} ({host}:{bound}{suffix}){others}; press Ctrl+C to stop",
         flush=True,
     )
     stopping = asyncio.Event()
@@ -379,6 +390,7 @@ def _worker(
     settings: WorkerSettings,
     listeners: list[socket.socket],
     mqtt_listeners: list[socket.socket],
+    amqp_listeners: list[socket.socket],
     lifeline: Connection,
     parent: int,
 ) -> None:
@@ -391,8 +403,8 @@ def _worker(
     )
 
     async def serve() -> None:
-        server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt)
-        await server.serve_on(listeners, mqtt_listeners)
+        server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)
+        await server.serve_on(listeners, mqtt_listeners, amqp_listeners)
         stopping = asyncio.Event()
         housekeeping = asyncio.create_task(keep_house(c, stopping, retention=None))
         stop = asyncio.ensure_future(_wait_for_signal())

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, Protocol, cast
 
@@ -41,10 +41,11 @@ from devprov.http.asgi import AsgiApp, Message
 from devprov.http.cycle import ClientDisconnected, Cycle, build_scope
 from devprov.http.response import build_error_response, build_response_head, decide_refusal
 from devprov.http.websocket import (
+    UpgradeRefusal,
     WebSocket,
     WebSocketRoute,
     decide_upgrade,
-    find_route,
+    find_routes,
     switch_protocols,
 )
 from devprov.transport.gate import ConnectionGate
@@ -84,7 +85,8 @@ class Server(Protocol):
     gate: ConnectionGate
     max_body_bytes: int
     max_header_bytes: int
-    upgrades: Mapping[str, WebSocketRoute]  # request paths that upgrade to WebSocket
+    # Request paths that upgrade to WebSocket, each with its routes (one per subprotocol).
+    upgrades: Mapping[str, Sequence[WebSocketRoute]]
 
     @property
     def closed(self) -> bool:
@@ -269,9 +271,9 @@ class HttpsConnection(asyncio.Protocol):
         if refusal is not None:
             self._reject(*refusal)
             return
-        route = find_route(self._server.upgrades, request.target)
-        if route is not None:
-            self._upgrade(request, route)
+        routes = find_routes(self._server.upgrades, request.target)
+        if routes is not None:
+            self._upgrade(request, routes)
             return
         cycle = Cycle(self, head=request.method == b"HEAD")
         self._cycle = cycle
@@ -288,11 +290,12 @@ class HttpsConnection(asyncio.Protocol):
         )
         self._server.spawn(cycle.run(self._server.app, scope, timeout=self._policy.handler_timeout))
 
-    def _upgrade(self, request: h11.Request, route: WebSocketRoute) -> None:
-        """A request for a WebSocket path: refused with a 4xx, or upgraded (module docstring)."""
-        refusal = decide_upgrade(request, route.subprotocol)
-        if refusal is not None:
-            self._reject(refusal.status, refusal.message, refusal.headers)
+    def _upgrade(self, request: h11.Request, routes: Sequence[WebSocketRoute]) -> None:
+        """A request for a WebSocket path: refused with a 4xx, or upgraded to the protocol of
+        the subprotocol chosen (module docstring)."""
+        route = decide_upgrade(request, routes)
+        if isinstance(route, UpgradeRefusal):
+            self._reject(route.status, route.message, route.headers)
             return
         self._send_plaintext(switch_protocols(self._h11, request, route.subprotocol))
         self._server.gate.idle(self)  # until the session says otherwise: it waits for a packet

@@ -12,7 +12,7 @@ reaches once: from the use case for what it refuses, from here for the rest.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from devprov.bootstrap import Container
 from devprov.core import document
-from devprov.core.error import DevprovError, StorageOverloadedError
+from devprov.core.error import DevprovError
+from devprov.device_request import Recorded, run_use_case
 from devprov.http.error import dps_error_response, new_tracking_id
 from devprov.http.request import case_insensitive, read_json, request_origin
 from devprov.service.attestation import Credentials
@@ -34,28 +35,6 @@ from devprov.service.device_answer import (
 )
 from devprov.service.device_pending import settle
 from devprov.service.refusal_log import Origin, Refusal
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-class _Recorded(Exception):
-    """A refusal the use case has logged (and audited) already; the endpoint only answers it."""
-
-    def __init__(self, error: DevprovError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-async def _use_case(c: Container, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """``call`` on a storage thread. What it refuses it has logged itself (_Recorded); the
-    pool's own refusal (StorageOverloadedError) has not been: the use case never ran."""
-    try:
-        return await c.storage.run(call, *args, **kwargs)
-    except StorageOverloadedError:
-        raise
-    except DevprovError as exc:
-        raise _Recorded(exc) from exc
 
 
 def credentials(request: Request) -> Credentials:
@@ -72,7 +51,7 @@ async def _registration_body(request: Request) -> Mapping[str, Any] | None:
 async def register(request: Request, c: Container, origin: Origin) -> Response:
     payload = await _registration_body(request)
     force = request.query_params.get("forceRegistration", "").lower() == "true"
-    result = await _use_case(
+    result = await run_use_case(
         c,
         c.devices.register,
         request.path_params["scope"],
@@ -101,7 +80,7 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
 
 
 async def operation_status(request: Request, c: Container, origin: Origin) -> Response:
-    outcome = await _use_case(
+    outcome = await run_use_case(
         c,
         c.devices.operation_status,
         request.path_params["scope"],
@@ -120,7 +99,7 @@ async def operation_status(request: Request, c: Container, origin: Origin) -> Re
 
 async def status_lookup(request: Request, c: Container, origin: Origin) -> Response:
     await _registration_body(request)
-    state = await _use_case(
+    state = await run_use_case(
         c,
         c.devices.status_lookup,
         request.path_params["scope"],
@@ -142,8 +121,8 @@ def _endpoint(
         origin = request_origin(request, tracking_id)
         try:
             response = await handler(request, container, origin)
-        except (_Recorded, DevprovError) as caught:
-            if isinstance(caught, _Recorded):
+        except (Recorded, DevprovError) as caught:
+            if isinstance(caught, Recorded):
                 exc = caught.error
             else:  # refused here, before or after the use case: the log has not seen it
                 exc = caught

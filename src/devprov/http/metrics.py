@@ -66,7 +66,7 @@ class PrometheusMetrics:
         )
         self._open = Gauge(
             "devprov_open_connections",
-            "Connections holding a slot of the connection gate (HTTPS and MQTT).",
+            "Connections holding a slot of the connection gate (HTTPS, MQTT and AMQP).",
             registry=registry,
         )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 from OpenSSL import SSL
@@ -78,8 +78,8 @@ class HttpsServer:
     timeouts of every phase (its defaults without one); ``gate`` admits its connections, shared
     with the process's other endpoints (a gate of its own without one). Request bodies over ``max_body_bytes``
     get 413, request heads over ``max_header_bytes`` get 431. ``upgrades`` maps request paths
-    (percent-decoded, without the query) to WebSocket routes: a request for one is upgraded or
-    refused, never given to the app (``devprov.http.websocket``).
+    (percent-decoded, without the query) to their WebSocket routes, one per subprotocol: a
+    request for one is upgraded or refused, never given to the app (``devprov.http.websocket``).
     """
 
     def __init__(
@@ -91,7 +91,7 @@ class HttpsServer:
         gate: ConnectionGate | None = None,
         max_body_bytes: int = 96 * 1024,
         max_header_bytes: int = 16 * 1024,
-        upgrades: Mapping[str, WebSocketRoute] | None = None,
+        upgrades: Mapping[str, Sequence[WebSocketRoute]] | None = None,
     ) -> None:
         self.app = app
         self.contexts = context if isinstance(context, TlsContexts) else TlsContexts.fixed(context)
@@ -100,7 +100,7 @@ class HttpsServer:
         self.gate = gate or ConnectionGate(self.policy)
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
-        self.upgrades: Mapping[str, WebSocketRoute] = dict(upgrades or {})
+        self.upgrades: Mapping[str, Sequence[WebSocketRoute]] = dict(upgrades or {})
         self._servers: list[asyncio.Server] = []
         self._connections: set[HttpsConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()

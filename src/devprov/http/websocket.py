@@ -1,17 +1,19 @@
 """WebSocket on the HTTPS port: the upgrade of a request, then the connection as a Carrier.
 
 Azure DPS serves MQTT over WebSocket at ``/$iothub/websocket`` on port 443, and Microsoft's
-device SDKs use it (docs/sdk-clients.md#mqtt-over-websocket-the-upgrade). The HTTPS server is
-given the paths that upgrade, each with a :class:`WebSocketRoute`; a request for such a path
-never reaches the ASGI app. :func:`decide_upgrade` refuses what is not a WebSocket opening
-handshake for the route (RFC 6455 4.2.1) with a precise 4xx, :func:`switch_protocols` answers
+device SDKs use it (docs/sdk-clients.md#mqtt-over-websocket-the-upgrade); AMQP too, on the same
+path, told apart by the subprotocol the client offers (docs/amqp.md#amqp-over-websocket). The
+HTTPS server is given the paths that upgrade, each with the :class:`WebSocketRoute` of every
+subprotocol served there; a request for such a path never reaches the ASGI app.
+:func:`decide_upgrade` refuses what is not a WebSocket opening handshake for one of the path's
+routes (RFC 6455 4.2.1) with a precise 4xx, or picks the route, :func:`switch_protocols` answers
 101, and :class:`WebSocket` then owns the connection's bytes: wsproto's framing (sans-I/O, of
 h11's family) between the TLS connection (``devprov.http.connection``, reached through
 :class:`Link`) and the :class:`devprov.transport.stream.StreamSession` the route's opener made.
 
 Binary message data reaches the session as it arrives, never gathered into whole messages: the
-session's protocol (MQTT) is a byte stream, and a message may hold part of a packet or several.
-Nothing here knows MQTT; the CLI wires a route in.
+session's protocol (MQTT, AMQP) is a byte stream, and a message may hold part of a frame or
+several. Nothing here knows MQTT or AMQP; the CLI wires the routes in.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ Headers = list[tuple[bytes, bytes]]
 
 @dataclass(frozen=True)
 class WebSocketRoute:
-    """What a path that upgrades to WebSocket speaks: the subprotocol the client must offer
-    (``Sec-WebSocket-Protocol``), and the opener that makes each connection's session."""
+    """One protocol a path that upgrades to WebSocket speaks: the subprotocol the client offers
+    for it (``Sec-WebSocket-Protocol``), and the opener that makes each connection's session."""
 
     subprotocol: str
     opener: StreamOpener
@@ -69,8 +71,10 @@ class UpgradeRefusal:
     headers: Headers
 
 
-def find_route(upgrades: Mapping[str, WebSocketRoute], target: bytes) -> WebSocketRoute | None:
-    """The route of a request target (already accepted by ``cycle.split_target``), or None.
+def find_routes(
+    upgrades: Mapping[str, Sequence[WebSocketRoute]], target: bytes
+) -> Sequence[WebSocketRoute] | None:
+    """The routes of a request target (already accepted by ``cycle.split_target``), or None.
 
     The path is compared as the ASGI app would see it, percent-decoded and without the query,
     so that no spelling of a WebSocket path reaches the app.
@@ -82,13 +86,17 @@ def find_route(upgrades: Mapping[str, WebSocketRoute], target: bytes) -> WebSock
     return upgrades.get(unquote(raw_path.decode("ascii")))
 
 
-def decide_upgrade(request: h11.Request, subprotocol: str) -> UpgradeRefusal | None:
-    """None if ``request`` is a WebSocket opening handshake offering ``subprotocol``, else the
-    refusal, checked in this order (RFC 6455 4.2.1, 4.2.2):
+def decide_upgrade(
+    request: h11.Request, routes: Sequence[WebSocketRoute]
+) -> WebSocketRoute | UpgradeRefusal:
+    """The route of the first subprotocol the client offers that one of ``routes`` serves, if
+    ``request`` is a WebSocket opening handshake; else the refusal, checked in this order
+    (RFC 6455 4.2.1, 4.2.2):
 
     not GET, 405; no ``Upgrade: websocket`` with ``Connection: upgrade``, 426; not HTTP/1.1, a
     body, a ``Sec-WebSocket-Version`` other than 13 or a ``Sec-WebSocket-Key`` that is not the
-    base64 of 16 bytes, 400; ``subprotocol`` not offered in ``Sec-WebSocket-Protocol``, 400.
+    base64 of 16 bytes, 400; no served subprotocol offered in ``Sec-WebSocket-Protocol``, 400,
+    naming the served ones.
     """
     if request.method != b"GET":
         return UpgradeRefusal(405, "a WebSocket upgrade must be a GET", [(b"Allow", b"GET")])
@@ -100,7 +108,7 @@ def decide_upgrade(request: h11.Request, subprotocol: str) -> UpgradeRefusal | N
             "this path serves only WebSocket: send Upgrade: websocket and Connection: Upgrade",
             [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Version", b"13")],
         )
-    return _handshake_problem(request, subprotocol)
+    return _handshake_problem(request) or _choose_route(request, routes)
 
 
 def switch_protocols(connection: h11.Connection, request: h11.Request, subprotocol: str) -> bytes:
@@ -314,7 +322,7 @@ class _FrameLimit(Extension):
         return RsvBits(False, False, False)  # claims no reserved bit: a set one is refused
 
 
-def _handshake_problem(request: h11.Request, subprotocol: str) -> UpgradeRefusal | None:
+def _handshake_problem(request: h11.Request) -> UpgradeRefusal | None:
     """What is wrong with an upgrade to WebSocket (decide_upgrade's 400s), or None."""
     if request.http_version != b"1.1":
         return _bad("a WebSocket upgrade must be an HTTP/1.1 request")
@@ -330,12 +338,28 @@ def _handshake_problem(request: h11.Request, subprotocol: str) -> UpgradeRefusal
         )
     if not _is_key(_values(request, b"sec-websocket-key")):
         return _bad("Sec-WebSocket-Key must be one base64 value of 16 bytes")
-    if subprotocol.encode("ascii") not in _tokens(request, b"sec-websocket-protocol", lower=False):
-        return _bad(
-            f"the WebSocket subprotocol {subprotocol} is required: "
-            f"send Sec-WebSocket-Protocol: {subprotocol}"
-        )
     return None
+
+
+def _choose_route(
+    request: h11.Request, routes: Sequence[WebSocketRoute]
+) -> WebSocketRoute | UpgradeRefusal:
+    """The route of the client's first offered subprotocol that is served: the client lists
+    them in its order of preference (RFC 6455 4.1, 11.3.4); else a 400 naming those served."""
+    served = {route.subprotocol.encode("ascii"): route for route in routes}
+    for offered in _tokens(request, b"sec-websocket-protocol", lower=False):
+        if offered in served:
+            return served[offered]
+    names = [route.subprotocol for route in routes]
+    if len(names) == 1:
+        return _bad(
+            f"the WebSocket subprotocol {names[0]} is required: "
+            f"send Sec-WebSocket-Protocol: {names[0]}"
+        )
+    return _bad(
+        f"a WebSocket subprotocol served here is required ({', '.join(names)}): "
+        f"send Sec-WebSocket-Protocol with one of them"
+    )
 
 
 def _bad(message: str) -> UpgradeRefusal:

@@ -10,26 +10,15 @@ SAS token in the password. Each request then attests it again, as an HTTPS reque
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
-import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from devprov.bootstrap import Container
-from devprov.core.error import (
-    AuthenticationError,
-    DevprovError,
-    ErrorKind,
-    MalformedRequestError,
-    StorageOverloadedError,
-)
-from devprov.core.json_text import parse_json
+from devprov.core.error import AuthenticationError, DevprovError, ErrorKind, MalformedRequestError
 from devprov.core.registration_id import shown_id
+from devprov.device_request import Device, DeviceRequests, shown
 from devprov.mqtt.codec import (
     ACCEPTED,
     BAD_USERNAME_OR_PASSWORD,
@@ -40,25 +29,9 @@ from devprov.mqtt.codec import (
     Publish,
 )
 from devprov.mqtt.session import Answer, MqttSession, ProtocolViolation
-from devprov.service import request_context
 from devprov.service.attestation import Credentials
-from devprov.service.device_answer import (
-    RETRY_AFTER_SECONDS,
-    assigning_body,
-    device_message,
-    error_body,
-    operation_status_body,
-    registration_payload,
-    retry_after_of,
-    status_of,
-)
-from devprov.service.device_pending import settle
-from devprov.service.refusal_log import Origin, Refusal
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import Carrier, Peer, StreamOpener
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 RESPONSE_FILTER = "$dps/registrations/res/#"
 REGISTER_TOPIC = "$dps/registrations/PUT/iotdps-register/?"
@@ -75,9 +48,6 @@ _USERNAME_KEYS = {"api-version", "ClientVersion"}
 # made of characters that survive that, as the SDKs' ids (uuid4, quoted; integers) are.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._~%-]{1,128}")
 
-# The most of a topic or user name a log line shows.
-_SHOWN = 200
-
 
 def opener(container: Container, policy: ConnectionPolicy) -> StreamOpener:
     """The :data:`StreamOpener` of DPS's MQTT device endpoint."""
@@ -92,16 +62,13 @@ class DpsApplication:
     """One device's MQTT connection to DPS (session.Application)."""
 
     def __init__(self, container: Container, peer: Peer) -> None:
-        self._c = container
-        self._peer = peer
-        self._scope = self._registration_id = ""
-        self._credentials = Credentials()
-        self._via = "MQTT over WebSocket" if peer.transport == "websocket" else "MQTT"
+        self._requests = DeviceRequests(container, peer, protocol="mqtt", name="MQTT")
+        self._device = Device("", "", Credentials())
 
     # --- CONNECT ------------------------------------------------------------------------------
 
     async def connect(self, packet: Connect, peer: Peer) -> int:
-        origin = self._origin(f"CONNECT {_shown(packet.username or '')}")
+        origin = self._requests.origin(f"CONNECT {shown(packet.username or '')}")
         try:
             scope, registration_id = _read_username(packet)
             password = None
@@ -111,30 +78,23 @@ class DpsApplication:
                 except UnicodeDecodeError:
                     raise MalformedRequestError("the password is not UTF-8") from None
         except DevprovError as exc:
-            await self._refused("connect", exc, origin, packet.client_id)
+            await self._requests.refused("connect", exc, origin, packet.client_id)
             return BAD_USERNAME_OR_PASSWORD
         if packet.client_id.lower() != registration_id.lower():
             error = MalformedRequestError(
                 f"the client id {shown_id(packet.client_id)} is not the registration id "
                 f"{shown_id(registration_id)} of the user name"
             )
-            await self._refused("connect", error, origin, registration_id)
+            await self._requests.refused("connect", error, origin, registration_id)
             return IDENTIFIER_REJECTED
-        credentials = Credentials(chain_der=peer.chain_der, authorization=password)
-        try:
-            await self._c.storage.run(
-                self._c.devices.authenticate, scope, registration_id, credentials, origin=origin
-            )
-        except StorageOverloadedError as exc:  # the use case never ran: not logged yet
-            await self._refused("connect", exc, origin, registration_id)
-            return _connack_code(exc)
-        except DevprovError as exc:  # the use case has logged and audited it
-            return _connack_code(exc)
-        self._scope, self._registration_id, self._credentials = (
-            scope,
-            registration_id,
-            credentials,
+        device = Device(
+            scope, registration_id, Credentials(chain_der=peer.chain_der, authorization=password)
         )
+        try:
+            await self._requests.authenticate(device, origin)
+        except DevprovError as exc:  # logged and audited by now
+            return _connack_code(exc)
+        self._device = device
         return ACCEPTED
 
     def serves(self, topic_filter: str) -> bool:
@@ -144,113 +104,19 @@ class DpsApplication:
 
     async def publish(self, packet: Publish) -> Sequence[Answer]:
         topic = packet.topic
+        request = f"PUBLISH {shown(topic)}"
         if topic.startswith(REGISTER_TOPIC):
-            action, fields = "register", _read_query(topic, REGISTER_TOPIC, {"$rid"})
+            fields = _read_query(topic, REGISTER_TOPIC, {"$rid"})
+            answer = await self._requests.register(self._device, packet.payload, request)
         elif topic.startswith(POLL_TOPIC):
-            action, fields = (
-                "operationStatus",
-                _read_query(topic, POLL_TOPIC, {"$rid", "operationId"}),
-            )
+            fields = _read_query(topic, POLL_TOPIC, {"$rid", "operationId"})
+            answer = await self._requests.poll(self._device, fields["operationId"], request)
         else:
-            raise ProtocolViolation(f"PUBLISH to {_shown(topic)}, a topic DPS does not serve")
-        request_id = fields["$rid"]
-        tracking_id = str(uuid.uuid4())
-        # The log lines of this request name it (service.request_context).
-        request_context.request_id.set(tracking_id)
-        origin = self._origin(f"PUBLISH {_shown(topic)}", tracking_id)
-        started = time.monotonic()
-        try:
-            if action == "register":
-                status, body = await self._register(packet.payload, origin)
-            else:
-                status, body = await self._poll(fields["operationId"], origin)
-        except (_Recorded, DevprovError) as caught:
-            if isinstance(caught, _Recorded):
-                error = caught.error
-            else:  # refused here, or by the storage pool: not logged yet
-                error = caught
-                await self._refused(action, error, origin, self._registration_id)
-            self._c.metrics.observe_request("mqtt", status_of(error), time.monotonic() - started)
-            return [self._error(error, request_id, tracking_id)]
-        self._c.metrics.observe_request("mqtt", status, time.monotonic() - started)
-        retry = RETRY_AFTER_SECONDS if status == 202 else None
-        return [(_answer_topic(status, request_id, retry), _json(body))]
-
-    async def _register(self, payload: bytes, origin: Origin) -> tuple[int, dict[str, Any]]:
-        body = parse_json(payload) if payload.strip() else None
-        custom = registration_payload(body, self._registration_id)
-        result = await self._use_case(
-            self._c.devices.register,
-            self._scope,
-            self._registration_id,
-            self._credentials,
-            custom,
-            origin=origin,
-        )
-        outcome = await settle(
-            result,
-            devices=self._c.devices,
-            webhook=self._c.webhook,
-            hubs=self._c.hub_identities,
-            storage=self._c.storage.run,
-            worker=asyncio.to_thread,
-        )
-        return 202, assigning_body(outcome.operation)
-
-    async def _poll(self, operation_id: str, origin: Origin) -> tuple[int, dict[str, Any]]:
-        outcome = await self._use_case(
-            self._c.devices.operation_status,
-            self._scope,
-            self._registration_id,
-            operation_id,
-            self._credentials,
-            origin=origin,
-        )
-        body = operation_status_body(outcome.operation, outcome.state)
-        return (202 if outcome.operation.status == "assigning" else 200), body
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    async def _use_case(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call`` on a storage thread. What it refuses it has logged itself (_Recorded); the
-        pool's own refusal (StorageOverloadedError) has not been: the use case never ran."""
-        try:
-            return await self._c.storage.run(call, *args, **kwargs)
-        except StorageOverloadedError:
-            raise
-        except DevprovError as exc:
-            raise _Recorded(exc) from exc
-
-    def _error(self, error: DevprovError, request_id: str, tracking_id: str) -> Answer:
-        body = error_body(error, tracking_id, datetime.now(UTC), message=device_message(error))
-        return _answer_topic(status_of(error), request_id, retry_after_of(error)), _json(body)
-
-    def _origin(self, request: str, tracking_id: str | None = None) -> Origin:
-        context = self._via + (f", tracking {tracking_id}" if tracking_id else "")
-        address = self._peer.address[0] if self._peer.address else None
-        protocol = "mqtt-ws" if self._peer.transport == "websocket" else "mqtt"
-        return Origin(address=address, request=request, context=context, protocol=protocol)
-
-    async def _refused(
-        self, action: str, error: DevprovError, origin: Origin, registration_id: str
-    ) -> None:
-        await self._c.refuse(
-            Refusal(
-                action=action,
-                error=error,
-                origin=origin,
-                registration_id=registration_id or None,
-                audited=isinstance(error, AuthenticationError),
-            )
-        )
-
-
-class _Recorded(Exception):
-    """A refusal the use case has logged (and audited) already; it is only answered."""
-
-    def __init__(self, error: DevprovError) -> None:
-        super().__init__(error.message)
-        self.error = error
+            raise ProtocolViolation(f"PUBLISH to {shown(topic)}, a topic DPS does not serve")
+        topic = ANSWER_TOPIC.format(status=answer.status, rid=fields["$rid"])
+        if answer.retry_after is not None:
+            topic += f"&retry-after={answer.retry_after}"
+        return [(topic, json.dumps(answer.body, separators=(",", ":")).encode())]
 
 
 def _read_username(packet: Connect) -> tuple[str, str]:
@@ -281,12 +147,12 @@ def _read_query(topic: str, prefix: str, keys: set[str]) -> dict[str, str]:
     for key, sign, value in pairs:
         if not sign or key in fields or key not in keys or not value:
             raise ProtocolViolation(
-                f"PUBLISH to {_shown(topic)}: its query must hold {', '.join(sorted(keys))} "
+                f"PUBLISH to {shown(topic)}: its query must hold {', '.join(sorted(keys))} "
                 "once each"
             )
         fields[key] = value
     if set(fields) != keys or not _REQUEST_ID.fullmatch(fields["$rid"]):
-        raise ProtocolViolation(f"PUBLISH to {_shown(topic)}: a request id DPS would not echo")
+        raise ProtocolViolation(f"PUBLISH to {shown(topic)}: a request id DPS would not echo")
     if "operationId" in fields:
         fields["operationId"] = _parse_pairs(f"o={fields['operationId']}", "the topic")["o"]
     return fields
@@ -312,16 +178,3 @@ def _connack_code(error: DevprovError) -> int:
     if error.kind is ErrorKind.UNAVAILABLE:
         return SERVER_UNAVAILABLE
     return BAD_USERNAME_OR_PASSWORD
-
-
-def _answer_topic(status: int, request_id: str, retry_after: int | None) -> str:
-    topic = ANSWER_TOPIC.format(status=status, rid=request_id)
-    return topic + (f"&retry-after={retry_after}" if retry_after is not None else "")
-
-
-def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _shown(text: str) -> str:
-    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"

@@ -236,7 +236,8 @@ class Metrics(Protocol):
 
     def registration(self, *, outcome: str, attestation: str, protocol: str) -> None:
         """A registration decided: outcome ``assigned``, ``failed`` or ``disabled``; attestation
-        ``x509`` or ``symmetricKey``; protocol ``https``, ``mqtt`` or ``mqtt-ws``."""
+        ``x509`` or ``symmetricKey``; protocol ``https``, ``mqtt``, ``mqtt-ws``, ``amqp`` or
+        ``amqp-ws``."""
         ...
 
     def attestation_failure(self, reason: str) -> None:

@@ -40,7 +40,7 @@ class Origin:
     request: str = ""  # what was asked, for the log: "PUT /0ne.../registrations/x/register"
     context: str = ""  # what else the log line carries: "api-version ..., tracking ..."
     read: bool = False  # a GET or HEAD: a NotFound there is no news, logged at DEBUG
-    protocol: str = "https"  # what carried it: https, mqtt or mqtt-ws (for the metrics)
+    protocol: str = "https"  # what carried it: https, mqtt, mqtt-ws, amqp, amqp-ws (metrics)
 
 
 @dataclass(frozen=True)
