@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from devprov.amqp.application import (
     AmqpError,
-    Application,
     LinkRequest,
     Message,
     Reject,
@@ -29,6 +28,7 @@ from devprov.amqp.application import (
     SaslIdentity,
     Scalar,
 )
+from devprov.amqp.connection import opener as engine_opener
 from devprov.bootstrap import Container
 from devprov.core.error import (
     AuthenticationError,
@@ -101,19 +101,10 @@ class AmqpUnknownOperationError(MalformedRequestError):
     number = 400460
 
 
-# The engine's opener: makes a connection's session, with one Application per connection.
-EngineOpener = Callable[[Callable[[Peer], Application], ConnectionPolicy], StreamOpener]
-
-
 def opener(container: Container, policy: ConnectionPolicy) -> StreamOpener:
     """The :data:`StreamOpener` of DPS's AMQP device endpoint (5671, and AMQPWSB10 on the
     HTTPS port's WebSocket path)."""
-    # Imported here: the engine is built beside this module and joins it on main; until then a
-    # server with AMQP on cannot start, and nothing else needs it.
-    from devprov.amqp import connection  # type: ignore[attr-defined, unused-ignore]  # noqa: PLC0415
-
-    engine: EngineOpener = connection.opener
-    return engine(lambda peer: DpsApplication(container, peer), policy)
+    return engine_opener(lambda peer: DpsApplication(container, peer), policy)
 
 
 class DpsApplication:
