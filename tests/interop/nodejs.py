@@ -8,6 +8,7 @@ pytest's summary (``-ra``); with Node.js 20+ and npm they run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -49,14 +50,20 @@ class DriverRun:
     stderr: str
 
 
-def run_driver(node: str, driver: Path, args: dict[str, Any]) -> DriverRun:
-    """Run one driver of ``tests/interop/node`` with its JSON arguments; its last line parsed."""
+def run_driver(
+    node: str, driver: Path, args: dict[str, Any], *, extra_ca: Path | None = None
+) -> DriverRun:
+    """Run one driver of ``tests/interop/node`` with its JSON arguments; its last line parsed.
+    ``extra_ca``: a CA file node trusts besides its own (``NODE_EXTRA_CA_CERTS``), for the
+    transports that take no CA option."""
+    env = None if extra_ca is None else {**os.environ, "NODE_EXTRA_CA_CERTS": str(extra_ca)}
     done = subprocess.run(
         [node, str(driver), json.dumps({"timeoutSeconds": DRIVER_TIMEOUT_SECONDS, **args})],
         capture_output=True,
         text=True,
         timeout=DRIVER_TIMEOUT_SECONDS + 30,
         check=False,
+        env=env,
     )
     lines = done.stdout.strip().splitlines()
     assert lines, f"{driver.name} printed nothing (exit {done.returncode}):\n{done.stderr}"

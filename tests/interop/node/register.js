@@ -1,10 +1,12 @@
-// Registers one device with Microsoft's Node provisioning SDK over HTTPS, MQTT or MQTT over
-// WebSocket and prints the outcome as one JSON line; driven by tests/interop/test_node_device.py.
+// Registers one device with Microsoft's Node provisioning SDK over HTTPS, MQTT, AMQP or their
+// WebSocket forms and prints the outcome as one JSON line; driven by
+// tests/interop/test_node_device.py.
 //
 // usage: node register.js '<json>'
-//   {"transport": "http" | "mqtt" | "mqttws",          (default "http")
+//   {"transport": "http" | "mqtt" | "mqttws" | "amqp" | "amqpws",   (default "http")
 //    "port": 8443,                                     (http: the server's HTTPS port)
 //    "mqttPort": 8883,                                 (mqtt: the server's MQTT over TLS port)
+//    "amqpPort": 5671,                                 (amqp: the server's AMQP over TLS port)
 //    "ca": "ca.pem", "idScope": "0ne...", "registrationId": "my-device",
 //    "cert": "chain.pem", "key": "device.key"          (X.509: the PEM chain the device presents)
 //    | "symmetricKey": "<base64 device key>",          (symmetric key: the derived device key)
@@ -20,13 +22,17 @@
 // (docs/sdk-clients.md#node-device-another-port-for-the-http-transport): a real device talks to
 // 443. The MQTT transport takes "host:port" as it is; MqttWs always connects to
 // wss://<host>:443/$iothub/websocket (docs/sdk-clients.md#node-device-mqtt-and-mqtt-over-websocket),
-// so the server must listen on 443 for it.
+// so the server must listen on 443 for it. The AMQP transports take no CA option: they trust
+// what Node trusts, so the test runs node with NODE_EXTRA_CA_CERTS naming the server's CA
+// (docs/sdk-clients.md#node-device-amqp-and-amqp-over-websocket); Amqp takes "host:port",
+// AmqpWs always connects to wss://<host>:443/$iothub/websocket.
 'use strict';
 
 const fs = require('fs');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
+const { Amqp, AmqpWs } = require('azure-iot-provisioning-device-amqp');
 const HttpBase = require('azure-iot-http-base').Http;
 const { MqttBase } = require('azure-iot-mqtt-base');
 const { X509Security } = require('azure-iot-security-x509');
@@ -57,6 +63,12 @@ function transport() {
     base.setOptions({ ca, http: { agent: new PortAgent() } });
     return ['localhost', new Http(base)];
   }
+  if (kind === 'amqp') {
+    return [`localhost:${args.amqpPort}`, new Amqp()];
+  }
+  if (kind === 'amqpws') {
+    return ['localhost', new AmqpWs()];
+  }
   const base = new MqttBase();
   base.setOptions({ ca });
   if (kind === 'mqtt') {
@@ -65,7 +77,7 @@ function transport() {
   if (kind === 'mqttws') {
     return ['localhost', new MqttWs(base)];
   }
-  throw new Error(`unknown transport ${JSON.stringify(kind)}: http, mqtt or mqttws`);
+  throw new Error(`unknown transport ${JSON.stringify(kind)}: http, mqtt, mqttws, amqp or amqpws`);
 }
 
 const [host, deviceTransport] = transport();
