@@ -1,14 +1,16 @@
-"""The attach of DPS's AMQP links refused (devprov.amqp.dps.DpsApplication.attach), against a real
-container: an address DPS does not serve, a SASL user name for another device, every failed
-attestation, with DPS's error body as the description, the log line and the audit row."""
+"""DPS's AMQP refusals against a real container: the attach of an address DPS does not serve or
+of a SASL user name for another device (devprov.amqp.dps.DpsApplication.attach), and every
+failed attestation, which rejects the request (docs/amqp.md#when-a-device-is-refused), with DPS's
+error body as the description, the log line and the audit row."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
-from devprov.amqp.application import LinkRequest, Role, SaslIdentity
+from devprov.amqp.application import LinkRequest, Reject, Role, SaslIdentity
 from devprov.amqp.dps import NOT_FOUND, UNAUTHORIZED, DpsApplication
 from devprov.bootstrap import Container
 from devprov.service.model import Outcome
@@ -21,8 +23,8 @@ from tests.amqp.dps_device import (
     address,
     described,
     key_group,
-    links,
     plain,
+    register_message,
     run,
     scope,
     x509_group,
@@ -73,7 +75,7 @@ def test_a_user_name_for_another_device_is_unauthorized(container: Container, ca
         ("malformed registration id", UNAUTHORIZED, 401002, "Invalid certificate"),
     ],
 )
-def test_attach_refusals(
+def test_request_refusals(
     container: Container, pki, case: str, condition: str, number: int, message: str | None
 ) -> None:
     root, inter, leaf = pki
@@ -93,36 +95,46 @@ def test_attach_refusals(
     elif case == "unknown scope":
         target = f"0ne00000000/registrations/{registration_id}"
     elif case == "malformed registration id":
-        target = f"{scope(container)}/registrations/{'x' * 200}"
-    error = run(DpsApplication(container, peer).attach(sasl, links(target)[0]))
-    assert error is not None and error.condition == condition
+        registration_id = "x" * 200
+        target = f"{scope(container)}/registrations/{registration_id}"
+    session = Session(container, peer, sasl, target)
+    assert session.attach() == [None, None]
+    outcome = session.send(register_message(registration_id))
+    assert isinstance(outcome, Reject), outcome
+    error = outcome.error
+    assert error.condition == condition
     body = described(error)
     assert body["errorCode"] == number
     if message is not None:
         assert body["message"] == message
     assert not error.info  # nothing to retry
+    assert container.registration_states.find("default", registration_id) is None
 
 
 def test_a_failed_attestation_is_audited(container: Container) -> None:
     root = f.root("Stranger")
     stranger = f.device(root, "amqp-stranger")
-    app = DpsApplication(container, x509_peer(stranger, transport="websocket"))
-    error = run(app.attach(SaslIdentity(), links(address(container, "amqp-stranger"))[0]))
-    assert error is not None and error.condition == UNAUTHORIZED
+    target = address(container, "amqp-stranger")
+    session = Session(container, x509_peer(stranger, transport="websocket"), SaslIdentity(), target)
+    assert session.attach() == [None, None]
+    outcome = session.send(register_message("amqp-stranger"))
+    assert isinstance(outcome, Reject) and outcome.error.condition == UNAUTHORIZED
     (event,) = container.audit.events(registration_id="amqp-stranger")
-    assert (event.action, event.outcome) == ("connect", Outcome.FAILED)
+    assert (event.action, event.outcome) == ("register", Outcome.FAILED)
     assert event.reason and event.actor.endswith("from 192.0.2.7")
 
 
-def test_a_refused_address_is_asked_again_on_the_next_attach(container: Container, pki) -> None:
+def test_a_refused_device_is_attested_again_on_its_next_request(container: Container, pki) -> None:
     root, inter, leaf = pki
     x509_group(container, root, verified=False)
     session = Session(
         container, x509_peer(leaf, inter), SaslIdentity(), address(container, "amqp-device")
     )
-    assert [e and e.condition for e in session.attach()] == [UNAUTHORIZED, UNAUTHORIZED]
+    assert session.attach() == [None, None]
+    refused = session.send(register_message("amqp-device"))
+    assert isinstance(refused, Reject) and refused.error.condition == UNAUTHORIZED
     # The operator proves possession of the root: the device is now trusted.
     coded = container.registry.generate_code("default", "root", if_match="*", actor="t")
     proof = f.verification(root, coded.codes.current or "", now=f.NOW)
     container.registry.verify("default", "root", f.pem(proof), if_match=coded.etag, actor="t")
-    assert session.attach() == [None, None]
+    assert json.loads(session.registered("amqp-device").body)["status"] == "assigned"

@@ -43,6 +43,7 @@ class Outcome:
     message: str | None
     status_code: int | None
     response_body: Any
+    condition: str | None = None  # an AMQP error's condition
 
     @classmethod
     def parse(cls, line: dict[str, Any]) -> Outcome:
@@ -53,6 +54,7 @@ class Outcome:
             message=line.get("message"),
             status_code=line.get("statusCode"),
             response_body=line.get("responseBody"),
+            condition=line.get("condition"),
         )
 
 

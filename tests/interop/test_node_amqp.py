@@ -51,11 +51,13 @@ def over_amqp(request: pytest.FixtureRequest) -> tuple[Dps, str]:
     return request.getfixturevalue("dps_on_443"), "amqpws"
 
 
-def assert_unauthorized(outcome: Outcome) -> None:
-    """The link is refused with amqp:unauthorized-access, which the SDK's translateError turns
-    into an UnauthorizedError (docs/amqp.md#refusals)."""
+def assert_unauthorized(outcome: Outcome, message: str) -> None:
+    """The request is rejected with amqp:unauthorized-access and DPS's error body as the
+    description, which the SDK hands on as its registration's error (docs/amqp.md#refusals)."""
     assert not outcome.ok
-    assert outcome.name == "UnauthorizedError", outcome
+    assert (outcome.name, outcome.condition) == ("AmqpError", "amqp:unauthorized-access"), outcome
+    assert outcome.response_body["errorCode"] // 1000 == 401
+    assert outcome.response_body["message"] == message
 
 
 def registration_ids(dps: Dps, group: str) -> set[str]:
@@ -133,7 +135,7 @@ def test_device_of_an_unknown_ca_is_refused(over_amqp: tuple[Dps, str], tmp_path
     outcome = dps.register(
         device, transport, cert=leaf_and_intermediate(rogue, device), key=rogue / f"{device}.key"
     )
-    assert_unauthorized(outcome)
+    assert_unauthorized(outcome, "Invalid certificate")
     assert device not in registration_ids(dps, group)
 
 
@@ -155,7 +157,7 @@ def test_device_of_an_unverified_ca_is_refused(over_amqp: tuple[Dps, str], tmp_p
     outcome = dps.register(
         device, transport, cert=leaf_and_intermediate(pki, device), key=pki / f"{device}.key"
     )
-    assert_unauthorized(outcome)
+    assert_unauthorized(outcome, "Invalid certificate")
     assert device not in registration_ids(dps, group)
 
 
@@ -179,7 +181,7 @@ def test_wrong_symmetric_key_is_refused(over_amqp: tuple[Dps, str]) -> None:
     group_key = symmetric_group(dps, f"node-{transport}-sym-wrong")
     device = f"node-{transport}-sym-wrong-1"
     wrong = derive_device_key(group_key, "someone-else")
-    assert_unauthorized(dps.register(device, transport, symmetricKey=wrong))
+    assert_unauthorized(dps.register(device, transport, symmetricKey=wrong), "Unauthorized")
     # Its twin with the right key gets in.
     right = derive_device_key(group_key, device)
     assert_assigned(dps.register(device, transport, symmetricKey=right), device)

@@ -113,7 +113,7 @@ class DpsApplication:
     def __init__(self, container: Container, peer: Peer) -> None:
         self._requests = DeviceRequests(container, peer, protocol="amqp", name="AMQP")
         self._peer = peer
-        # The devices this connection authenticated, by the address their links attached at.
+        # The devices of this connection, by the address their links attached at.
         self._devices: dict[str, Device] = {}
 
     # --- attach -------------------------------------------------------------------------------
@@ -136,13 +136,13 @@ class DpsApplication:
             )
             answer = await self._requests.refusal("connect", mismatch, request, registration_id)
             return amqp_error(answer)
+        # The credentials are attested by each request, as over HTTPS, not here: a refused
+        # attach leaves Node's AMQP transport waiting for ever (its link state machine takes the
+        # attach answer as opened, then loses the detach's error), while a rejected request
+        # fails its registration at once with the error (docs/amqp.md#when-a-device-is-refused).
         password = sasl.password if sasl.mechanism == "PLAIN" else None
         credentials = Credentials(chain_der=self._peer.chain_der, authorization=password)
-        device = Device(scope, registration_id, credentials)
-        answer = await self._requests.admit(device, request)
-        if answer.error is not None:
-            return amqp_error(answer)
-        self._devices[link.address] = device
+        self._devices[link.address] = Device(scope, registration_id, credentials)
         return None
 
     # --- requests -----------------------------------------------------------------------------

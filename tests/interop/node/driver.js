@@ -23,8 +23,15 @@ class PortAgent extends https.Agent {
   }
 }
 
-// An SDK error as a JSON object: its class, message, HTTP status and body (parsed when JSON).
+// An SDK error as a JSON object: its class, message, HTTP status and body (parsed when JSON),
+// and for an AMQP error (rhea's, which the AMQP transports hand on as it came) its condition,
+// with its description as the body.
 function describe(err) {
+  if (typeof err.condition === 'string') {
+    return Object.assign(describe(Object.assign(new Error(err.description), {
+      responseBody: err.description,
+    })), { name: 'AmqpError', condition: err.condition });
+  }
   const response = err.response || err.transportObject;
   let body = err.responseBody;
   if (typeof body === 'string') {
