@@ -1,5 +1,5 @@
-"""A real devprov server in this process (HTTPS and MQTT over TLS on loopback, a real SQLite
-file), run on an event loop in a thread so that tests can set short timeouts, plus the demo PKI
+"""A real devprov server in this process (HTTPS, MQTT over TLS and AMQP over TLS on loopback, a
+real SQLite file), run on an event loop in a thread so that tests can set short timeouts, plus the demo PKI
 and enrollments the MQTT tests register against."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class LocalServer:
     container: Container
     https_port: int
     mqtt_port: int
+    amqp_port: int
     loop: asyncio.AbstractEventLoop
     endpoints: Endpoints
     thread: threading.Thread
@@ -55,17 +56,19 @@ def start_local_server(root: Path, policy: ConnectionPolicy = TEST_POLICY) -> Lo
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
-    async def start() -> tuple[Endpoints, int, int]:
-        endpoints = build_endpoints(container, policy, mqtt=True)
+    async def start() -> tuple[Endpoints, int, int, int]:
+        endpoints = build_endpoints(container, policy, mqtt=True, amqp=True)
         https = bind_listeners("127.0.0.1", 0)
         mqtt = bind_listeners("127.0.0.1", 0)
+        amqp = bind_listeners("127.0.0.1", 0)
         https_port = int(https[0].getsockname()[1])
         container.data.write_endpoint("127.0.0.1", https_port)
-        await endpoints.serve_on(https, mqtt)
-        return endpoints, https_port, int(mqtt[0].getsockname()[1])
+        await endpoints.serve_on(https, mqtt, amqp)
+        return endpoints, https_port, *(int(x[0].getsockname()[1]) for x in (mqtt, amqp))
 
-    endpoints, https_port, mqtt_port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
-    return LocalServer(root, container, https_port, mqtt_port, loop, endpoints, thread)
+    started = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    endpoints, https_port, mqtt_port, amqp_port = started
+    return LocalServer(root, container, https_port, mqtt_port, amqp_port, loop, endpoints, thread)
 
 
 def stop_local_server(server: LocalServer) -> None:
