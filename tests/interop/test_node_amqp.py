@@ -9,7 +9,6 @@ that port cannot be had here (tests/interop/node_dps.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,6 @@ from tests.interop.node_dps import (
     assert_assigned,
     create_x509_group,
     leaf_and_intermediate,
-    on_443,
-    on_free_ports,
     quiet,
     symmetric_group,
 )
@@ -30,16 +27,9 @@ from tests.interop.node_dps import (
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture(scope="module")
-def dps(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
-    with on_free_ports(node, tmp_path_factory) as dps:
-        yield dps
-
-
-@pytest.fixture(scope="module")
-def dps_on_443(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
-    with on_443(node, tmp_path_factory, "Node's AmqpWs transport") as dps:
-        yield dps
+WEBSOCKET_CLIENT = (
+    "Node's AmqpWs transport"  # named by dps_on_443's skip (tests/interop/conftest.py)
+)
 
 
 @pytest.fixture(params=["amqp", "amqpws"])

@@ -16,7 +16,6 @@ cannot be had here or the server has no MQTT over WebSocket endpoint (tests/inte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,6 @@ from tests.interop.node_dps import (
     assert_assigned,
     create_x509_group,
     leaf_and_intermediate,
-    on_443,
-    on_free_ports,
     quiet,
     symmetric_group,
 )
@@ -37,16 +34,9 @@ from tests.interop.node_dps import (
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture(scope="module")
-def dps(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
-    with on_free_ports(node, tmp_path_factory) as dps:
-        yield dps
-
-
-@pytest.fixture(scope="module")
-def dps_on_443(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dps]:
-    with on_443(node, tmp_path_factory, "Node's MqttWs transport") as dps:
-        yield dps
+WEBSOCKET_CLIENT = (
+    "Node's MqttWs transport"  # named by dps_on_443's skip (tests/interop/conftest.py)
+)
 
 
 @pytest.fixture(params=["mqtt", "mqttws"])
