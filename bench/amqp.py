@@ -190,19 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--devices", type=int, default=200, help="devices per protocol and round")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
+    https.add_load_options(parser, devices=200, rounds=3)
     args = parser.parse_args(argv)
-    for name, most in (
-        ("devices", https.MAX_DEVICES),
-        ("clients", min(https.MAX_CLIENTS, args.devices)),
-        ("rounds", https.MAX_ROUNDS),
-        ("timeout", 3600),
-    ):
-        if not 1 <= getattr(args, name) <= most:
-            parser.error(f"--{name} must be 1 to {most}")
+    https.check_load_options(parser, args)
 
     print(
         f"devprov {mqtt.describe()}, {time.strftime('%Y-%m-%d')}: {args.devices} devices per"
