@@ -391,24 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--devices", type=int, default=500, help="devices per registration run")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    https.add_load_options(parser, devices=500, rounds=1)  # rounds of (1) and (3)
     parser.add_argument("--idle", type=int, default=10_000, help="idle MQTT connections")
     parser.add_argument(
         "--idle-x509", action="store_true", help="idle devices are X.509, not symmetric-key"
     )
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of (1) and (3), default 1")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
     args = parser.parse_args(argv)
-    for name, most in (
-        ("devices", https.MAX_DEVICES),
-        ("clients", min(https.MAX_CLIENTS, args.devices)),
-        ("idle", MAX_IDLE),
-        ("rounds", https.MAX_ROUNDS),
-        ("timeout", 3600),
-    ):
-        if not 1 <= getattr(args, name) <= most:
-            parser.error(f"--{name} must be 1 to {most}")
+    https.check_load_options(parser, args, ("idle", MAX_IDLE))
 
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
     open_files = raise_open_files()

@@ -587,6 +587,31 @@ def process_tree_cpu(pid: int) -> float:
     return sum(seconds for each in pids if (seconds := raw.cpu_seconds(each)) is not None)
 
 
+def add_load_options(parser: argparse.ArgumentParser, devices: int, rounds: int) -> None:
+    """The load of a bench that registers devices over several protocols (bench/mqtt.py,
+    bench/amqp.py): --devices per run, --clients, --rounds, --timeout per run."""
+    parser.add_argument("--devices", type=int, default=devices, help="devices per run")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds (default {rounds})")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
+
+
+def check_load_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *extra: tuple[str, int]
+) -> None:
+    """Exit (parser.error) unless add_load_options's options and each (option, most) of
+    ``extra`` lie within 1 to their bound."""
+    for name, most in (
+        ("devices", MAX_DEVICES),
+        ("clients", min(MAX_CLIENTS, args.devices)),
+        ("rounds", MAX_ROUNDS),
+        ("timeout", 3600),
+        *extra,
+    ):
+        if not 1 <= getattr(args, name) <= most:
+            parser.error(f"--{name} must be 1 to {most}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
