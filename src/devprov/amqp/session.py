@@ -1,6 +1,6 @@
 """One AMQP session of a server connection and its links (OASIS AMQP 1.0 part 1, sections 2.5
 and 2.6): windows, handles, credit, delivery ids and settlement, and the reassembly of
-deliveries sent in several transfers (docs/amqp-protocol.md#sessions-and-links).
+deliveries sent in several transfers (docs/amqp-protocol.md#the-connection).
 
 A :class:`Session` is driven by its connection (``devprov.amqp.connection``), which hands it the
 frames of its channel and implements :class:`Engine` for it: sending frames, and starting the
