@@ -296,6 +296,9 @@ class Container:
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
+    # devprov serve --always-poll: a register is answered "assigning" even when decided, as DPS
+    # does, instead of with its outcome (service.device_answer.register_answer).
+    always_poll: bool = False
 
     def is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(hash_token(token), self.admin_token_sha256)

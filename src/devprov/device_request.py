@@ -29,10 +29,10 @@ from devprov.service import request_context
 from devprov.service.attestation import Credentials
 from devprov.service.device_answer import (
     RETRY_AFTER_SECONDS,
-    assigning_body,
     device_message,
     error_body,
     operation_status_body,
+    register_answer,
     registration_payload,
     retry_after_of,
     status_of,
@@ -146,7 +146,8 @@ class DeviceRequests:
     async def register(
         self, device: Device, body: bytes, request: str, *, force: bool = False
     ) -> DeviceAnswer:
-        """A DeviceRegistration body (JSON, or empty): 202 and the operation to poll."""
+        """A DeviceRegistration body (JSON, or empty): the decided operation status at once, or
+        202 and the operation to poll (service.device_answer.register_answer)."""
 
         async def work(origin: Origin) -> Outcome:
             document = parse_json(body) if body.strip() else None
@@ -168,7 +169,8 @@ class DeviceRequests:
                 storage=self._c.storage.run,
                 worker=asyncio.to_thread,
             )
-            return 202, assigning_body(outcome.operation)
+            always_poll = self._c.always_poll
+            return register_answer(outcome.operation, outcome.state, always_poll=always_poll)
 
         return await self.answer("register", request, device.registration_id, work)
 

@@ -118,6 +118,12 @@ def register(subparsers: Any) -> None:
         f"{default_max_connections()})",
     )
     serve.add_argument(
+        "--always-poll",
+        action="store_true",
+        help="answer every register 'assigning' and let the device poll, as DPS does; by "
+        "default a register is answered with its outcome at once (docs/dps-wire.md#one-round-trip)",
+    )
+    serve.add_argument(
         "--proxy-from",
         type=_network,
         action="append",
@@ -278,6 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
         amqp=args.amqp_port != 0,
         database=data.url,
         proxy_from=tuple(args.proxy_from),
+        always_poll=args.always_poll,
     )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
@@ -291,6 +298,7 @@ def _serve(args: argparse.Namespace) -> int:
             webhook_allow=allow,
             upgrade_command=upgrade_command(args),
         )
+        c.always_poll = settings.always_poll
         ports = (args.port, args.mqtt_port, args.amqp_port)
         return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
@@ -318,6 +326,7 @@ class WorkerSettings:
     amqp: bool = True
     database: str | None = None  # --database; None: $DEVPROV_DATABASE_URL or the SQLite file
     proxy_from: tuple[Network, ...] = ()  # --proxy-from
+    always_poll: bool = False  # --always-poll
     log_format: str = "text"  # --log-format
 
 
@@ -401,6 +410,7 @@ def _worker(
     c = open_container(
         settings.root, database=settings.database, webhook_allow=settings.webhook_allow
     )
+    c.always_poll = settings.always_poll
 
     async def serve() -> None:
         server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)

@@ -28,9 +28,9 @@ from devprov.http.request import case_insensitive, read_json, request_origin
 from devprov.service.attestation import Credentials
 from devprov.service.device_answer import (
     RETRY_AFTER_SECONDS,
-    assigning_body,
     device_message,
     operation_status_body,
+    register_answer,
     registration_payload,
 )
 from devprov.service.device_pending import settle
@@ -69,8 +69,11 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
         storage=c.storage.run,
         worker=run_in_threadpool,
     )
+    status, body = register_answer(outcome.operation, outcome.state, always_poll=c.always_poll)
+    if status != 202:
+        return JSONResponse(body, status_code=status)
     return JSONResponse(
-        assigning_body(outcome.operation),
+        body,
         status_code=202,
         headers={
             "Retry-After": str(RETRY_AFTER_SECONDS),

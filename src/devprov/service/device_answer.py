@@ -24,8 +24,9 @@ from devprov.core.registration import RegistrationState, device_error
 from devprov.service.attestation import DeviceAttestationError
 from devprov.service.model import Operation
 
-# The poll delay devprov suggests. The outcome is decided during the register call, so the first
-# poll already sees it; Node's transports honour it, Python's waits 2 s after a register
+# The poll delay devprov suggests when it answers a register "assigning" (--always-poll, or a
+# webhook slower than WEBHOOK_ANSWER_BOUND_SECONDS). The outcome is usually decided by then, so
+# the first poll sees it; Node's transports honour it, Python's waits 2 s after a register
 # regardless (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
 # docs/sdk-clients.md#node-device-http-transport).
 RETRY_AFTER_SECONDS = 1
@@ -70,6 +71,18 @@ def registration_payload(body: object, registration_id: str) -> Mapping[str, Any
 def assigning_body(operation: Operation) -> dict[str, Any]:
     """The answer to a register: the operation to poll."""
     return {"operationId": operation.id, "status": "assigning"}
+
+
+def register_answer(
+    operation: Operation, state: RegistrationState | None, *, always_poll: bool
+) -> tuple[int, dict[str, Any]]:
+    """DPS's status and body for a register call: the decided RegistrationOperationStatus at
+    once (200, ``operationId`` kept, so that a client that polls anyway reads the same answer),
+    or 202 and the operation to poll while it is assigning, or always with ``always_poll``
+    (``devprov serve --always-poll``: DPS's own sequence, docs/dps-wire.md#one-round-trip)."""
+    if always_poll or operation.status == "assigning":
+        return 202, assigning_body(operation)
+    return 200, operation_status_body(operation, state)
 
 
 def operation_status_body(operation: Operation, state: RegistrationState | None) -> dict[str, Any]:
