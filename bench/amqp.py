@@ -82,27 +82,26 @@ def register_amqp(port: int, scope: str, device: https.Device) -> int:
         client.attach_sender(address, LINK_PROPERTIES)
         client.expect(Flow)  # the server's credit to send
         register = {"iotdps-operation-type": "iotdps-register", "iotdps-forceRegistration": False}
-        answer = _request(client, rid, register, json.dumps({"registrationId": rid}).encode())
-        status = answer.application_properties.get("iotdps-status")
-        operation = answer.application_properties.get("iotdps-operation-id")
-        if status != "assigning" or not isinstance(operation, str):
-            raise https.BenchFailure(f"{rid}: register -> {answer.body[:200]!r}")
-        poll = {
-            "iotdps-operation-type": "iotdps-get-operationstatus",
-            "iotdps-operation-id": operation,
-        }
-        for polls in range(1, https.MAX_POLLS + 1):
-            answer = _request(client, rid, poll, b"")
-            if answer.application_properties.get("iotdps-status") == "assigning":
-                time.sleep(https.POLL_PAUSE_SECONDS)
-                continue
-            document = json.loads(answer.body)
-            state = document.get("registrationState", {})
-            if document.get("status") != "assigned" or state.get("assignedHub") != https.HUB:
-                raise https.BenchFailure(f"{rid}: poll -> {answer.body[:200]!r}")
-            client.close()
-            return polls
-    raise https.BenchFailure(f"{rid}: still assigning after {https.MAX_POLLS} polls")
+        first = _answer(
+            _request(client, rid, register, json.dumps({"registrationId": rid}).encode())
+        )
+
+        def poll(operation: str) -> https.Answer:
+            properties = {
+                "iotdps-operation-type": "iotdps-get-operationstatus",
+                "iotdps-operation-id": operation,
+            }
+            return _answer(_request(client, rid, properties, b""))
+
+        polls = https.until_assigned(rid, first, poll)
+        client.close()
+        return polls
+
+
+def _answer(reply: Message) -> https.Answer:
+    """An AMQP reply as DPS's status and body: 202 while its iotdps-status is assigning."""
+    status = 202 if reply.application_properties.get("iotdps-status") == "assigning" else 200
+    return status, dict(json.loads(reply.body))
 
 
 # --- the run --------------------------------------------------------------------------------

@@ -155,21 +155,15 @@ def register_mqtt(port: int, scope: str, device: https.Device) -> int:
     link = open_link(port, device.context, scope, rid)
     with link.tls:
         body = json.dumps({"registrationId": rid}).encode()
-        status, answer = link.request(REGISTER.format(rid=1), body)
-        if status != 202:
-            raise https.BenchFailure(f"{rid}: register -> {status} {answer}")
-        poll = POLL.format(rid=2, op=answer["operationId"])
-        for polls in range(1, https.MAX_POLLS + 1):
-            status, answer = link.request(poll, b" ")  # one space, as the SDKs send
-            if status == 202:
-                time.sleep(https.POLL_PAUSE_SECONDS)
-                continue
-            state = answer.get("registrationState", {})
-            if answer.get("status") != "assigned" or state.get("assignedHub") != https.HUB:
-                raise https.BenchFailure(f"{rid}: poll -> {status} {answer}")
-            link.send(codec.Disconnect())
-            return polls
-    raise https.BenchFailure(f"{rid}: still assigning after {https.MAX_POLLS} polls")
+        first = link.request(REGISTER.format(rid=1), body)
+
+        def poll(operation: str) -> https.Answer:
+            # one space as the body, as the SDKs send
+            return link.request(POLL.format(rid=2, op=operation), b" ")
+
+        polls = https.until_assigned(rid, first, poll)
+        link.send(codec.Disconnect())
+        return polls
 
 
 def open_idle(

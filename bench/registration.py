@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -242,31 +243,50 @@ def _request(method: str, target: str, port: int, body: bytes = b"") -> bytes:
     return (head + "\r\n").encode("ascii") + body
 
 
+Answer = tuple[int, dict[str, Any]]  # a DPS status and JSON body
+
+
+def until_assigned(rid: str, answer: Answer, poll: Callable[[str], Answer]) -> int:
+    """The polls a registration took after the register's ``answer``: none when that is the
+    outcome (devprov answers it at once, unless serving with --always-poll), else ``poll`` of
+    the operation at once, then after a pause, until decided. Fails unless assigned to HUB."""
+    status, document = answer
+    operation, polls = str(document.get("operationId")), 0
+    while status == 202 or document.get("status") == "assigning":
+        if polls == MAX_POLLS:
+            raise BenchFailure(f"{rid}: still assigning after {MAX_POLLS} polls")
+        if polls:
+            time.sleep(POLL_PAUSE_SECONDS)
+        status, document = poll(operation)
+        polls += 1
+    state = document.get("registrationState", {})
+    if status != 200 or document.get("status") != "assigned" or state.get("assignedHub") != HUB:
+        raise BenchFailure(f"{rid}: {status} {str(document)[:200]}")
+    return polls
+
+
 def register_device(port: int, id_scope: str, device: Device) -> int:
-    """Register over a new connection and poll on it until assigned; returns the polls made."""
+    """Register over a new connection, polling on it while assigning; the polls made."""
     rid = device.registration_id
     base = f"/{id_scope}/registrations/{rid}"
     body = json.dumps({"registrationId": rid}).encode()
     with _connect(port, device.context) as tls:
         responses = _Responses(tls)
-        tls.sendall(_request("PUT", f"{base}/register?api-version={API_VERSION}", port, body))
-        status, answer = responses.next()
-        if status != 202:
-            raise BenchFailure(f"{rid}: register -> {status} {answer[:200]!r}")
-        operation = json.loads(answer)["operationId"]
-        poll = _request("GET", f"{base}/operations/{operation}?api-version={API_VERSION}", port)
-        for polls in range(1, MAX_POLLS + 1):
-            tls.sendall(poll)
+
+        def ask(request: bytes) -> Answer:
+            tls.sendall(request)
             status, answer = responses.next()
-            if status == 202:
-                time.sleep(POLL_PAUSE_SECONDS)
-                continue
-            document = json.loads(answer) if status == 200 else {}
-            state = document.get("registrationState", {})
-            if document.get("status") != "assigned" or state.get("assignedHub") != HUB:
-                raise BenchFailure(f"{rid}: poll -> {status} {answer[:200]!r}")
-            return polls
-    raise BenchFailure(f"{rid}: still assigning after {MAX_POLLS} polls")
+            try:
+                return status, dict(json.loads(answer))
+            except ValueError:
+                raise BenchFailure(f"{rid}: {status} {answer[:200]!r}") from None
+
+        def poll(operation: str) -> Answer:
+            target = f"{base}/operations/{operation}?api-version={API_VERSION}"
+            return ask(_request("GET", target, port))
+
+        first = ask(_request("PUT", f"{base}/register?api-version={API_VERSION}", port, body))
+        return until_assigned(rid, first, poll)
 
 
 def handshake_once(port: int, device: Device) -> int:

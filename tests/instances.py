@@ -158,6 +158,11 @@ def register_until_assigned(
                 if response.status_code == 202:
                     operation = str(response.json()["operationId"])
                     continue
+                if response.status_code == 200:  # decided during the call: the outcome
+                    status = response.json()
+                    if status["status"] != "assigned":
+                        tally.other.append(f"{registration_id}: {status}")
+                    return dict(status)
             else:
                 response = client.get(
                     f"/{scope}/registrations/{registration_id}/operations/{operation}?{API}",
