@@ -50,8 +50,9 @@ def sas_password(scope: str, registration_id: str, key: str) -> str:
 
 
 def registered(client: RawClient, registration_id: str, payload=None) -> dict:
-    """Register: decided during the call, the answer is the outcome (docs/dps-wire.md#one-round-
-    trip); a poll of its operation, as a device that polls anyway sends, reads the same."""
+    """Register: decided during the call, its answer is the outcome
+    (docs/dps-wire.md#one-round-trip); a poll of its operation, as a device that polls anyway
+    sends, reads the same."""
     answer = client.register(registration_id, payload=payload)
     assert answer.topic == "$dps/registrations/res/200/?$rid=1", body(answer)
     assert body(answer)["status"] != "assigning"
