@@ -1,6 +1,7 @@
 """Registering devices with an in-process devprov server (tests/mqtt/conftest.py LocalServer) the
 way the hub tests need: a symmetric-key group device over HTTPS (`devprov device register`) or
-over MQTT (a raw client), and an X.509 device over either, each returning the final operation."""
+over MQTT (a raw client, which the register answers with the outcome, and a poll of its operation
+with the same), and an X.509 device over either, each returning the final operation."""
 
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ def _mqtt(server: LocalServer, device: str, context: Any, password: str | None) 
         assert client.connect(server.scope, device, password=password).return_code == 0
         client.subscribe()
         answer = client.register(device)
-        assert status(answer) == 200, body(answer)  # decided during the call
+        # Decided during the call: the outcome, with no retry-after; a poll reads the same.
+        assert answer.topic == "$dps/registrations/res/200/?$rid=1", body(answer)
+        assert body(answer)["status"] != "assigning"
+        polled = client.poll(body(answer)["operationId"])
+        assert (status(polled), body(polled)) == (200, body(answer))
         return body(answer)
 
 

@@ -161,15 +161,35 @@ class Session:
         return run(self.app.request(self.sasl, target or self.target, message))
 
     def registered(self, registration_id: str, **kwargs: Any) -> Message:
-        """Register, then poll the operation: the final reply."""
+        """Register a device whose registration is decided during the call: the reply is its
+        outcome, the final RegistrationOperationStatus, with nothing to poll."""
+        message = register_message(registration_id, **kwargs)
+        answer = reply(self.send(message))
+        assert answer.correlation_id == message.correlation_id
+        body = json.loads(answer.body)
+        assert body["status"] != "assigning", body
+        assert answer.application_properties == {
+            "iotdps-status": body["status"],
+            "iotdps-operation-id": body["operationId"],
+        }
+        return answer
+
+    def assigning(self, registration_id: str, **kwargs: Any) -> str:
+        """Register with ``always_poll``: the reply is DPS's ``assigning`` and a poll delay; the
+        operation id to poll."""
         message = register_message(registration_id, **kwargs)
         first = reply(self.send(message))
         assert first.correlation_id == message.correlation_id
         body = json.loads(first.body)
-        assert body["status"] == "assigning"
+        assert body == {"operationId": body["operationId"], "status": "assigning"}
         assert first.application_properties == {
             "iotdps-status": "assigning",
             "iotdps-operation-id": body["operationId"],
             "retry-after": str(RETRY_AFTER_SECONDS),
         }
-        return reply(self.send(poll_message(body["operationId"])))
+        operation_id: str = body["operationId"]
+        return operation_id
+
+    def polled(self, operation_id: str) -> Message:
+        """Poll an operation: the reply."""
+        return reply(self.send(poll_message(operation_id)))

@@ -59,6 +59,10 @@ def test_x509_group_device_is_assigned(container: Container, pki, transport: str
         "iotdps-operation-id": body["operationId"],
     }
     assert final.content_type == "application/json"
+    # A device that polls anyway reads the same outcome.
+    polled = session.polled(body["operationId"])
+    assert json.loads(polled.body) == body
+    assert polled.application_properties == final.application_properties
     # The registrations metric names what carried the registration.
     protocol = {"tls": "amqp", "websocket": "amqp-ws"}[transport]
     page = container.metrics.render()[0].decode()
@@ -113,6 +117,27 @@ def test_disabled_enrollment_is_answered_disabled(container: Container, pki) -> 
     final = session.registered("amqp-device")
     assert json.loads(final.body)["status"] == "disabled"
     assert final.application_properties["iotdps-status"] == "disabled"
+
+
+def test_always_poll_answers_assigning_and_the_poll_the_outcome(container: Container) -> None:
+    """``devprov serve --always-poll``: DPS's own sequence, a register answered ``assigning``
+    with a poll delay, then the outcome at the poll."""
+    container.always_poll = True
+    key_group(container)
+    target = address(container, "amqp-poller")
+    session = Session(
+        container, Peer(("192.0.2.8", 50002)), plain(container, "amqp-poller"), target
+    )
+    assert session.attach() == [None, None]
+    operation_id = session.assigning("amqp-poller")
+    final = session.polled(operation_id)
+    body = json.loads(final.body)
+    assert (body["operationId"], body["status"]) == (operation_id, "assigned")
+    assert body["registrationState"]["deviceId"] == "amqp-poller"
+    assert final.application_properties == {
+        "iotdps-status": "assigned",
+        "iotdps-operation-id": operation_id,
+    }
 
 
 # --- requests refused -------------------------------------------------------------------------

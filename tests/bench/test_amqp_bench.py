@@ -64,20 +64,27 @@ def test_refuses_numbers_out_of_bounds(capsys: pytest.CaptureFixture[str]) -> No
     assert "--clients must be 1 to 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("options", "polls"),
+    [((), 0), (("--always-poll",), 1)],
+    ids=["answered-at-once", "always-poll"],
+)
 def test_an_amqp_device_of_an_unknown_root_fails_where_a_known_one_registers(
-    tmp_path: Path,
+    tmp_path: Path, options: tuple[str, ...], polls: int
 ) -> None:
+    """The register's reply is the outcome (no poll), or with --always-poll DPS's "assigning",
+    and the outcome at the first poll."""
     known, unknown = tmp_path / "known", tmp_path / "unknown"
     known.mkdir()
     unknown.mkdir()
     pki = https.DevicePki(known)
     stranger = https.DevicePki(unknown)  # its root is neither uploaded nor proven
-    with running_server(tmp_path / "data", "--amqp-port", str(free_port())) as server:
+    with running_server(tmp_path / "data", "--amqp-port", str(free_port()), *options) as server:
         scope = https.set_up(server, pki)
         port = server.amqp_port or 0
         (device,) = pki.devices("known", 1, server.ca_file)
         (outsider,) = stranger.devices("unknown", 1, server.ca_file)
 
-        assert amqp.register_amqp(port, scope, device) == 1  # assigned at the first poll
+        assert amqp.register_amqp(port, scope, device) == polls
         with pytest.raises(https.BenchFailure, match="unknown-00000: iotdps-register ->"):
             amqp.register_amqp(port, scope, outsider)

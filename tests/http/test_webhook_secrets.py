@@ -136,7 +136,6 @@ def test_a_failed_webhook_leaks_no_secret(
                 json={"registrationId": "dev-1"},
                 headers=device(container, "dev-1"),
             )
-            assert registered.status_code == 202
             operation = registered.json()["operationId"]
             polled = client.get(
                 f"/{scope}/registrations/dev-1/operations/{operation}?{API}",
@@ -151,9 +150,11 @@ def test_a_failed_webhook_leaks_no_secret(
             queried = client.post(f"/registrations/hooked/query?{API}", headers=service(container))
         logged = [record.getMessage() for record in caplog.records]
 
-    # The device: DPS's generic answer, in the operation status and in the status lookup.
-    assert polled.status_code == 200 and polled.json()["status"] == "failed"
-    for answer in (polled.json()["registrationState"], looked_up.json()):
+    # The device: DPS's generic answer, in the register's answer (its outcome), in the operation
+    # status, which is the same, and in the status lookup.
+    assert registered.status_code == 200 and registered.json()["status"] == "failed"
+    assert polled.status_code == 200 and polled.json() == registered.json()
+    for answer in (registered.json()["registrationState"], looked_up.json()):
         assert answer["errorCode"] == 400207
         assert answer["errorMessage"] == "Custom allocation failed"
 
@@ -171,6 +172,7 @@ def test_a_failed_webhook_leaks_no_secret(
     assert any(shown in line and reason in line for line in logged), logged
 
     everything = [
+        registered.text,
         polled.text,
         looked_up.text,
         state.text,

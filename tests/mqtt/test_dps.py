@@ -23,6 +23,7 @@ from devprov.mqtt.codec import (
     Connect,
     SubAck,
 )
+from devprov.service.device_answer import RETRY_AFTER_SECONDS
 from tests.mqtt.client import RawClient, body, status, tls_context
 from tests.mqtt.conftest import HUB, LocalServer
 
@@ -92,6 +93,29 @@ def test_symmetric_key_group_device(local_server: LocalServer, transport: str) -
         client.subscribe()
         result = registered(client, "mqtt-sensor-1", payload={"modelId": "dtmi:test:x;1"})
     assert result["registrationState"]["deviceId"] == "mqtt-sensor-1"
+
+
+def test_always_poll_answers_assigning_and_the_poll_the_outcome(
+    local_server: LocalServer, demo_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``devprov serve --always-poll``: DPS's own sequence, a register answered 202 ``assigning``
+    with a retry-after in the topic, then the outcome at the poll."""
+    monkeypatch.setattr(local_server.container, "always_poll", True)
+    with RawClient(local_server.mqtt_port, device_context(local_server, demo_pki)) as client:
+        assert client.connect(local_server.scope, "my-device").return_code == ACCEPTED
+        client.subscribe()
+        answer = client.register("my-device")
+        assert answer.topic == (
+            f"$dps/registrations/res/202/?$rid=1&retry-after={RETRY_AFTER_SECONDS}"
+        )
+        operation = body(answer)["operationId"]
+        assert body(answer) == {"operationId": operation, "status": "assigning"}
+        final = client.poll(operation)
+    assert final.topic == "$dps/registrations/res/200/?$rid=2"
+    result = body(final)
+    assert (result["operationId"], result["status"]) == (operation, "assigned")
+    state = result["registrationState"]
+    assert (state["deviceId"], state["assignedHub"]) == ("my-device", HUB)
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])

@@ -6,20 +6,17 @@ server and a real Mosquitto is tested in tests/hub/."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devprov.core.enrollment import EnrollmentKind
 from devprov.core.sas import derive_device_key
 from devprov.service.hub_identity import DeviceAuthKind, HubUnreachableError
 from devprov.service.model import Outcome
+from tests import registering
 from tests.hubs import RecordingHubs
-from tests.mqtt.client import RawClient, body, status, tls_context
 from tests.mqtt.conftest import LocalServer, start_local_server, stop_local_server
-from tests.mqtt.test_dps import sas_password
 
 HUB = "hub-rec.azure-devices.net"
 SECRET = "c2VjcmV0LW9mLXRoZS1yZWdpc3RyeS1wb2xpY3k="
@@ -51,29 +48,17 @@ def hubs(server: LocalServer) -> RecordingHubs:
 
 
 def group_key(server: LocalServer) -> str:
-    mechanism = server.container.enrollments.attestation_mechanism(
-        "default", EnrollmentKind.GROUP, GROUP
-    )
-    assert mechanism.primary_key is not None
-    return mechanism.primary_key
+    return registering.group_key(server, GROUP)
 
 
 def over_https(server: LocalServer, capsys, registration_id: str) -> dict:
     """The final operation `devprov device register` (the HTTPS device API) prints."""
-    capsys.readouterr()
-    server.cli("device", "register", registration_id, "--group-key", group_key(server), "--json")
-    return json.loads(capsys.readouterr().out)
+    return dict(registering.key_over_https(server, capsys, GROUP, registration_id))
 
 
 def over_mqtt(server: LocalServer, capsys, registration_id: str) -> dict:
-    key = derive_device_key(group_key(server), registration_id)
-    password = sas_password(server.scope, registration_id, key)
-    with RawClient(server.mqtt_port, tls_context(server.ca_file)) as client:
-        assert client.connect(server.scope, registration_id, password=password).return_code == 0
-        client.subscribe()
-        answer = client.register(registration_id)
-        assert status(answer) == 202, body(answer)
-        return body(client.poll(body(answer)["operationId"]))
+    """The outcome a raw MQTT client is answered its register with."""
+    return dict(registering.key_over_mqtt(server, capsys, GROUP, registration_id))
 
 
 @pytest.fixture(params=[over_https, over_mqtt], ids=["https", "mqtt"])
@@ -174,10 +159,7 @@ def broker_hub(server: LocalServer, tmp_path_factory: pytest.TempPathFactory) ->
 def grouped_devices(server: LocalServer, capsys, group: str, hub: str, ids: list[str]) -> str:
     create = ["enrollment-group", "create", group, "--symmetric-key"]
     assert server.cli(*create, "--allocation-policy", "static", "--hub", hub) == 0
-    key = server.container.enrollments.attestation_mechanism(
-        "default", EnrollmentKind.GROUP, group
-    ).primary_key
-    assert key is not None
+    key = registering.group_key(server, group)
     for device in ids:
         capsys.readouterr()
         assert server.cli("device", "register", device, "--group-key", key) == 0
