@@ -238,11 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     if (refusal := port_refusal(SDK_PORT, PYTHON_SDK)) is not None:
         print(f"not measured: {refusal}")
         return EXIT_PORT_TAKEN
-    node, why_not_node = None, ""
+    node: str | None = None
+    why_not_node = ""
     try:
         node = nodejs.node_with_packages()
     except pytest.skip.Exception as skipped:  # its reason: node or its packages are missing
-        why_not_node = skipped.msg
+        why_not_node = skipped.msg or "node is unavailable"
 
     print(
         f"devprov {mqtt.describe()}, {time.strftime('%Y-%m-%d')}: {args.devices} devices per SDK"
