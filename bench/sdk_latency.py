@@ -216,7 +216,7 @@ def run_phase(
 def versions(node: str | None) -> str:
     python = importlib.metadata.version("azure-iot-device")
     if node is None:
-        return f"azure-iot-device {python}"
+        return f"azure-iot-device {python} (MQTT)"
     package = nodejs.NODE_DIR / "node_modules" / "azure-iot-provisioning-device" / "package.json"
     return (
         f"azure-iot-device {python} (MQTT); azure-iot-provisioning-device"
