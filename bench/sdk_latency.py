@@ -26,6 +26,7 @@ bench/registration.py reads it) over each SDK's N registrations, divided by N. O
 SDK registers first on each server, untimed (imports, caches, a check).
 
 Usage: .venv/bin/python bench/sdk_latency.py [--devices 20] [--timeout 60]
+  --timeout bounds each Python register(); the Node driver gives up by itself after 60 s.
 Exit: 0; 1 when a registration failed; 3 when port 8883 cannot be had.
 """
 
@@ -229,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--devices", type=int, default=20, help="devices per SDK and server")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per register()")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds per Python register() (the Node driver keeps its own 60 s)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.devices <= MAX_DEVICES:
         parser.error(f"--devices must be 1 to {MAX_DEVICES}")
