@@ -10,11 +10,14 @@
 //    "ca": "ca.pem", "idScope": "0ne...", "registrationId": "my-device",
 //    "cert": "chain.pem", "key": "device.key"          (X.509: the PEM chain the device presents)
 //    | "symmetricKey": "<base64 device key>",          (symmetric key: the derived device key)
-//    "payload": {...}, "timeoutSeconds": 60}           (both optional)
+//    "payload": {...}, "timeoutSeconds": 60,           (both optional)
+//    "timeRegister": true}                             (optional: add "registerMs")
 // prints {"ok": true, "result": <registrationState>} and exits 0, or
 //        {"ok": false, "name": ..., "message": ..., "statusCode": ..., "result": ..., "responseBody": ...}
 //        and exits 1; {"ok": false, "name": "Timeout", ...} and exit 2 when the SDK has not
-//        finished within timeoutSeconds (default 60).
+//        finished within timeoutSeconds (default 60). With "timeRegister", the outcome line has
+//        "registerMs" too: the milliseconds from the register() call to its callback, as a device
+//        waits them (bench/sdk_latency.py).
 //
 // The SDK's HTTP transport always connects to port 443 and takes a host name only
 // (docs/sdk-clients.md#node-device-http-transport); the agent below moves the connection to the
@@ -85,10 +88,20 @@ const client = ProvisioningDeviceClient.create(host, args.idScope, deviceTranspo
 if (args.payload !== undefined) {
   client.setProvisioningPayload(args.payload);
 }
+// The register() call's duration, added to the outcome line when asked for.
+function timed(line, started) {
+  if (!args.timeRegister) {
+    return line;
+  }
+  const registerMs = Number(process.hrtime.bigint() - started) / 1e6;
+  return Object.assign(line, { registerMs });
+}
+
+const started = process.hrtime.bigint();
 client.register((err, registrationState) => {
   if (err) {
-    finish(describeRefusal(err), 1);
+    finish(timed(describeRefusal(err), started), 1);
   } else {
-    finish({ ok: true, result: registrationState }, 0);
+    finish(timed({ ok: true, result: registrationState }, started), 0);
   }
 });
