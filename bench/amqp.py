@@ -157,16 +157,11 @@ def bench(args: argparse.Namespace) -> dict[str, list[https.Run]]:
 # --- reporting ------------------------------------------------------------------------------
 
 
-def _ratio(ours: float, base: float) -> float:
-    # /proc counts CPU in clock ticks (10 ms), so a tiny run's server CPU can read 0.
-    return ours / base if base else float("nan")
-
-
 def ratios(ours: Sequence[https.Run], base: Sequence[https.Run]) -> str:
     """Rate and server CPU per registration of ``ours`` over ``base``, paired by round."""
     pairs = list(zip(ours, base, strict=True))
-    rate = https._summary([_ratio(a.rate, b.rate) for a, b in pairs], ".2f")
-    cpu = https._summary([_ratio(a.cpu_us, b.cpu_us) for a, b in pairs], ".2f")
+    rate = https._summary([https.ratio(a.rate, b.rate) for a, b in pairs], ".2f")
+    cpu = https._summary([https.ratio(a.cpu_us, b.cpu_us) for a, b in pairs], ".2f")
     return f"registrations/s {rate}, server CPU per registration {cpu}"
 
 

@@ -246,6 +246,12 @@ def _request(method: str, target: str, port: int, body: bytes = b"") -> bytes:
 Answer = tuple[int, dict[str, Any]]  # a DPS status and JSON body
 
 
+def ratio(ours: float, base: float) -> float:
+    """``ours / base``, or nan when ``base`` is 0: /proc counts CPU in clock ticks (10 ms), so
+    a tiny run's server CPU can read 0."""
+    return ours / base if base else float("nan")
+
+
 def until_assigned(rid: str, answer: Answer, poll: Callable[[str], Answer]) -> int:
     """The polls a registration took after the register's ``answer``: none when that is the
     outcome (devprov answers it at once, unless serving with --always-poll), else ``poll`` of

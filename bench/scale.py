@@ -240,8 +240,8 @@ def print_result(result: EngineResult, args: argparse.Namespace) -> None:
     verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
     print(
         f"    filled / empty: reg/s {ratio:.2f} (target >= {TARGET_RATIO:.2f}: {verdict}),"
-        f" p99 {filled.median('p99') / empty.median('p99'):.2f}x,"
-        f" server CPU/reg {filled.median('cpu_us') / empty.median('cpu_us'):.2f}x"
+        f" p99 {reg.ratio(filled.median('p99'), empty.median('p99')):.2f}x,"
+        f" server CPU/reg {reg.ratio(filled.median('cpu_us'), empty.median('cpu_us')):.2f}x"
     )
     two = result.phases.get("two")
     if two is None:
