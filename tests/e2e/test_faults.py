@@ -1,7 +1,7 @@
 """Faults under a registration load on PostgreSQL: an instance killed with SIGKILL beside another
 on the same database, and the database itself going away for 10 s and coming back
-(docs/operations.md#faults). An acknowledged registration (a poll answered ``assigned``) is never
-lost or half-written, and devprov recovers without a restart."""
+(docs/operations.md#faults). An acknowledged registration (a register, or a poll, answered
+``assigned``) is never lost or half-written, and devprov recovers without a restart."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class Answer:
 
 @dataclass
 class Load:
-    """Devices registering one after another and polling until assigned, from several threads."""
+    """Devices registering one after another, from several threads; a register is answered with
+    its outcome, and one answered ``assigning`` is polled until assigned."""
 
     devices: GroupDevices
     acknowledged: dict[str, str] = field(default_factory=dict)  # registration id: operation
@@ -78,6 +79,14 @@ class Load:
         )
         return response
 
+    def _acknowledged(self, rid: str, answer: dict[str, str]) -> bool:
+        """Whether ``answer`` (a register's or a poll's) is the assignment, noted if so."""
+        if answer["status"] != "assigned":
+            return False
+        self.acknowledged[rid] = answer["operationId"]
+        self.assigned_at[rid] = time.monotonic()
+        return True
+
     def run(self, server: ServerProcess, prefix: str, *, give_up_on_transport: bool) -> None:
         """Register ``prefix-0``, ``prefix-1``... until stopped; a 503 is retried after a short
         pause (shorter than its hint, to see when service resumes)."""
@@ -94,13 +103,15 @@ class Load:
                             if response.status_code == 202:
                                 operation = str(response.json()["operationId"])
                                 continue
+                            if response.status_code == 200 and self._acknowledged(
+                                rid, response.json()
+                            ):
+                                break
                         else:
                             path = f"/{scope}/registrations/{rid}/operations/{operation}?{API}"
                             response = self._send(client, "GET", path, rid)
                             if response.status_code == 200:
-                                if response.json()["status"] == "assigned":
-                                    self.acknowledged[rid] = operation
-                                    self.assigned_at[rid] = time.monotonic()
+                                if self._acknowledged(rid, response.json()):
                                     break
                                 continue
                     except httpx.TransportError:

@@ -1,8 +1,8 @@
 """``kill -9`` of a server under a registration load, then a restart: every registration the
 server acknowledged is still there.
 
-Why it holds: a registration is acknowledged (202 with an operation id) only after its
-transaction committed, and SQLite in WAL mode has written a committed transaction to the
+Why it holds: a registration is acknowledged (200 with its outcome, ``assigned``, and its
+operation id) only after its transaction committed, and SQLite in WAL mode has written a committed transaction to the
 write-ahead log with write(2) before the commit returns. The kernel keeps those bytes when the
 process dies, whatever the signal; the next opening of the database replays the log. The engine
 runs with ``synchronous=NORMAL`` (devprov.storage.database), which syncs the log at checkpoints
@@ -97,7 +97,8 @@ class Fleet:
         return httpx.Client(base_url=server.url, verify=context, timeout=30)
 
     def register(self, client: httpx.Client, registration_id: str) -> str | None:
-        """The operation id of an acknowledged registration; None when no answer came."""
+        """The operation id of an acknowledged registration, answered with its assignment;
+        None when no answer came."""
         try:
             response = client.put(
                 f"/{self.scope}/registrations/{registration_id}/register?{API}",
@@ -106,7 +107,8 @@ class Fleet:
             )
         except httpx.TransportError:
             return None
-        assert response.status_code == 202, response.text
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "assigned", response.text
         return str(response.json()["operationId"])
 
     def status(self, client: httpx.Client, registration_id: str, operation: str) -> str:

@@ -77,7 +77,7 @@ def test_the_audit_trail_shows_the_address_from_the_proxy_header(tmp_path: Path)
             == 401
         )
         good = token("sensor-https", group.primary_key)
-        assert _https_register(server, v1, scope, "sensor-https", good) == 202
+        assert _https_register(server, v1, scope, "sensor-https", good) == 200
 
         header = v2_header("2001:db8::42", 40002)
         with RawClient(
