@@ -24,10 +24,10 @@ from devprov.core.registration import RegistrationState, device_error
 from devprov.service.attestation import DeviceAttestationError
 from devprov.service.model import Operation
 
-# The poll delay devprov suggests when it answers a register "assigning" (--always-poll, or a
-# webhook slower than WEBHOOK_ANSWER_BOUND_SECONDS). The outcome is usually decided by then, so
-# the first poll sees it; Node's transports honour it, Python's waits 2 s after a register
-# regardless (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
+# The poll delay devprov suggests when it answers a register "assigning" (devprov serve
+# --always-poll). The outcome is decided by then, so the first poll sees it; Node's transports
+# honour it, Python's waits 2 s after a register regardless
+# (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts,
 # docs/sdk-clients.md#node-device-http-transport).
 RETRY_AFTER_SECONDS = 1
 
