@@ -5,10 +5,11 @@ What one round does, with the same N fresh device certificates and C client thre
 
 - **devprov**: every device opens a NEW TLS connection (full handshake, no session resumption,
   checked with ``session_reused``) presenting its leaf + intermediate, sends
-  ``PUT /{idScope}/registrations/{id}/register`` and, on the same keep-alive connection, polls
-  ``GET .../operations/{operationId}`` until ``assigned``. The poll is sent at once, not after the
-  ``Retry-After: 1`` devprov suggests: devprov decides during the register call, and waiting a
-  second would measure the sleep, not the server.
+  ``PUT /{idScope}/registrations/{id}/register``, whose answer is the outcome
+  (docs/dps-wire.md#one-round-trip). Against a server started with ``--always-poll`` it polls
+  ``GET .../operations/{operationId}`` on the same keep-alive connection until ``assigned``, at
+  once, not after the ``Retry-After: 1`` devprov suggests: devprov decides during the register
+  call, and waiting a second would measure the sleep, not the server.
 - **raw handshakes, devprov HttpsServer**: the same HTTPS server (pyOpenSSL, h11) with a trivial
   ASGI app (``bench/tls_handshake.py``), one ``GET /`` per new connection.
 - **raw handshakes, openssl s_server -www**: C, the system OpenSSL, one ``GET /`` per connection.
