@@ -10,7 +10,7 @@ Each device registers on a NEW TLS connection, as a device SDK does:
   messages at once until assigned (not after ``retry-after: 1``: devprov decides during the
   register), close. The client is devprov's AMQP codec in the client role over a blocking
   ``ssl`` socket (tests/amqp/client.py).
-- **HTTPS**: ``bench/registration.py``'s register + poll on one keep-alive connection.
+- **HTTPS**: ``bench/registration.py``'s register (+ polls while assigning) on one keep-alive connection.
 - **MQTT**: ``bench/mqtt.py``'s CONNECT, SUBSCRIBE, register, poll, DISCONNECT.
 
 Every run gets fresh devices from ``bench/registration.py``'s PKI and enrollment group; each
@@ -150,7 +150,11 @@ def bench(args: argparse.Namespace) -> dict[str, list[https.Run]]:
                     )
                 print(f"round {number + 1}:")
                 for kind in KINDS:
-                    print(mqtt.line(f"{LABELS[kind]}: register + poll", runs[kind][-1]))
+                    print(
+                        mqtt.line(
+                            f"{LABELS[kind]}: register (+ polls while assigning)", runs[kind][-1]
+                        )
+                    )
     return runs
 
 

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [name for name in RUNS if not args.only or name in args.only or name == "alone"]
     print(
         f"devprov {reg._revision()}: {args.devices} legitimate registrations per run from "
-        f"{args.clients} threads (a new mutual-TLS connection each, register + poll); "
+        f"{args.clients} threads (a new mutual-TLS connection each, register (+ polls while assigning)); "
         f"{os.cpu_count()} cores shared by server, legitimate and hostile clients; server "
         f"descriptor limit {args.open_files or 'as this shell'}"
     )

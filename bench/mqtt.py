@@ -350,8 +350,10 @@ def bench(args: argparse.Namespace, fleet: Fleet, open_files: int) -> int:
             for number in range(args.rounds):  # 1. MQTT and HTTPS, in alternating order
                 for kind in ("mqtt", "https")[:: 1 if number % 2 == 0 else -1]:
                     runs[kind].append(load(f"{kind}-r{number}", kind))
-                print(f"round {number + 1}:\n{line('MQTT: register + poll', runs['mqtt'][-1])}")
-                print(line("HTTPS: register + poll", runs["https"][-1]))
+                print(
+                    f"round {number + 1}:\n{line('MQTT: register (+ polls while assigning)', runs['mqtt'][-1])}"
+                )
+                print(line("HTTPS: register (+ polls while assigning)", runs["https"][-1]))
 
             if args.idle_x509:
                 members = pki.devices("idle", fleet.wanted, server.ca_file)

@@ -97,7 +97,7 @@ WARM_UP_DEVICES = 8
 
 KINDS = ("devprov", "httpsserver", "s_server")
 LABELS = {
-    "devprov": "devprov serve: register + poll",
+    "devprov": "devprov serve: register (+ polls while assigning)",
     "httpsserver": "raw mTLS, devprov HttpsServer",
     "s_server": "raw mTLS, openssl s_server -www",
 }
@@ -570,7 +570,7 @@ def print_summary(rounds: list[dict[str, Run]]) -> None:
         f"  registrations/s          {_summary([r.rate for r in ours], '.1f')}"
         f"\n  latency p50 / p99 (ms)   {_summary([r.latency_ms(0.5) for r in ours], '.1f')}"
         f" / {_summary([r.latency_ms(0.99) for r in ours], '.1f')}"
-        "   (new connection + handshake + register + poll)"
+        "   (new connection + handshake + register (+ polls while assigning))"
         f"\n  server CPU/registration  {_summary([r.cpu_us for r in ours], '.0f')} us"
         f" (ceiling {_summary([1e6 / r.cpu_us for r in ours], '.0f')}/s per server core;"
         f" client CPU {_summary([r.client_cpu_us for r in ours], '.0f')} us)"

@@ -50,7 +50,14 @@ def test_prints_every_figure_beside_its_baseline(
     ]
     for pattern in expected:
         assert re.search(pattern, out), pattern
-    assert len(re.findall(r"^  MQTT: register \+ poll .* ok 5  failures 0$", out, re.M)) == rounds
+    assert (
+        len(
+            re.findall(
+                r"^  MQTT: register \(\+ polls while assigning\) .* ok 5  failures 0$", out, re.M
+            )
+        )
+        == rounds
+    )
     assert "failure:" not in out
 
 
