@@ -38,7 +38,10 @@ def test_prints_every_figure_for_each_protocol(
     assert re.search(r"^devprov \S+, \d{4}-\d\d-\d\d: 2 devices per protocol", out, re.M)
     assert re.search(r"^machine: \d+ x .+ RAM", out, re.M)
     for label in ("AMQP", "HTTPS", "MQTT"):
-        per_round = rf"^  {label}: register \(\+ polls while assigning\) .* server CPU +[\d.]+ ms/reg .* ok 2  failures 0$"
+        per_round = (
+            rf"^  {label}: register \(\+ polls while assigning\) .* server CPU +[\d.]+ ms/reg"
+            r" .* ok 2  failures 0$"
+        )
         assert len(re.findall(per_round, out, re.M)) == rounds, label
     expected = [
         rf"registrations/s +AMQP {NUMBER} vs HTTPS {NUMBER} vs MQTT {NUMBER}$",
