@@ -112,20 +112,6 @@ class DeviceRequests:
             await self.refused("connect", exc, origin, device.registration_id)
             raise
 
-    async def admit(self, device: Device, request: str) -> DeviceAnswer:
-        """:meth:`authenticate` answered as a request (an AMQP attach): 200 and an empty body, or
-        the refusal with a tracking id, its origin's and its error body's. Not a metered
-        request: the request-duration metric counts what a device asks, not its sessions."""
-
-        async def work(origin: Origin) -> Outcome:
-            try:
-                await self.authenticate(device, origin)
-            except DevprovError as exc:  # logged and audited by now
-                raise Recorded(exc) from exc
-            return 200, {}
-
-        return await self.answer("connect", request, device.registration_id, work, metered=False)
-
     async def refused(
         self, action: str, error: DevprovError, origin: Origin, registration_id: str
     ) -> None:
@@ -195,7 +181,8 @@ class DeviceRequests:
         self, action: str, error: DevprovError, request: str, registration_id: str
     ) -> DeviceAnswer:
         """The answer to a request the transport refuses itself (an unknown operation); a
-        ``connect`` refusal (an AMQP attach) is not a metered request (:meth:`admit`)."""
+        ``connect`` refusal (an AMQP attach) is not a metered request: the request-duration
+        metric counts what a device asks, not its sessions."""
 
         async def work(origin: Origin) -> Outcome:
             raise error
