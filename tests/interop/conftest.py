@@ -31,3 +31,12 @@ def dps_on_443(
     names in the skip when 443 cannot be had."""
     with on_443(node, tmp_path_factory, request.module.WEBSOCKET_CLIENT) as dps:
         yield dps
+
+
+@pytest.fixture
+def over(request: pytest.FixtureRequest) -> tuple[Dps, str]:
+    """A server and the Node transport ``request.param`` names (parametrized indirectly): a
+    WebSocket one ("mqttws", "amqpws") on 443, the only port it connects to, else on free ports."""
+    transport = str(request.param)
+    server = "dps_on_443" if transport.endswith("ws") else "dps"
+    return request.getfixturevalue(server), transport

@@ -24,21 +24,14 @@ from tests.interop.node_dps import (
     symmetric_group,
 )
 
-pytestmark = pytest.mark.interop
+# Every test runs over Amqp (the server's AMQP port) and AmqpWs (443).
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.parametrize("over", ["amqp", "amqpws"], indirect=True),
+]
 
-
-WEBSOCKET_CLIENT = (
-    "Node's AmqpWs transport"  # named by dps_on_443's skip (tests/interop/conftest.py)
-)
-
-
-@pytest.fixture(params=["amqp", "amqpws"])
-def over_amqp(request: pytest.FixtureRequest) -> tuple[Dps, str]:
-    """A server and the AMQP transport to reach it with: ``Amqp`` on the server's AMQP port, or
-    ``AmqpWs`` on 443."""
-    if request.param == "amqp":
-        return request.getfixturevalue("dps"), "amqp"
-    return request.getfixturevalue("dps_on_443"), "amqpws"
+# Named by dps_on_443's skip (tests/interop/conftest.py).
+WEBSOCKET_CLIENT = "Node's AmqpWs transport"
 
 
 def assert_unauthorized(outcome: Outcome, message: str) -> None:
@@ -57,8 +50,8 @@ def registration_ids(dps: Dps, group: str) -> set[str]:
 # --- devices that register -------------------------------------------------------------------
 
 
-def test_x509_group_device_with_its_chain(over_amqp: tuple[Dps, str]) -> None:
-    dps, transport = over_amqp
+def test_x509_group_device_with_its_chain(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group = create_x509_group(dps)
     device = f"node-{transport}-x509"
     quiet("ca", "device", device, "--issuer", "intermediate", "--dir", str(dps.pki))
@@ -76,8 +69,8 @@ def test_x509_group_device_with_its_chain(over_amqp: tuple[Dps, str]) -> None:
     assert dps.service().device_registration_state.get(id=device)["etag"] == state["etag"]
 
 
-def test_self_signed_individual_enrollment(over_amqp: tuple[Dps, str]) -> None:
-    dps, transport = over_amqp
+def test_self_signed_individual_enrollment(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     device = f"node-{transport}-self-signed"
     quiet("ca", "device", device, "--self-signed", "--dir", str(dps.pki))
     cert = dps.pki / f"{device}.pem"
@@ -99,8 +92,8 @@ def test_self_signed_individual_enrollment(over_amqp: tuple[Dps, str]) -> None:
     assert enrollment["registrationState"]["etag"] == state["etag"]
 
 
-def test_symmetric_key_group_device(over_amqp: tuple[Dps, str]) -> None:
-    dps, transport = over_amqp
+def test_symmetric_key_group_device(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group = f"node-{transport}-sym-group"
     group_key = symmetric_group(dps, group)
     device = f"node-{transport}-sym-1"
@@ -115,8 +108,8 @@ def test_symmetric_key_group_device(over_amqp: tuple[Dps, str]) -> None:
 # --- refusals -----------------------------------------------------------------------------------
 
 
-def test_device_of_an_unknown_ca_is_refused(over_amqp: tuple[Dps, str], tmp_path: Path) -> None:
-    dps, transport = over_amqp
+def test_device_of_an_unknown_ca_is_refused(over: tuple[Dps, str], tmp_path: Path) -> None:
+    dps, transport = over
     group = create_x509_group(dps)
     rogue = tmp_path / "rogue"
     quiet("ca", "demo", str(rogue))
@@ -129,8 +122,8 @@ def test_device_of_an_unknown_ca_is_refused(over_amqp: tuple[Dps, str], tmp_path
     assert device not in registration_ids(dps, group)
 
 
-def test_device_of_an_unverified_ca_is_refused(over_amqp: tuple[Dps, str], tmp_path: Path) -> None:
-    dps, transport = over_amqp
+def test_device_of_an_unverified_ca_is_refused(over: tuple[Dps, str], tmp_path: Path) -> None:
+    dps, transport = over
     pki = tmp_path / "unproven"
     quiet("ca", "demo", str(pki))
     name, group = f"node-{transport}-unproven", f"node-{transport}-unproven-group"
@@ -151,8 +144,8 @@ def test_device_of_an_unverified_ca_is_refused(over_amqp: tuple[Dps, str], tmp_p
     assert device not in registration_ids(dps, group)
 
 
-def test_disabled_enrollment_is_reported(over_amqp: tuple[Dps, str]) -> None:
-    dps, transport = over_amqp
+def test_disabled_enrollment_is_reported(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group_key = symmetric_group(dps, f"node-{transport}-sym-disabled", enabled=False)
     device = f"node-{transport}-disabled-1"
     outcome = dps.register(device, transport, symmetricKey=derive_device_key(group_key, device))
@@ -166,8 +159,8 @@ def test_disabled_enrollment_is_reported(over_amqp: tuple[Dps, str]) -> None:
     assert state["status"] == "disabled" and "assignedHub" not in state
 
 
-def test_wrong_symmetric_key_is_refused(over_amqp: tuple[Dps, str]) -> None:
-    dps, transport = over_amqp
+def test_wrong_symmetric_key_is_refused(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group_key = symmetric_group(dps, f"node-{transport}-sym-wrong")
     device = f"node-{transport}-sym-wrong-1"
     wrong = derive_device_key(group_key, "someone-else")

@@ -34,18 +34,11 @@ from tests.interop.node_dps import (
 pytestmark = pytest.mark.interop
 
 
-WEBSOCKET_CLIENT = (
-    "Node's MqttWs transport"  # named by dps_on_443's skip (tests/interop/conftest.py)
-)
+# Named by dps_on_443's skip (tests/interop/conftest.py).
+WEBSOCKET_CLIENT = "Node's MqttWs transport"
 
-
-@pytest.fixture(params=["mqtt", "mqttws"])
-def over_mqtt(request: pytest.FixtureRequest) -> tuple[Dps, str]:
-    """A server and the MQTT transport to reach it with: ``Mqtt`` on the server's MQTT port, or
-    ``MqttWs`` on 443."""
-    if request.param == "mqtt":
-        return request.getfixturevalue("dps"), "mqtt"
-    return request.getfixturevalue("dps_on_443"), "mqttws"
+# Over Mqtt (the server's MQTT port) and MqttWs (443).
+OVER_MQTT = pytest.mark.parametrize("over", ["mqtt", "mqttws"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +153,9 @@ def test_disabled_group_is_reported(dps: Dps) -> None:
 # --- the MQTT transports: Mqtt over TLS, MqttWs over WebSocket ---------------------------------
 
 
-def test_x509_group_device_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
-    dps, transport = over_mqtt
+@OVER_MQTT
+def test_x509_group_device_over_mqtt(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group = create_x509_group(dps)
     device = f"node-{transport}-x509"
     quiet("ca", "device", device, "--issuer", "intermediate", "--dir", str(dps.pki))
@@ -178,8 +172,9 @@ def test_x509_group_device_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
     assert dps.service().device_registration_state.get(id=device)["etag"] == state["etag"]
 
 
-def test_symmetric_key_group_device_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
-    dps, transport = over_mqtt
+@OVER_MQTT
+def test_symmetric_key_group_device_over_mqtt(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group_key = symmetric_group(dps, f"node-{transport}-sym-group")
     device = f"node-{transport}-sym-1"
     outcome = dps.register(device, transport, symmetricKey=derive_device_key(group_key, device))
@@ -192,10 +187,11 @@ def test_symmetric_key_group_device_over_mqtt(over_mqtt: tuple[Dps, str]) -> Non
 NOT_AUTHORIZED = ("Error", "Connection refused: Not authorized")
 
 
+@OVER_MQTT
 def test_device_of_an_unknown_ca_is_refused_over_mqtt(
-    over_mqtt: tuple[Dps, str], tmp_path: Path
+    over: tuple[Dps, str], tmp_path: Path
 ) -> None:
-    dps, transport = over_mqtt
+    dps, transport = over
     create_x509_group(dps)
     rogue = tmp_path / "rogue"
     quiet("ca", "demo", str(rogue))
@@ -210,8 +206,9 @@ def test_device_of_an_unknown_ca_is_refused_over_mqtt(
     assert device not in {s["registrationId"] for s in states}
 
 
-def test_wrong_symmetric_key_is_refused_over_mqtt(over_mqtt: tuple[Dps, str]) -> None:
-    dps, transport = over_mqtt
+@OVER_MQTT
+def test_wrong_symmetric_key_is_refused_over_mqtt(over: tuple[Dps, str]) -> None:
+    dps, transport = over
     group_key = symmetric_group(dps, f"node-{transport}-sym-wrong")
     device = f"node-{transport}-sym-wrong-1"
     outcome = dps.register(
