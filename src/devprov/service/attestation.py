@@ -16,6 +16,7 @@ group whose derived key verifies the signature governs the device.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from devprov.core.sas import (
 )
 from devprov.service.model import CertificateRecord, Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
+from devprov.service.trust import TrustView, uncached_view
 
 # Why attestation failed, in a word from a fixed set: the label of the attestation-failure metric
 # (docs/operations.md#metrics). Never client text: the message has the details.
@@ -122,6 +124,11 @@ def summarize(certificate: x509.Certificate) -> CertificateSummary:
     return summarize_certificate(describe_certificate(certificate))
 
 
+# A CA certificate's summary, made once: the same few CAs sign every device (pure, so kept
+# by the certificate itself, whatever the service).
+_ca_summary = functools.lru_cache(maxsize=256)(summarize)
+
+
 def sha256_hex(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest().upper()
 
@@ -134,14 +141,18 @@ def attest(
     credentials: Credentials,
     *,
     now: datetime,
+    trust: TrustView | None = None,
 ) -> Attested:
-    """Find the governing enrollment and check the device's credentials against it."""
+    """Find the governing enrollment and check the device's credentials against it. ``trust``
+    is how the service's registry, groups and validations are read (service.trust); without
+    it, from ``uow`` alone."""
+    trust = trust or uncached_view(uow, service)
     if credentials.authorization:
         return _attest_symmetric(
-            uow, service, id_scope, registration_id, credentials.authorization, now=now
+            uow, trust, service, id_scope, registration_id, credentials.authorization, now=now
         )
     if credentials.chain_der:
-        return _attest_x509(uow, service, registration_id, credentials.chain_der, now=now)
+        return _attest_x509(uow, trust, service, registration_id, credentials.chain_der, now=now)
     raise DeviceSasError(
         "the device sent neither a client certificate nor a SAS token", NO_CREDENTIALS
     )
@@ -164,6 +175,7 @@ def _parse_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
 
 def _attest_x509(
     uow: UnitOfWork,
+    trust: TrustView,
     service: str,
     registration_id: str,
     chain_der: Sequence[bytes],
@@ -186,11 +198,13 @@ def _attest_x509(
         raise DeviceAttestationError(exc.message, ID_MISMATCH) from exc
     leaf_sha = sha256_hex(chain_der[0])
     individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
-    registry = uow.certificates.in_service(service)
+    registry = trust.registry()
     if individual is not None:
         anchors = [r.certificate for r in registry if r.is_verified]
-        return _attest_individual_x509(individual, chain, chain_der, leaf_sha, anchors, now=now)
-    return _attest_group_x509(uow, service, chain, leaf_sha, registry, now=now)
+        return _attest_individual_x509(
+            individual, chain, chain_der, leaf_sha, anchors, trust, now=now
+        )
+    return _attest_group_x509(trust, service, chain, leaf_sha, registry, now=now)
 
 
 @dataclass(frozen=True)
@@ -229,7 +243,7 @@ def _device_path(
 
 
 def _attest_group_x509(
-    uow: UnitOfWork,
+    trust: TrustView,
     service: str,
     chain: list[x509.Certificate],
     leaf_sha: str,
@@ -245,7 +259,7 @@ def _attest_group_x509(
     leaf = chain[0]
     path = _device_path(leaf, chain[1:], registry)
     groups: dict[str, list[Enrollment]] = {}
-    for sha, group in uow.enrollments.groups_by_certificate(service, path.shas):
+    for sha, group in trust.groups_by_certificate(path.shas):
         groups.setdefault(sha, []).append(group)
     nearest = next((i for i, sha in enumerate(path.shas) if sha in groups), None)
     if nearest is None:
@@ -257,7 +271,7 @@ def _attest_group_x509(
     if not anchors:
         raise DeviceAttestationError(_unverified_reason(group, ca, path, nearest))
     try:
-        validated = validate_device_chain(leaf, path.usable, anchors, at=now)
+        validated = trust.validate(leaf, path.usable, anchors, at=now)
     except DevprovError as exc:
         raise DeviceAttestationError(
             f"enrollment group '{group.id}': the chain does not validate through {ca} up to a "
@@ -269,7 +283,7 @@ def _attest_group_x509(
             f"enrollment group '{group.id}': the chain validated to "
             f"'{describe_certificate(validated.anchor).subject}' without passing through {ca}"
         )
-    return Attested(group, AttestationMethod.X509, summarize(leaf), summarize(group_ca), leaf_sha)
+    return Attested(group, AttestationMethod.X509, summarize(leaf), _ca_summary(group_ca), leaf_sha)
 
 
 def _describe_ca(
@@ -315,6 +329,7 @@ def _attest_individual_x509(
     chain_der: Sequence[bytes],
     leaf_sha: str,
     verified: Sequence[x509.Certificate],
+    trust: TrustView,
     *,
     now: datetime,
 ) -> Attested:
@@ -334,7 +349,7 @@ def _attest_individual_x509(
     leaf = chain[0]
     anchors = [leaf] if leaf.issuer == leaf.subject else list(verified)
     try:
-        validate_device_chain(leaf, chain[1:], anchors, at=now)
+        trust.validate(leaf, chain[1:], anchors, at=now)
     except DevprovError as exc:
         raise DeviceAttestationError(
             f"individual enrollment '{enrollment.id}': the certificate does not validate: {exc.message}"
@@ -344,6 +359,7 @@ def _attest_individual_x509(
 
 def _attest_symmetric(
     uow: UnitOfWork,
+    trust: TrustView,
     service: str,
     id_scope: str,
     registration_id: str,
@@ -375,7 +391,7 @@ def _attest_symmetric(
                 f"individual enrollment '{individual.id}': {exc.message}", _token_reason(exc)
             ) from exc
         return Attested(individual, AttestationMethod.SYMMETRIC_KEY)
-    groups = [g for g in uow.enrollments.symmetric_key_groups(service) if g.attestation.keys]
+    groups = [g for g in trust.symmetric_key_groups() if g.attestation.keys]
     if not groups:
         raise DeviceSasError(
             f"no enrollment's key verifies the token of '{registration_id}': "

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from devprov.core import document
@@ -70,6 +71,7 @@ from devprov.service.port import (
 )
 from devprov.service.refusal_log import Origin, Refusal, RefusalLog
 from devprov.service.retry import run_retrying
+from devprov.service.trust import TrustCache
 
 log = logging.getLogger("devprov.registration")
 
@@ -182,8 +184,11 @@ class DeviceRegistration:
         random_bytes: RandomBytes,
         refusals: RefusalLog | None = None,
         metrics: Metrics | None = None,
+        trust: TrustCache | None = None,
     ) -> None:
         self._uow = uow
+        # What devices are checked against, read once per trust revision (service.trust).
+        self._trust = trust or TrustCache()
         self._clock = clock
         self._random = random_bytes
         self._refusals = refusals or RefusalLog(uow, clock, RefusalWindows())
@@ -229,6 +234,7 @@ class DeviceRegistration:
                     registration_id,
                     credentials,
                     now=self._clock(),
+                    trust=self._trust.view(uow, service),
                 )
         except DevprovError as exc:
             self._refused(attempt, exc)
@@ -279,11 +285,18 @@ class DeviceRegistration:
             service = _service(uow, id_scope)
             attempt.service = service.name
             _check_registration_id(registration_id, credentials)
+            trust = self._trust.view(uow, service)
             attested = attest(
-                uow, service.name, service.id_scope, registration_id, credentials, now=now
+                uow,
+                service.name,
+                service.id_scope,
+                registration_id,
+                credentials,
+                now=now,
+                trust=trust,
             )
             existing = uow.registrations.get(service.name, registration_id)
-            records = uow.hubs.all(service.name)
+            records = trust.hubs()
         hubs = [LinkedHub(h.host_name, h.weight, h.apply_allocation_policy) for h in records]
         connections = {h.host_name: h.connection for h in records if h.connection is not None}
         fresh = self._fresh(service, registration_id, attested, existing)
@@ -600,7 +613,7 @@ class DeviceRegistration:
             _check_registration_id(registration_id, credentials)
             operation = uow.operations.get(service.name, operation_id)
             if operation is None or operation.registration_id.lower() != registration_id.lower():
-                attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
+                self._attest(uow, service, registration_id, credentials, now=now)
                 raise OperationNotFoundError(
                     f"operation {shown_id(operation_id)} of '{registration_id}' does not exist"
                 )
@@ -633,13 +646,27 @@ class DeviceRegistration:
             service = _service(uow, id_scope)
             attempt.service = service.name
             _check_registration_id(registration_id, credentials)
-            attest(uow, service.name, service.id_scope, registration_id, credentials, now=now)
+            self._attest(uow, service, registration_id, credentials, now=now)
             state = uow.registrations.get(service.name, registration_id)
         if state is None:
             raise RegistrationNotFoundError(f"'{registration_id}' has not registered")
         return state
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _attest(
+        self,
+        uow: UnitOfWork,
+        service: ProvisioningService,
+        registration_id: str,
+        credentials: Credentials,
+        *,
+        now: datetime,
+    ) -> Attested:
+        trust = self._trust.view(uow, service)
+        return attest(
+            uow, service.name, service.id_scope, registration_id, credentials, now=now, trust=trust
+        )
 
     def _etag(self) -> str:
         return build_etag(self._random(ETAG_BYTES))

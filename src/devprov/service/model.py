@@ -45,6 +45,9 @@ class ProvisioningService:
     created_at: datetime
     max_certificates: int = DEFAULT_MAX_CERTIFICATES
     code_lifetime: timedelta = DEFAULT_CODE_LIFETIME
+    # Raised by the database whenever the service's certificates, enrollment groups or linked
+    # hubs change (docs/storage.md#the-trust-revision); 0 for a service not read from one.
+    trust_revision: int = 0
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,7 @@ def _service(row: RowMapping) -> ProvisioningService:
         created_at=row["created_at"],
         max_certificates=row["max_certificates"],
         code_lifetime=timedelta(seconds=row["code_lifetime_seconds"]),
+        trust_revision=row["trust_revision"],
     )
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -55,6 +56,10 @@ services = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("max_certificates", Integer, nullable=False),
     Column("code_lifetime_seconds", Integer, nullable=False),
+    # 0006: raised by triggers whenever the service's certificates, enrollment groups or linked
+    # hubs change; device attestation keeps what it read of them until it moves
+    # (service.trust, docs/storage.md#the-trust-revision).
+    Column("trust_revision", BigInteger, nullable=False, server_default="0"),
 )
 
 access_policies = Table(
