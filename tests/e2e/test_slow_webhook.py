@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from sqlalchemy import text
 
 from devprov.amqp.application import Message
 from devprov.amqp.frames import Attach
+from devprov.cli.main import main
 from devprov.core.sas import derive_device_key
 from devprov.service.device_answer import RETRY_AFTER_SECONDS
 from tests.amqp.client import AmqpClient
@@ -286,3 +288,21 @@ def test_a_client_that_leaves_during_the_wait_does_not_lose_its_registration(
     assert [status for _, status in stored] == ["assigned"]
     state = server.container.registration_states.get("default", rid)
     assert state.status.value == "assigned" and state.assigned_hub == HUB
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("-1", id="fail/negative"),
+        pytest.param("21", id="fail/past-20"),
+        pytest.param("soon", id="fail/not-a-number"),
+    ],
+)
+def test_register_wait_takes_seconds_from_0_to_20(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--data-dir", str(tmp_path / "data"), "--register-wait", value])
+    assert exited.value.code == 2
+    assert f"{value} is not a number of seconds from 0 to 20" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
