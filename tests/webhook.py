@@ -25,10 +25,14 @@ class Webhook:
 
 @contextmanager
 def allocation_webhook(
-    hub: str, payload: dict[str, Any] | None = None, *, release: threading.Event | None = None
+    hub: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    release: threading.Event | None = None,
+    status: int = 200,
 ) -> Iterator[Webhook]:
     """With ``release``, each request is answered only once it is set (at most 30 s): a
-    registration held at its webhook."""
+    registration held at its webhook. ``status`` is the answer's (a failing webhook: 500)."""
     answer: dict[str, Any] = {"iotHubHostName": hub}
     if payload is not None:
         answer["payload"] = payload
@@ -42,7 +46,7 @@ def allocation_webhook(
             asked.set()
             if release is not None:
                 release.wait(30)
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

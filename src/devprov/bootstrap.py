@@ -29,8 +29,8 @@ import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,7 +55,14 @@ from devprov.hub.azure_iothub import AzureIotHubRegistry
 from devprov.hub.mosquitto import MosquittoDynamicSecurity
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
-from devprov.service.device import AllocationWebhook, DeviceRegistration
+from devprov.service.device import (
+    AllocationWebhook,
+    DeviceRegistration,
+    HubCall,
+    RegistrationOutcome,
+    WebhookCall,
+)
+from devprov.service.device_pending import REGISTER_WAIT_SECONDS, PendingRegistrations
 from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
 from devprov.service.hub_identity import HubIdentities, HubKind
@@ -299,6 +306,12 @@ class Container:
     # devprov serve --always-poll: a register is answered "assigning" even when decided, as DPS
     # does, instead of with its outcome (service.device_answer.register_answer).
     always_poll: bool = False
+    # How long a register waits for its webhook or hub before it is answered 202 assigning
+    # (devprov serve --register-wait; service.device_pending).
+    register_wait: float = REGISTER_WAIT_SECONDS
+    # The registrations this process settles in the background; a stopping server waits for
+    # them (devprov.cli.endpoints.Endpoints.close).
+    pending: PendingRegistrations = field(default_factory=PendingRegistrations)
 
     def is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(hash_token(token), self.admin_token_sha256)
@@ -312,6 +325,25 @@ class Container:
                 await self.storage.run(self.refusals.write, recorded.events)
             except StorageOverloadedError as exc:
                 refusal_log.warning("the audit trail could not record a refusal: %s", exc.message)
+
+    async def decide(
+        self,
+        result: RegistrationOutcome | WebhookCall | HubCall,
+        *,
+        worker: Callable[..., Awaitable[object]],
+    ) -> RegistrationOutcome:
+        """A register's outcome once its webhook and hub calls are made (on ``worker``
+        threads), or within ``register_wait`` its operation, assigning, which a background task
+        settles (service.device_pending)."""
+        return await self.pending.decide(
+            result,
+            devices=self.devices,
+            webhook=self.webhook,
+            hubs=self.hub_identities,
+            storage=self.storage.run,
+            worker=worker,
+            wait=self.register_wait,
+        )
 
     async def change_hubs(self, plan: HubChanges, *, actor: str) -> None:
         """Make the hub calls a committed change calls for (service.hub_sync): on a worker

@@ -37,7 +37,6 @@ from devprov.service.device_answer import (
     retry_after_of,
     status_of,
 )
-from devprov.service.device_pending import settle
 from devprov.service.refusal_log import Origin, Refusal
 from devprov.transport.stream import Peer
 
@@ -147,14 +146,7 @@ class DeviceRequests:
                 force=force,
                 origin=origin,
             )
-            outcome = await settle(
-                result,
-                devices=self._c.devices,
-                webhook=self._c.webhook,
-                hubs=self._c.hub_identities,
-                storage=self._c.storage.run,
-                worker=asyncio.to_thread,
-            )
+            outcome = await self._c.decide(result, worker=asyncio.to_thread)
             always_poll = self._c.always_poll
             return register_answer(outcome.operation, outcome.state, always_poll=always_poll)
 

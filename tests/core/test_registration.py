@@ -14,6 +14,7 @@ from devprov.core.enrollment import (
     ReprovisionPolicy,
 )
 from devprov.core.registration import (
+    ASSIGNING_LIMIT,
     AttestationMethod,
     RegistrationState,
     RegistrationStatus,
@@ -21,6 +22,7 @@ from devprov.core.registration import (
     decide_assignment,
     device_error,
     device_id_for,
+    is_abandoned,
 )
 from tests.factory import NOW
 
@@ -201,3 +203,17 @@ def test_the_device_result_shows_the_device_error_and_the_state_the_precise_one(
     assert (result["errorCode"], result["errorMessage"]) == GENERIC
     state = document.registration_state(failed)
     assert state["errorCode"] == 503430 and "answered 500" in state["errorMessage"]
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "abandoned"),
+    [
+        pytest.param("assigning", timedelta(0), False, id="ok/just-stored"),
+        pytest.param("assigning", ASSIGNING_LIMIT, False, id="ok/at-the-limit"),
+        pytest.param("assigning", ASSIGNING_LIMIT + timedelta(microseconds=1), True, id="past"),
+        pytest.param("assigned", ASSIGNING_LIMIT * 100, False, id="ok/settled-long-ago"),
+        pytest.param("failed", ASSIGNING_LIMIT * 100, False, id="ok/failed-long-ago"),
+    ],
+)
+def test_is_abandoned(status: str, age: timedelta, abandoned: bool) -> None:
+    assert is_abandoned(status, NOW, now=NOW + age) is abandoned

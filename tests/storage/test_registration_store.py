@@ -219,6 +219,25 @@ def test_operation_round_trip_and_uniqueness(with_services) -> None:
         assert u.operations.get("svc", "4.op-3") is None
 
 
+def test_an_assigning_operation_is_settled_once_under_its_id(with_services) -> None:
+    held = Operation("5.op-held", "svc", "My-Device", CREATED, "assigning", "group", "Group-A")
+    with with_services() as u:
+        u.operations.add(held)
+        u.commit()
+    settled = replace(
+        held, created_at=UPDATED, status="failed", error_code=503430, error_message="slow"
+    )
+    with with_services() as u:
+        u.operations.settle(settled)
+        u.commit()
+    with with_services() as u:
+        # The outcome is written; the id and the moment it was stored stay.
+        assert u.operations.get("svc", "5.op-held") == replace(settled, created_at=CREATED)
+    for again in (settled, replace(held, id="5.op-unknown"), replace(held, service="svc2")):
+        with with_services() as u, pytest.raises(NotFoundError, match="is not assigning"):
+            u.operations.settle(replace(again, status="assigned"))
+
+
 # --- linked hubs -------------------------------------------------------------------------------
 
 

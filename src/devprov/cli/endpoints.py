@@ -16,6 +16,7 @@ from devprov.http.metrics import PrometheusMetrics
 from devprov.http.server import HttpsServer
 from devprov.http.websocket import WebSocketRoute
 from devprov.mqtt import dps as mqtt_dps
+from devprov.service.device_pending import PendingRegistrations
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.stream import StreamOpener
@@ -35,6 +36,9 @@ class Endpoints:
     https: HttpsServer
     mqtt: TlsStreamServer | None
     amqp: TlsStreamServer | None = None
+    # The registrations the process settles in the background, waited for once no request is
+    # left (service.device_pending.PendingRegistrations.close).
+    pending: PendingRegistrations | None = None
 
     async def serve_on(
         self,
@@ -53,6 +57,8 @@ class Endpoints:
             if server is not None:
                 await server.close()
         await self.https.close()
+        if self.pending is not None:
+            await self.pending.close()
 
 
 def build_endpoints(
@@ -80,6 +86,7 @@ def build_endpoints(
         https,
         _stream_server(c, mqtt_opener, policy, gate) if mqtt else None,
         _stream_server(c, amqp_opener, policy, gate) if amqp else None,
+        c.pending,
     )
 
 

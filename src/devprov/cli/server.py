@@ -33,6 +33,7 @@ from devprov.core.error import InvalidInputError
 from devprov.core.outbound import Network
 from devprov.core.retention import RetentionPolicy
 from devprov.core.sas import build_connection_string
+from devprov.service.device_pending import REGISTER_WAIT_SECONDS
 from devprov.service.model import OWNER_POLICY
 from devprov.storage.file import PRIVATE_UMASK
 from devprov.transport.policy import ConnectionPolicy, default_max_connections
@@ -46,6 +47,10 @@ DEFAULT_MQTT_PORT = 8883
 # DPS's AMQP port, AMQP 1.0's port for AMQP over TLS: Microsoft's SDKs name no port in their
 # amqps:// address, so they connect to it (docs/amqp.md#ports).
 DEFAULT_AMQP_PORT = 5671
+
+# The longest --register-wait: below the 30 s the device SDKs wait for an answer
+# (docs/sdk-clients.md#python-device-statuses-polling-and-timeouts).
+MAX_REGISTER_WAIT_SECONDS = 20.0
 
 # How long a stopping server waits for each worker to finish its requests in flight.
 WORKER_STOP_SECONDS = 15
@@ -124,6 +129,15 @@ def register(subparsers: Any) -> None:
         "default a register is answered with its outcome at once (docs/dps-wire.md#one-round-trip)",
     )
     serve.add_argument(
+        "--register-wait",
+        type=_seconds,
+        default=REGISTER_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="how long a register waits for its custom allocation webhook (and hub) before it "
+        f"is answered 'assigning' for the device to poll (default {REGISTER_WAIT_SECONDS:g}; "
+        "docs/dps-wire.md#one-round-trip)",
+    )
+    serve.add_argument(
         "--proxy-from",
         type=_network,
         action="append",
@@ -149,6 +163,18 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_REGISTER_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of seconds from 0 to {MAX_REGISTER_WAIT_SECONDS:g}"
+        )
     return value
 
 
@@ -285,6 +311,7 @@ def _serve(args: argparse.Namespace) -> int:
         database=data.url,
         proxy_from=tuple(args.proxy_from),
         always_poll=args.always_poll,
+        register_wait=args.register_wait,
     )
     # Whatever the server or a library it uses creates is the owner's alone (the data
     # directory's files are made 0600 explicitly too; this covers what devprov does not name).
@@ -299,6 +326,7 @@ def _serve(args: argparse.Namespace) -> int:
             upgrade_command=upgrade_command(args),
         )
         c.always_poll = settings.always_poll
+        c.register_wait = settings.register_wait
         ports = (args.port, args.mqtt_port, args.amqp_port)
         return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
@@ -328,6 +356,7 @@ class WorkerSettings:
     proxy_from: tuple[Network, ...] = ()  # --proxy-from
     always_poll: bool = False  # --always-poll
     log_format: str = "text"  # --log-format
+    register_wait: float = REGISTER_WAIT_SECONDS  # --register-wait
 
 
 async def _run(
@@ -411,6 +440,7 @@ def _worker(
         settings.root, database=settings.database, webhook_allow=settings.webhook_allow
     )
     c.always_poll = settings.always_poll
+    c.register_wait = settings.register_wait
 
     async def serve() -> None:
         server = build_endpoints(c, _policy(settings), mqtt=settings.mqtt, amqp=settings.amqp)

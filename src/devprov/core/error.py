@@ -484,3 +484,12 @@ class WebhookFailedError(UnavailableError):
 
     code = "CustomAllocationWebhookFailed"
     number = 503430
+
+
+class RegistrationAbandonedError(UnavailableError):
+    """A registration left assigning while its custom allocation webhook or its hub was called
+    was never decided: the server process making the call stopped or died first; the device
+    registers again."""
+
+    code = "RegistrationAbandoned"
+    number = 503431

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from devprov.core.certificate import CertificateFacts
@@ -117,6 +117,21 @@ def device_error(
     if error_code in HUB_FAILURES:
         return error_code, HUB_FAILED_MESSAGE
     return error_code, error_message
+
+
+# How long an operation may stay ``assigning``: a register stores it so while a background task
+# of its server process calls the custom allocation webhook and the hub (service.device_pending),
+# and that task writes the outcome well within this: the webhook's 10 s deadline
+# (core.outbound.WEBHOOK_DEADLINE_SECONDS), a hub's 10 s timeout, and the storage waits of each
+# step (5 s for a thread, 5 s for the lock). One older than this was left by a process that died
+# or stopped before its task ended; a poll reads it ``failed`` (docs/dps-wire.md#one-round-trip).
+ASSIGNING_LIMIT = timedelta(seconds=60)
+
+
+def is_abandoned(status: str, created_at: datetime, *, now: datetime) -> bool:
+    """Is an operation still ``assigning`` past :data:`ASSIGNING_LIMIT`, so that no process
+    will decide it any more?"""
+    return status == RegistrationStatus.ASSIGNING.value and now - created_at > ASSIGNING_LIMIT
 
 
 def device_id_for(enrollment: Enrollment, registration_id: str) -> str:

@@ -33,7 +33,6 @@ from devprov.service.device_answer import (
     register_answer,
     registration_payload,
 )
-from devprov.service.device_pending import settle
 from devprov.service.refusal_log import Origin, Refusal
 
 
@@ -61,14 +60,7 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
         force=force,
         origin=origin,
     )
-    outcome = await settle(
-        result,
-        devices=c.devices,
-        webhook=c.webhook,
-        hubs=c.hub_identities,
-        storage=c.storage.run,
-        worker=run_in_threadpool,
-    )
+    outcome = await c.decide(result, worker=run_in_threadpool)
     status, body = register_answer(outcome.operation, outcome.state, always_poll=c.always_poll)
     if status != 202:
         return JSONResponse(body, status_code=status)

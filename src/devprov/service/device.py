@@ -32,6 +32,7 @@ from devprov.core.error import (
     EtagMismatchError,
     InvalidRegistrationIdError,
     NotFoundError,
+    RegistrationAbandonedError,
     ServiceNotFoundError,
     StorageConflictError,
 )
@@ -42,6 +43,7 @@ from devprov.core.registration import (
     RegistrationStatus,
     decide_assignment,
     device_id_for,
+    is_abandoned,
 )
 from devprov.core.registration_id import shown_id, validate_registration_id
 from devprov.service.attestation import (
@@ -94,6 +96,9 @@ class _Context:
     # The linked hubs of a kind other than none, by host name: an assignment to one of them
     # creates the device there first (HubCall).
     connections: Mapping[str, HubConnection]
+    # The operation stored ``assigning`` while the call is made (``hold``): the outcome is
+    # written to it, under its id, rather than to a new operation.
+    operation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -362,9 +367,31 @@ class DeviceRegistration:
                 context.attested,
                 status=RegistrationStatus.ASSIGNED,
                 story=str(result),
+                operation_id=context.operation_id,
             )
 
         return self._count(run_retrying(once), call.context.protocol)
+
+    def hold(self, call: WebhookCall | HubCall) -> tuple[Operation, WebhookCall | HubCall]:
+        """Store the operation of a registration that waits on ``call``, ``assigning``, so that
+        a poll finds it while the call is made; the call returned completes that operation
+        (service.device_pending). The registration state is written only with the outcome."""
+        context = call.context
+        attested = context.attested
+        operation = Operation(
+            id=self._operation_id(),
+            service=context.service.name,
+            registration_id=context.fresh.registration_id,
+            created_at=self._clock(),
+            status=RegistrationStatus.ASSIGNING.value,
+            enrollment_kind=attested.enrollment.kind.value,
+            enrollment_id=attested.enrollment.id,
+            leaf_sha256=attested.leaf_sha256,
+        )
+        with self._uow() as uow:
+            uow.operations.add(operation)
+            uow.commit()
+        return operation, replace(call, context=replace(context, operation_id=operation.id))
 
     def _complete(self, context: _Context, answer: object) -> RegistrationOutcome | HubCall:
         if isinstance(answer, DevprovError):
@@ -425,6 +452,7 @@ class DeviceRegistration:
             context.existing,
             context.attested,
             status=RegistrationStatus.FAILED,
+            operation_id=context.operation_id,
         )
 
     def _assign(
@@ -444,6 +472,7 @@ class DeviceRegistration:
             context.existing,
             context.attested,
             status=RegistrationStatus.ASSIGNED,
+            operation_id=context.operation_id,
         )
 
     def _decide(
@@ -525,16 +554,18 @@ class DeviceRegistration:
         *,
         status: RegistrationStatus,
         story: str | None = None,
+        operation_id: str | None = None,
     ) -> RegistrationOutcome:
         """Store the decided state and its operation; ``story`` is what the hub did, told in
-        the same audit event as the assignment."""
+        the same audit event as the assignment. With ``operation_id`` (stored ``assigning`` by
+        ``hold``) that operation is settled instead of a new one added."""
         now = self._clock()
         if status is not RegistrationStatus.ASSIGNED:
             # A first registration keeps one instant for created and updated, as DPS shows it.
             updated = state.created_at if existing is None else now
             state = replace(state, status=status, updated_at=updated, etag=self._etag())
         operation = Operation(
-            id=f"5.{self._random(8).hex()}.{uuid.UUID(bytes=self._random(16), version=4)}",
+            id=operation_id or self._operation_id(),
             service=service.name,
             registration_id=state.registration_id,
             created_at=now,
@@ -560,7 +591,10 @@ class DeviceRegistration:
                         f"device '{state.registration_id}' was registered by a concurrent "
                         f"request: {exc.message}"
                     ) from exc
-            uow.operations.add(operation)
+            if operation_id is None:
+                uow.operations.add(operation)
+            else:
+                uow.operations.settle(operation)
             uow.audit.record(
                 AuditEvent(
                     at=now,
@@ -618,9 +652,19 @@ class DeviceRegistration:
                     f"operation {shown_id(operation_id)} of '{registration_id}' does not exist"
                 )
             confirm_caller(uow, service, registration_id, operation, credentials, now=now)
-            return RegistrationOutcome(
-                operation, uow.registrations.get(service.name, registration_id)
+            state = uow.registrations.get(service.name, registration_id)
+        if is_abandoned(operation.status, operation.created_at, now=now):
+            error = RegistrationAbandonedError(
+                "the registration was not decided: the server stopped before its custom "
+                "allocation webhook or its hub answered; register again"
             )
+            operation = replace(
+                operation,
+                status=RegistrationStatus.FAILED.value,
+                error_code=error.number,
+                error_message=error.message,
+            )
+        return RegistrationOutcome(operation, state)
 
     def status_lookup(
         self,
@@ -670,6 +714,10 @@ class DeviceRegistration:
 
     def _etag(self) -> str:
         return build_etag(self._random(ETAG_BYTES))
+
+    def _operation_id(self) -> str:
+        """DPS's form, ``5.<16 hex>.<guid>`` (docs/dps-wire.md#one-round-trip)."""
+        return f"5.{self._random(8).hex()}.{uuid.UUID(bytes=self._random(16), version=4)}"
 
 
 def _outcome(state: RegistrationState, enrollment: Enrollment) -> str:

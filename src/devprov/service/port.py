@@ -115,6 +115,11 @@ class RegistrationStore(Protocol):
 class OperationStore(Protocol):
     def add(self, operation: Operation) -> None: ...
     def get(self, service: str, operation_id: str) -> Operation | None: ...
+    def settle(self, operation: Operation) -> None:
+        """Write the outcome of an operation stored ``assigning``, keeping its id; raises
+        NotFoundError when no such operation is assigning."""
+        ...
+
     def prune(self, *, before: datetime, limit: int) -> int:
         """Delete at most ``limit`` finished operations created before ``before``, oldest
         first; how many were deleted."""

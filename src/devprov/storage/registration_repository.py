@@ -263,6 +263,22 @@ class SqlOperationStore:
         except IntegrityError as exc:
             raise AlreadyExistsError(f"operation '{operation.id}' already exists") from exc
 
+    def settle(self, operation: Operation) -> None:
+        """Write the outcome of an operation stored ``assigning`` (service.device_pending): its
+        status and what decided it; its id and creation time stay. Raises NotFoundError when no
+        such operation is assigning (it was never stored, or is settled already)."""
+        where = {"service": operation.service, "id": operation.id, "status": "assigning"}
+        values = {
+            "status": operation.status,
+            "enrollment_kind": operation.enrollment_kind,
+            "enrollment_id": operation.enrollment_id,
+            "leaf_sha256": operation.leaf_sha256,
+            "error_code": operation.error_code,
+            "error_message": operation.error_message,
+        }
+        if run_update(self._c, operations, where, values) != 1:
+            raise NotFoundError(f"operation '{operation.id}' is not assigning")
+
     def get(self, service: str, operation_id: str) -> Operation | None:
         row = (
             self._c.execute(_OPERATION, {"service": service, "id": operation_id}).mappings().first()
