@@ -18,7 +18,8 @@ DAY = timedelta(days=1)
 
 def seed(uow, clock: Clock, *, days: int, per_day: int = 3) -> None:
     """``per_day`` audit events and finished operations for each of the last ``days`` days,
-    plus one operation still assigning, from the oldest day."""
+    plus one operation left assigning on the oldest day (its process stopped), and one
+    assigning now."""
     with uow() as u:
         for day in range(days):
             at = clock.now - day * DAY - timedelta(minutes=1)
@@ -30,8 +31,9 @@ def seed(uow, clock: Clock, *, days: int, per_day: int = 3) -> None:
                     Operation(f"op-{day}-{i}", "default", f"d{day}-{i}", at, "assigned")
                 )
         u.operations.add(
-            Operation("op-pending", "default", "p", clock.now - days * DAY, "assigning")
+            Operation("op-abandoned", "default", "a", clock.now - days * DAY, "assigning")
         )
+        u.operations.add(Operation("op-pending", "default", "p", clock.now, "assigning"))
         u.commit()
 
 
@@ -54,11 +56,12 @@ def test_what_is_past_its_retention_goes_and_the_rest_stays(
     with caplog.at_level(logging.INFO, logger="devprov.retention"):
         result = Retention(uow, clock).prune(policy)
     # Days 30..39 are past 30 days; days 7..39 past 7 days (each row is a minute older).
-    assert (result.audit_events, result.operations, result.complete) == (30, 99, True)
+    assert (result.audit_events, result.operations, result.complete) == (30, 100, True)
     assert counts(uow) == (90, 21)
     with uow(read_only=True) as u:
-        assert u.operations.get("default", "op-pending") is not None  # never a running one
-    assert "deleted 30 audit events" in caplog.text and "99 finished operations" in caplog.text
+        assert u.operations.get("default", "op-pending") is not None  # a running one stays
+        assert u.operations.get("default", "op-abandoned") is None  # days past its process
+    assert "deleted 30 audit events" in caplog.text and "100 finished operations" in caplog.text
     again = Retention(uow, clock).prune(policy)
     assert (again.deleted, again.complete) == (0, True)
 

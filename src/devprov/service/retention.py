@@ -21,7 +21,7 @@ log = logging.getLogger("devprov.retention")
 @dataclass(frozen=True)
 class PruneResult:
     audit_events: int  # audit events deleted
-    operations: int  # finished operations deleted
+    operations: int  # operations deleted (finished, or abandoned assigning)
     audit_cutoff: datetime | None  # events before this were due; None: kept forever
     operation_cutoff: datetime | None
     complete: bool  # False when the run stopped at its bound and more may be due

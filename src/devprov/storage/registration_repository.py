@@ -299,11 +299,13 @@ class SqlOperationStore:
         )
 
     def prune(self, *, before: datetime, limit: int) -> int:
-        """Delete at most ``limit`` finished operations created before ``before``, oldest first
-        (by ix_operations_created_at); how many were deleted. One still assigning is kept."""
+        """Delete at most ``limit`` operations created before ``before``, oldest first (by
+        ix_operations_created_at); how many were deleted. Retention keeps at least a day, so one
+        still ``assigning`` that old was abandoned by a process that stopped (a poll reads it
+        failed past core.registration.ASSIGNING_LIMIT, a minute) and goes too."""
         oldest = (
             select(operations.c.id)
-            .where(operations.c.created_at < before, operations.c.status != "assigning")
+            .where(operations.c.created_at < before)
             .order_by(operations.c.created_at)
             .limit(limit)
         )
