@@ -2,14 +2,15 @@
 
 A device's requests are the server's hot path, and on their way through the Starlette app they
 crossed five middleware layers, the router and two exception wrappers, each wrapping ``send``
-again: a fifth of the server's own CPU per registration that was neither TLS nor the use case.
-:class:`DeviceRoutes` matches a request against the device API's own ``Route`` objects (so the
-paths, their case-insensitivity, ``HEAD`` beside ``GET`` and the path parameters are Starlette's
-own) and calls the endpoint itself, doing inline what the app's middleware would have done for
-it: the request's time in the metrics (``metrics.RequestTimer``) and DPS's 500 with one log line
-for an exception no handler expected (``app.UnexpectedErrors``). Everything else, a device
-route's path with another method included (Starlette answers that 405 after trying the other
-routes), goes to the app untouched.
+again: 20-30 µs of CPU per request, about a seventh of the app's share of a registration
+(docs/performance.md#the-device-path-outside-the-use-case). :class:`DeviceRoutes` matches a
+request against the device API's own ``Route`` objects (so the paths, their case-insensitivity,
+``HEAD`` beside ``GET`` and the path parameters are Starlette's own) and calls the endpoint
+itself, doing inline what the app's middleware would have done for it: the request's time in
+the metrics (``metrics.RequestTimer``) and DPS's 500 with one log line for an exception no
+handler expected (``app.UnexpectedErrors``). Everything else, a device route's path with
+another method included (Starlette answers that 405 after trying the other routes), goes to the
+app untouched.
 """
 
 from __future__ import annotations
