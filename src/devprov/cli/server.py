@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devprov.bootstrap import DEFAULT_HOST, DEFAULT_PORT, Container, open_container, public_host
+from devprov.cli import event_loop
 from devprov.cli.common import add_data_dir, container, data_dir, upgrade_command
 from devprov.cli.config import add_config_option
 from devprov.cli.endpoints import bind_endpoints, build_endpoints
@@ -328,7 +329,7 @@ def _serve(args: argparse.Namespace) -> int:
         c.always_poll = settings.always_poll
         c.register_wait = settings.register_wait
         ports = (args.port, args.mqtt_port, args.amqp_port)
-        return asyncio.run(_run(c, settings, ports, args.workers, info, retention))
+        return event_loop.run(_run(c, settings, ports, args.workers, info, retention))
     finally:
         os.umask(previous_umask)
 
@@ -457,7 +458,7 @@ def _worker(
         await housekeeping
 
     try:
-        asyncio.run(serve())
+        event_loop.run(serve())
     finally:
         c.storage.shutdown()
         c.engine.dispose()

@@ -10,28 +10,26 @@ allocation webhook, a network call, runs on a worker thread of its own (device_a
 
 An exception no handler expected becomes DPS's error body with status 500 and a tracking id,
 and exactly one log line at ERROR that names the exception, where it was raised and the tracking
-id (its traceback is logged at DEBUG): :class:`UnexpectedErrors`.
+id (its traceback is logged at DEBUG): :class:`UnexpectedErrors`. A device's three requests skip
+the middleware and the router (http.device_route), which does the same for them inline.
 """
 
 from __future__ import annotations
-
-import logging
-import traceback
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devprov.bootstrap import Container
-from devprov.core.error import InternalError, RouteNotFoundError
+from devprov.core.error import RouteNotFoundError
 from devprov.http import device_api, health, management, service_api
-from devprov.http.error import arm_error_response, dps_error_response, new_tracking_id
+from devprov.http.device_route import DeviceRoutes
+from devprov.http.error import arm_error_response, new_tracking_id, unexpected_error_response
 from devprov.http.metrics import RequestTimer
 from devprov.portal import app as portal
-
-log = logging.getLogger("devprov.http")
 
 
 class UnexpectedErrors:
@@ -62,36 +60,7 @@ class UnexpectedErrors:
         except Exception as exc:
             if started:
                 raise
-            tracking_id = new_tracking_id()
-            log.error(  # noqa: TRY400 - one line; the traceback goes to DEBUG
-                "unexpected error on %s %s (tracking %s): %s",
-                scope["method"],
-                scope["path"],
-                tracking_id,
-                _describe(exc),
-            )
-            log.debug("traceback of tracking %s", tracking_id, exc_info=exc)
-            error = InternalError(
-                f"an unexpected error occurred; the server log has it under tracking id {tracking_id}"
-            )
-            await dps_error_response(error, tracking_id)(scope, receive, send)
-
-
-# An exception's message may quote a client's input at any length; the log line keeps this much.
-MAX_LOGGED_MESSAGE = 500
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message (at file:line in function)``, the innermost frame, on one line."""
-    where = ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        where = f" (at {last.filename}:{last.lineno} in {last.name})"
-    message = str(exc)
-    if len(message) > MAX_LOGGED_MESSAGE:
-        message = f"{message[:MAX_LOGGED_MESSAGE]}... ({len(message)} characters)"
-    return f"{type(exc).__name__}: {message}{where}"
+            await unexpected_error_response(exc, scope)(scope, receive, send)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -111,12 +80,20 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
-def build_app(container: Container) -> Starlette:
+def build_app(container: Container) -> ASGIApp:
+    """The whole app, with the device API's routes answered before Starlette's middleware and
+    router (http.device_route), the same ``Route`` objects inside the app for the other methods."""
+    devices = device_api.routes(container)
+    return DeviceRoutes(build_starlette_app(container, devices), devices, container.metrics)
+
+
+def build_starlette_app(container: Container, devices: list[Route] | None = None) -> Starlette:
+    """Every API on one Starlette app; ``devices`` are the device API's routes, if built already."""
     return Starlette(
         routes=[
             # Devices first: their two requests per registration are the hot path, and the
             # router tries routes in order.
-            *device_api.routes(container),
+            *(device_api.routes(container) if devices is None else devices),
             *management.routes(container),
             *service_api.routes(container),
             *health.routes(container),

@@ -10,14 +10,16 @@ device APIs are DPS's, whose errors carry ``errorCode``, ``trackingId``, ``messa
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from datetime import UTC, datetime
 from http import HTTPStatus
 
 from starlette.responses import JSONResponse
+from starlette.types import Scope
 
 from devprov.core.error import STATUS as KIND_STATUS
-from devprov.core.error import DevprovError, ErrorKind
+from devprov.core.error import DevprovError, ErrorKind, InternalError
 from devprov.service.device_answer import error_body, retry_after_of
 from devprov.service.request_context import request_id
 
@@ -68,3 +70,38 @@ def dps_error_response(
     status = STATUS[error.kind]
     body = error_body(error, tracking_id, datetime.now(UTC), message=message)
     return JSONResponse(body, status_code=status, headers=_headers(error, status, tracking_id))
+
+
+# An exception's message may quote a client's input at any length; the log line keeps this much.
+MAX_LOGGED_MESSAGE = 500
+
+
+def unexpected_error_response(exc: Exception, scope: Scope) -> JSONResponse:
+    """DPS's 500 with a fresh tracking id for an exception no handler expected, after its one
+    log line at ERROR (the traceback goes to DEBUG)."""
+    tracking_id = new_tracking_id()
+    log.error(  # one line; the traceback goes to DEBUG
+        "unexpected error on %s %s (tracking %s): %s",
+        scope["method"],
+        scope["path"],
+        tracking_id,
+        _describe(exc),
+    )
+    log.debug("traceback of tracking %s", tracking_id, exc_info=exc)
+    error = InternalError(
+        f"an unexpected error occurred; the server log has it under tracking id {tracking_id}"
+    )
+    return dps_error_response(error, tracking_id)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)``, the innermost frame, on one line."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        where = f" (at {last.filename}:{last.lineno} in {last.name})"
+    message = str(exc)
+    if len(message) > MAX_LOGGED_MESSAGE:
+        message = f"{message[:MAX_LOGGED_MESSAGE]}... ({len(message)} characters)"
+    return f"{type(exc).__name__}: {message}{where}"

@@ -35,6 +35,7 @@ from devprov.http.cycle import ClientDisconnected
 from devprov.http.lifespan import Lifespan, LifespanStartupFailed
 from devprov.http.listener import CannotListenError, PortInUseError, bind_listeners
 from devprov.http.websocket import WebSocketRoute
+from devprov.transport.accept import ACCEPT_FAILED, Listening, start_serving
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.tls import TlsContexts
@@ -59,10 +60,11 @@ logger = logging.getLogger("devprov.http.server")
 # close(): how long requests in flight get before their connections are cut.
 SHUTDOWN_GRACE_SECONDS = 10.0
 
-# What asyncio's accept loop reports when accept() fails for want of descriptors or memory. It
-# logs it with a traceback, once per pending connection and again after each 1 s pause (measured:
-# about 700 KiB of log a second); the server counts these in its gate instead.
-_ACCEPT_FAILED = "socket.accept() out of system resource"
+# What asyncio's accept loop reports when accept() fails for want of descriptors or memory
+# (transport.accept.ACCEPT_FAILED, devprov's own acceptor on uvloop too). It logs it with a
+# traceback, once per pending connection and again after each 1 s pause (measured: about 700 KiB
+# of log a second); the server counts these in its gate instead.
+_ACCEPT_FAILED = ACCEPT_FAILED
 # After such a failure asyncio retries accepting a second later (BaseSelectorEventLoop's
 # _start_serving, a private name); a retry that outlives the listener fails on its closed socket
 # and would be logged with a traceback too. It is noise: the listener is gone on purpose.
@@ -101,7 +103,7 @@ class HttpsServer:
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.upgrades: Mapping[str, Sequence[WebSocketRoute]] = dict(upgrades or {})
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listening] = []
         self._connections: set[HttpsConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lifespan: Lifespan | None = None
@@ -136,8 +138,7 @@ class HttpsServer:
         loop = asyncio.get_running_loop()
         self._watch_accept_failures(loop)
         for listener in listeners:
-            server = await loop.create_server(self._accept, sock=listener)
-            self._servers.append(server)
+            self._servers.append(await start_serving(self._accept, listener))
 
     async def _start_lifespan(self) -> None:
         if self._closed:

@@ -17,6 +17,7 @@ import logging
 import socket
 from typing import cast
 
+from devprov.transport.accept import Listening, start_serving
 from devprov.transport.gate import ConnectionGate
 from devprov.transport.policy import ConnectionPolicy
 from devprov.transport.proxy import (
@@ -47,7 +48,7 @@ class TlsStreamServer:
         self.contexts = contexts
         self.policy = policy
         self.gate = gate
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listening] = []
         self._connections: set[TlsStreamConnection] = set()
         self._drained = asyncio.Event()
         self.closed = False
@@ -55,9 +56,8 @@ class TlsStreamServer:
     async def serve_on(self, listeners: list[socket.socket]) -> None:
         """Accept on sockets that already listen (``devprov.http.listener.bind_listeners``);
         the server owns them from now on and closes them in close()."""
-        loop = asyncio.get_running_loop()
         for listener in listeners:
-            self._servers.append(await loop.create_server(self._accept, sock=listener))
+            self._servers.append(await start_serving(self._accept, listener))
 
     @property
     def sockets(self) -> list[socket.socket]:
