@@ -120,7 +120,9 @@ def test_pruning_finds_the_oldest_by_index(engine: Engine) -> None:
     assert left == [f"dev-{i}" for i in range(10, 50)]  # the oldest went, the rest stay
 
 
-def test_pruning_operations_keeps_recent_and_unfinished_ones(engine: Engine) -> None:
+def test_pruning_operations_keeps_recent_ones_and_takes_abandoned_assigning_ones(
+    engine: Engine,
+) -> None:
     with SqlUnitOfWork(engine) as u:
         u.services.add(ProvisioningService("svc", "0ne00000001", T0), [])
         for i, status in enumerate(["assigned", "failed", "assigning", "disabled", "assigned"]):
@@ -133,11 +135,12 @@ def test_pruning_operations_keeps_recent_and_unfinished_ones(engine: Engine) -> 
     )
     assert "ix_operations_created_at" in plan(engine, statement, parameters)
     with SqlUnitOfWork(engine) as u:
-        assert u.operations.prune(before=T0 + timedelta(days=3, seconds=1), limit=10) == 3
+        assert u.operations.prune(before=T0 + timedelta(days=3, seconds=1), limit=10) == 4
         u.commit()
     with SqlUnitOfWork(engine) as u:
         kept = [i for i in range(5) if u.operations.get("svc", f"op-{i}") is not None]
-    assert kept == [2, 4]  # still assigning, and newer than the cut-off
+    # Only the one newer than the cut-off: one assigning days ago was left by a stopped process.
+    assert kept == [4]
 
 
 def test_0003_backfills_the_lookup_key_of_older_rows(fresh_engine: Engine) -> None:
