@@ -96,6 +96,8 @@ def running_server(
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
+            if os.environ.get("DEVPROV_TEST_ECHO"):
+                sys.stderr.write(line)
             match = _LISTENING.search(line)
             if match and not found:
                 found.append(match.group(1))

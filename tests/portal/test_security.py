@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from devprov.bootstrap import Container, open_container
 from devprov.core.sign_in_limit import FAILURES_PER_WINDOW, WINDOW
-from devprov.http.app import build_app
+from devprov.http.app import build_app, build_starlette_app
 from devprov.portal import app as portal_app
 from devprov.portal.session import COOKIE, SIGN_IN_COOKIE
 from tests import factory as f
@@ -50,7 +50,7 @@ def concrete(path: str) -> str:
 def every_portal_request(container: Container) -> list[tuple[str, str]]:
     found = [
         (method, concrete(path))
-        for path, methods in portal_routes(build_app(container).routes)
+        for path, methods in portal_routes(build_starlette_app(container).routes)
         for method in sorted(methods)
     ]
     assert ("GET", "/portal/services") in found and ("POST", "/portal/sign-out") in found

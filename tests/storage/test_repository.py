@@ -13,8 +13,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from devprov.core.error import AlreadyExistsError, EtagMismatchError, NotFoundError
+from devprov.core.error import (
+    AlreadyExistsError,
+    EtagMismatchError,
+    NotFoundError,
+    StorageUnavailableError,
+)
 from devprov.core.possession import VerificationCodes
 from devprov.service.model import (
     AccessPolicy,
@@ -430,3 +436,22 @@ def test_an_audit_event_with_overlong_descriptive_fields_is_kept_cut_to_its_colu
     # Within their columns, or in a column without a length: whole.
     assert stored.registration_id == device
     assert stored.reason == "r" * 5000
+
+
+def _gone(*_args: object) -> None:
+    raise OperationalError("ROLLBACK", {}, Exception("server closed the connection"))
+
+
+def test_a_database_gone_before_the_rollback_is_unavailable_not_a_crash(
+    with_service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault simulated: the connection dies between the unit's last read and its rollback.
+    refused = pytest.raises(StorageUnavailableError, match="server closed the connection")
+    with refused, with_service(read_only=True) as u:
+        u.services.get("svc")
+        monkeypatch.setattr(u._connection, "rollback", _gone)
+
+
+def test_a_statement_on_a_closed_driver_connection_is_unavailable(with_service) -> None:
+    with pytest.raises(StorageUnavailableError, match="closed"), with_service(read_only=True):
+        raise InterfaceError("SELECT 1", {}, Exception("the connection is closed"))

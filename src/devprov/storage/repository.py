@@ -30,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from devprov.core.error import (
     AlreadyExistsError,
@@ -530,8 +530,18 @@ class SqlUnitOfWork:
         try:
             if self._connection.in_transaction():
                 self._connection.rollback()
+        except DBAPIError as failed:
+            # The database went away between the unit's last statement and its rollback: the
+            # transaction is gone with the connection. An error the unit raised is reported
+            # below; a rollback after a clean exit is the database being unavailable.
+            if exc is None:
+                raise StorageUnavailableError(
+                    f"the database is unavailable: {failed.orig}"
+                ) from failed
         finally:
             self._connection.close()
+        if isinstance(exc, InterfaceError):  # the driver's connection was closed under it
+            raise StorageUnavailableError(f"the database is unavailable: {exc.orig}") from exc
         if isinstance(exc, OperationalError):
             if is_lock_timeout(exc):
                 raise _busy(exc) from exc
