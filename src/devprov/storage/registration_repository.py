@@ -252,12 +252,7 @@ class SqlOperationStore:
                     "service": operation.service,
                     "registration_id": operation.registration_id,
                     "created_at": operation.created_at,
-                    "status": operation.status,
-                    "enrollment_kind": operation.enrollment_kind,
-                    "enrollment_id": operation.enrollment_id,
-                    "leaf_sha256": operation.leaf_sha256,
-                    "error_code": operation.error_code,
-                    "error_message": operation.error_message,
+                    **_outcome_values(operation),
                 },
             )
         except IntegrityError as exc:
@@ -268,15 +263,7 @@ class SqlOperationStore:
         status and what decided it; its id and creation time stay. Raises NotFoundError when no
         such operation is assigning (it was never stored, or is settled already)."""
         where = {"service": operation.service, "id": operation.id, "status": "assigning"}
-        values = {
-            "status": operation.status,
-            "enrollment_kind": operation.enrollment_kind,
-            "enrollment_id": operation.enrollment_id,
-            "leaf_sha256": operation.leaf_sha256,
-            "error_code": operation.error_code,
-            "error_message": operation.error_message,
-        }
-        if run_update(self._c, operations, where, values) != 1:
+        if run_update(self._c, operations, where, _outcome_values(operation)) != 1:
             raise NotFoundError(f"operation '{operation.id}' is not assigning")
 
     def get(self, service: str, operation_id: str) -> Operation | None:
@@ -313,6 +300,18 @@ class SqlOperationStore:
             delete(operations).where(operations.c.id.in_(oldest.scalar_subquery()))
         )
         return int(result.rowcount)
+
+
+def _outcome_values(operation: Operation) -> dict[str, Any]:
+    """An operation's columns that its outcome sets (all but its identity and creation time)."""
+    return {
+        "status": operation.status,
+        "enrollment_kind": operation.enrollment_kind,
+        "enrollment_id": operation.enrollment_id,
+        "leaf_sha256": operation.leaf_sha256,
+        "error_code": operation.error_code,
+        "error_message": operation.error_message,
+    }
 
 
 # --- linked hubs -------------------------------------------------------------------------------
