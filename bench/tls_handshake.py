@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devprov.cli import event_loop
 from devprov.core.issuance import (
     Issuer,
     build_device_certificate,
@@ -45,6 +46,7 @@ from devprov.core.issuance import (
     build_server_certificate,
 )
 from devprov.http.server import HttpsServer, Receive, Scope, Send
+from devprov.storage.executor import StorageExecutor
 from devprov.transport.tls import build_server_context
 
 HOST = "127.0.0.1"
@@ -217,10 +219,12 @@ def _stop(process: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def devprov_server(pki: Pki) -> Iterator[tuple[int, int]]:
-    """devprov's HttpsServer with a trivial app in a child process: yields (port, pid)."""
+def devprov_server(pki: Pki, *, hop: bool = False) -> Iterator[tuple[int, int]]:
+    """devprov's HttpsServer with a trivial app in a child process: yields (port, pid). With
+    ``hop`` the app first awaits a no-op on devprov's storage threads (``StorageExecutor``), the
+    hop every device request makes to reach its use case."""
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(pki.directory)],
+        [sys.executable, __file__, "--serve", str(pki.directory), *(["--hop"] if hop else [])],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -251,12 +255,16 @@ def openssl_server(pki: Pki, openssl: str = "openssl") -> Iterator[tuple[int, in
         _stop(process)
 
 
-def _serve(directory: Path) -> None:
-    """The child process: HttpsServer on a free port, printed on stdout, until terminated."""
+def _serve(directory: Path, *, hop: bool) -> None:
+    """The child process: HttpsServer on a free port, printed on stdout, until terminated; on
+    the event loop ``devprov serve`` runs on (uvloop's where installed)."""
+    storage = StorageExecutor()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if hop:
+            await storage.run(int)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -266,7 +274,7 @@ def _serve(directory: Path) -> None:
         print(await server.start(HOST, 0), flush=True)
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    event_loop.run(main())
 
 
 def _report(name: str, result: Measurement) -> None:
@@ -282,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", choices=["1.2", "1.3"], default="1.3")
     parser.add_argument("--openssl", default="openssl")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--hop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        _serve(args.serve)
+        _serve(args.serve, hop=args.hop)
         return 0
     version = ssl.TLSVersion.TLSv1_3 if args.tls == "1.3" else ssl.TLSVersion.TLSv1_2
     directory = Path(tempfile.mkdtemp(prefix="devprov-bench-"))
