@@ -126,6 +126,10 @@ def enrollment(
             "iotHubs": list(value.iot_hubs),
         }
     )
+    if value.credential_policy is not None:
+        # The preview's field and 2026-11-01's, so that a client of either version reads it.
+        body["credentialPolicyName"] = value.credential_policy
+        body["certificatePolicyName"] = value.credential_policy
     if value.custom_allocation is not None:
         body["customAllocationDefinition"] = {
             "webhookUrl": value.custom_allocation.webhook_url,

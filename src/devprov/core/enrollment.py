@@ -25,6 +25,7 @@ from devprov.core.certificate import (
     parse_single_certificate,
     to_der,
 )
+from devprov.core.credential_policy import validate_policy_name
 from devprov.core.error import InvalidInputError, MalformedRequestError
 from devprov.core.sas import parse_symmetric_key
 
@@ -158,6 +159,9 @@ class Enrollment:
     initial_twin: Mapping[str, Any] | None = None
     iot_edge: bool = False
     optional_device_information: Mapping[str, Any] | None = None
+    # The credential policy whose CA issues operational certificates to the enrollment's
+    # devices when they send a CSR (core.credential_policy); None: they get none.
+    credential_policy: str | None = None
     etag: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -337,7 +341,28 @@ def _common(doc: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "initial_twin": _json_member(doc, "initialTwin"),
         "iot_edge": _bool(capabilities, "iotEdge", "capabilities.", default=False),
+        "credential_policy": _credential_policy(doc),
     }
+
+
+def _credential_policy(doc: Mapping[str, Any]) -> str | None:
+    """The policy named by the 2025-07-01-preview's ``credentialPolicyName`` or the 2026-11-01
+    ``certificatePolicyName`` (docs/operational-certificates.md#enrollments-name-a-policy); both
+    must agree when both are given. 2026-11-01's ``namespaceName`` and
+    ``certificateAuthorityName`` name Azure Device Registry resources devprov does not have:
+    accepted and not kept."""
+    names = {
+        member: validate_policy_name(value, field=member)
+        for member in ("credentialPolicyName", "certificatePolicyName")
+        if (value := doc.get(member)) is not None
+    }
+    distinct = {value.lower() for value in names.values()}
+    if len(distinct) > 1:
+        raise InvalidEnrollmentError(
+            "'credentialPolicyName' and 'certificatePolicyName' name different policies "
+            f"({names['credentialPolicyName']!r}, {names['certificatePolicyName']!r})"
+        )
+    return next(iter(names.values()), None)
 
 
 def _bool(doc: Mapping[str, Any], name: str, where: str, *, default: bool = True) -> bool:

@@ -12,7 +12,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from devprov.core.credential_policy import CredentialPolicy, IssuedCertificate
 from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
+from devprov.core.issuance import PrivateKey
 from devprov.core.registration import RegistrationState
 from devprov.service.model import (
     AccessPolicy,
@@ -191,6 +193,68 @@ class PortalSessionStore(Protocol):
         ...
 
 
+class CredentialPolicyStore(Protocol):
+    """A service's credential policies; names compare ignoring case."""
+
+    def get(self, service: str, name: str) -> CredentialPolicy | None: ...
+    def all(self, service: str) -> list[CredentialPolicy]: ...
+    def add(self, policy: CredentialPolicy) -> None:
+        """Raises AlreadyExistsError for a name the service has already."""
+        ...
+
+    def remove(self, service: str, name: str) -> bool: ...
+    def next_crl_number(self, service: str, name: str) -> int:
+        """Raise the policy's CRL number by one and return it (NotFoundError without it)."""
+        ...
+
+    def enrollments_naming(self, service: str, name: str) -> int:
+        """How many enrollments (individual and groups) name the policy."""
+        ...
+
+
+class IssuedCertificateStore(Protocol):
+    """The operational certificates issued; serials are upper-case hex, thumbprints lower."""
+
+    def add(self, certificate: IssuedCertificate) -> None: ...
+    def get(self, service: str, serial: str) -> IssuedCertificate | None: ...
+    def by_sha256(self, service: str, sha256: str) -> IssuedCertificate | None: ...
+    def for_operation(self, service: str, operation_id: str) -> IssuedCertificate | None: ...
+    def supersede(self, service: str, registration_id: str, *, at: datetime) -> int:
+        """Mark the registration's current certificates superseded at ``at``; how many."""
+        ...
+
+    def revoke(self, service: str, serial: str, *, at: datetime) -> bool:
+        """Revoke one certificate (False when none has that serial or it was revoked)."""
+        ...
+
+    def revoked(self, service: str, policy: str) -> list[IssuedCertificate]:
+        """The policy's revoked certificates not yet expired at the last write, oldest first."""
+        ...
+
+    def page(
+        self,
+        service: str,
+        *,
+        policy: str | None = None,
+        registration_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[IssuedCertificate]:
+        """Certificates by (issued_at, serial) ascending, after the serial ``after``."""
+        ...
+
+
+class IssuingKeyStore(Protocol):
+    """The issuing CAs' private keys, kept as secret files beside the other secrets."""
+
+    def save(self, service: str, policy: str, key: PrivateKey) -> None: ...
+    def load(self, service: str, policy: str) -> PrivateKey:
+        """Raises NotFoundError when the key file is missing."""
+        ...
+
+    def remove(self, service: str, policy: str) -> None: ...
+
+
 class UnitOfWork(Protocol):
     @property
     def certificates(self) -> CertificateStore: ...
@@ -212,6 +276,10 @@ class UnitOfWork(Protocol):
     def users(self) -> UserStore: ...
     @property
     def portal_sessions(self) -> PortalSessionStore: ...
+    @property
+    def credential_policies(self) -> CredentialPolicyStore: ...
+    @property
+    def issued(self) -> IssuedCertificateStore: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

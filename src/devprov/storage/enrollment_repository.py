@@ -99,6 +99,7 @@ def _document(enrollment: Enrollment) -> str:
             "initialTwin": enrollment.initial_twin,
             "iotEdge": enrollment.iot_edge,
             "optionalDeviceInformation": enrollment.optional_device_information,
+            "credentialPolicy": enrollment.credential_policy,
         },
         separators=(",", ":"),
         default=json_default,
@@ -140,6 +141,7 @@ def _enrollment(row: RowMapping) -> Enrollment:
         initial_twin=doc["initialTwin"],
         iot_edge=doc["iotEdge"],
         optional_device_information=doc["optionalDeviceInformation"],
+        credential_policy=doc.get("credentialPolicy"),  # absent in rows written before 0007
         etag=row["etag"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -162,6 +164,9 @@ def _values(enrollment: Enrollment) -> dict[str, Any]:
         "created_at": enrollment.created_at,
         "updated_at": enrollment.updated_at,
         "document": _document(enrollment),
+        "credential_policy_key": (
+            enrollment.credential_policy.lower() if enrollment.credential_policy else None
+        ),
     }
 
 

@@ -52,6 +52,10 @@ from devprov.service.model import (
     ProvisioningService,
     VerificationMethod,
 )
+from devprov.storage.credential_repository import (
+    SqlCredentialPolicyStore,
+    SqlIssuedCertificateStore,
+)
 from devprov.storage.database import (
     LOCK_TIMEOUT_SECONDS,
     READ_ONLY_OPTION,
@@ -497,6 +501,8 @@ class SqlUnitOfWork:
     hubs: SqlHubStore
     users: SqlUserStore
     portal_sessions: SqlPortalSessionStore
+    credential_policies: SqlCredentialPolicyStore
+    issued: SqlIssuedCertificateStore
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -519,6 +525,8 @@ class SqlUnitOfWork:
         self.hubs = SqlHubStore(self._connection)
         self.users = SqlUserStore(self._connection)
         self.portal_sessions = SqlPortalSessionStore(self._connection)
+        self.credential_policies = SqlCredentialPolicyStore(self._connection)
+        self.issued = SqlIssuedCertificateStore(self._connection)
         return self
 
     def __exit__(

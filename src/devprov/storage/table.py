@@ -148,7 +148,10 @@ enrollments = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("document", Text, nullable=False),
+    # 0007: the credential policy the enrollment names (lower-case), for "in use" counts.
+    Column("credential_policy_key", String(64), nullable=True),
     Index("ix_enrollments_service_kind_attestation", "service", "kind", "attestation_type"),
+    Index("ix_enrollments_service_credential_policy", "service", "credential_policy_key"),
 )
 
 # The certificates an enrollment group attests with, one row per slot: the SHA-256 of an inline
@@ -265,4 +268,56 @@ portal_sessions = Table(
     Index("ix_portal_sessions_operator", "operator"),
     # Each sign-in deletes a batch of expired sessions, oldest first.
     Index("ix_portal_sessions_expires_at", "expires_at"),
+)
+
+# --- 0007: credential policies and the operational certificates issued under them ------------
+
+# A service's credential policies (core.credential_policy). ``name_key`` is the lower-case name;
+# ``ca_chain`` the issuing CA's PEM first, then what is above it. The key is a secret file
+# (storage.issuing_key), never a column.
+credential_policies = Table(
+    "credential_policies",
+    metadata,
+    Column(
+        "service", String(64), ForeignKey("services.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("name_key", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("ca_chain", Text, nullable=False),
+    Column("validity_days", Integer, nullable=False),
+    Column("organization", String(64)),
+    Column("organizational_unit", String(64)),
+    Column("server_auth", Boolean, nullable=False),
+    Column("crl_number", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("etag", String(64), nullable=False),
+)
+
+# Every operational certificate issued, kept after its policy is gone (the records of what was
+# issued outlive it). ``serial`` is upper-case hex; ``registration_key`` the lower-case id.
+issued_certificates = Table(
+    "issued_certificates",
+    metadata,
+    Column(
+        "service", String(64), ForeignKey("services.name", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("serial", String(48), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("registration_id", String(128), nullable=False),
+    Column("registration_key", String(128), nullable=False),
+    Column("policy_key", String(64), nullable=False),
+    Column("policy", String(64), nullable=False),
+    Column("not_before", UtcDateTime(), nullable=False),
+    Column("not_after", UtcDateTime(), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("certificate", LargeBinary, nullable=False),
+    Column("operation_id", String(128)),
+    Column("superseded_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+    # A device presenting its operational certificate is found by the certificate's SHA-256.
+    Index("ix_issued_certificates_service_sha256", "service", "sha256", unique=True),
+    Index("ix_issued_certificates_service_registration", "service", "registration_key"),
+    Index("ix_issued_certificates_service_policy", "service", "policy_key", "issued_at"),
+    Index("ix_issued_certificates_operation", "operation_id"),
 )
