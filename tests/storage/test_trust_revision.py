@@ -11,6 +11,7 @@ import pytest
 from devprov.core.enrollment import EnrollmentKind
 from devprov.service.model import CertificateRecord, HubRecord, ProvisioningService
 from tests import factory as f
+from tests.storage.test_credential_store import issued, policy
 from tests.storage.test_enrollment_store import enrollment, references, symmetric
 
 ROOT = f.root("Revision Root")
@@ -113,3 +114,21 @@ def test_a_rolled_back_change_leaves_it(services) -> None:
 
 
 GROUP = EnrollmentKind.GROUP
+
+
+def test_credential_policies_raise_it_on_insert_update_and_delete(services) -> None:
+    """A policy's CA is trusted for the renewals of its own devices (migration 0007): adding,
+    changing (a revocation raises its CRL number) and deleting one raise its service's revision,
+    and only its service's."""
+    added = changed(services, lambda u: u.credential_policies.add(policy()))
+    raised = changed(services, lambda u: u.credential_policies.next_crl_number("svc", "Fleet-A"))
+    removed = changed(services, lambda u: u.credential_policies.remove("svc", "Fleet-A"))
+    for svc, other in (added, raised, removed):
+        assert svc > 0 and other == 0
+
+
+def test_issued_certificates_do_not_raise_it(services) -> None:
+    """Every registration with a CSR stores one: were it to raise the revision, each would
+    throw away what the servers hold for the service's trust."""
+    assert changed(services, lambda u: u.issued.add(issued("01"))) == (0, 0)
+    assert changed(services, lambda u: u.issued.revoke("svc", "01", at=f.NOW)) == (0, 0)

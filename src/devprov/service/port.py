@@ -228,7 +228,8 @@ class IssuedCertificateStore(Protocol):
         ...
 
     def revoked(self, service: str, policy: str) -> list[IssuedCertificate]:
-        """The policy's revoked certificates not yet expired at the last write, oldest first."""
+        """The policy's revoked certificates, expired ones too, by revocation time (then
+        serial)."""
         ...
 
     def page(
@@ -240,7 +241,8 @@ class IssuedCertificateStore(Protocol):
         after: str | None = None,
         limit: int = 100,
     ) -> list[IssuedCertificate]:
-        """Certificates by (issued_at, serial) ascending, after the serial ``after``."""
+        """Certificates by (issued_at, serial) ascending, after the serial ``after`` (none
+        after a serial that was never issued)."""
         ...
 
 

@@ -221,13 +221,16 @@ class SqlIssuedCertificateStore:
             query = query.where(_issued.registration_key == registration_id.lower())
         if after is not None:
             last = self.get(service, after)
-            if last is not None:
-                query = query.where(
-                    or_(
-                        _issued.issued_at > last.issued_at,
-                        and_(_issued.issued_at == last.issued_at, _issued.serial > last.serial),
-                    )
+            if last is None:
+                # A position that names no certificate has nothing after it; starting over
+                # would send a client paging by it round for ever.
+                return []
+            query = query.where(
+                or_(
+                    _issued.issued_at > last.issued_at,
+                    and_(_issued.issued_at == last.issued_at, _issued.serial > last.serial),
                 )
+            )
         rows = self._c.execute(
             query.order_by(_issued.issued_at, _issued.serial).limit(limit)
         ).mappings()
