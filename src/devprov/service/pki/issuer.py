@@ -48,7 +48,7 @@ def load_issuer(
     """Load and check an issuer; the chain comes from the file itself or ``X-chain.pem``."""
     certificates = load_certificates(certificate_path)
     certificate = certificates[0]
-    _check_can_sign(certificate, certificate_path, now=now)
+    verify_can_sign(certificate, certificate_path, now=now)
     key = load_private_key(key_path, password, flag="--issuer-password-file")
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(
@@ -59,11 +59,14 @@ def load_issuer(
         )
     if len(certificates) == 1 and certificate.issuer != certificate.subject:
         certificates = _sibling_chain(certificate, certificate_path)
-    warnings = _check_chain(certificates, certificate_path, now=now)
+    warnings = verify_chain(certificates, certificate_path, now=now)
     return LoadedIssuer(Issuer(certificate, key), tuple(certificates), warnings)
 
 
-def _check_can_sign(certificate: x509.Certificate, path: Path, *, now: datetime) -> None:
+def verify_can_sign(certificate: x509.Certificate, path: Path | str, *, now: datetime) -> None:
+    """Raise unless ``certificate`` is a CA (basicConstraints CA:TRUE) whose keyUsage, if any,
+    allows keyCertSign, valid at ``now``; ``path`` names it in the message (a file, or words
+    such as "the issuing CA")."""
     facts = describe_certificate(certificate)
     if not facts.is_ca:
         raise NotACaCertificateError(
@@ -102,9 +105,12 @@ def _sibling_chain(certificate: x509.Certificate, path: Path) -> list[x509.Certi
     return chain
 
 
-def _check_chain(
-    chain: Sequence[x509.Certificate], path: Path, *, now: datetime
+def verify_chain(
+    chain: Sequence[x509.Certificate], path: Path | str, *, now: datetime
 ) -> tuple[str, ...]:
+    """Raise unless each certificate of ``chain`` is signed by the next (RFC 5280 6.1.3) and
+    each signer may sign now (``verify_can_sign``); a warning when the chain stops short of a
+    root."""
     for child, parent in pairwise(chain):
         try:
             child.verify_directly_issued_by(parent)
@@ -113,7 +119,7 @@ def _check_chain(
                 f"in the chain of {path}, '{format_name(child.subject)}' is not signed by "
                 f"'{format_name(parent.subject)}' (RFC 5280 6.1.3)"
             ) from exc
-        _check_can_sign(parent, path, now=now)
+        verify_can_sign(parent, path, now=now)
     top = chain[-1]
     if top.issuer == top.subject:
         return ()
