@@ -10,6 +10,7 @@ A data directory holds everything one devprov installation needs:
     DIR/admin-token        the bearer token of the management API (0600)
     DIR/endpoint.json      where the server last listened, for the CLI's defaults
     DIR/init.lock          held (flock) while a server initialises the directory
+    DIR/issuing-keys/S/P.key  the issuing key of credential policy P of service S (0600)
 
 Every file is 0600 and both directories 0700, whatever the umask and whatever the modes were
 before: each start makes them so, after a warning naming what others could reach. Every file
@@ -55,6 +56,7 @@ from devprov.hub.azure_iothub import AzureIotHubRegistry
 from devprov.hub.mosquitto import MosquittoDynamicSecurity
 from devprov.service.access import ServiceAccess
 from devprov.service.audit import AuditTrail
+from devprov.service.credential_policy import CredentialPolicies
 from devprov.service.device import (
     AllocationWebhook,
     DeviceRegistration,
@@ -68,7 +70,7 @@ from devprov.service.hub import HubDirectory
 from devprov.service.hub_identity import HubIdentities, HubKind
 from devprov.service.hub_sync import HubChanges, IdentitySync, run_hub_changes
 from devprov.service.operator import OperatorAccounts
-from devprov.service.port import Metrics, UnitOfWork
+from devprov.service.port import IssuingKeyStore, Metrics, UnitOfWork
 from devprov.service.portal_session import PortalSessions
 from devprov.service.provisioning import ServiceDirectory
 from devprov.service.refusal_log import Refusal, RefusalLog
@@ -101,6 +103,7 @@ from devprov.storage.file import (
     make_private_directory,
     write_atomically,
 )
+from devprov.storage.issuing_key import FileIssuingKeyStore
 from devprov.storage.password import Argon2idHasher
 from devprov.storage.repository import SqlUnitOfWork
 
@@ -300,6 +303,10 @@ class Container:
     # Creates, disables and removes device identities in linked hubs, by the hub's kind.
     hub_identities: HubIdentities
     hub_sync: IdentitySync  # what a disabled or deleted enrollment or registration asks of hubs
+    # Credential policies, their issuing CAs and what they issued (devprov credential-policy).
+    credential_policies: CredentialPolicies
+    # The policies' issuing keys: files under DIR/issuing-keys (storage.issuing_key).
+    issuing_keys: IssuingKeyStore
     # True when this opening created the admin token or the default service's keys: the one
     # time `devprov serve` prints them (later starts point to `devprov info`).
     created_secrets: bool = False
@@ -541,6 +548,7 @@ def _wire(
 
     refusals = RefusalLog(uow, utc_now, RefusalWindows())
     metrics = PrometheusMetrics()
+    issuing_keys = FileIssuingKeyStore(data.root)
     operators = OperatorAccounts(uow, utc_now, Argon2idHasher())
     return Container(
         data=data,
@@ -569,6 +577,8 @@ def _wire(
             }
         ),
         hub_sync=IdentitySync(uow, utc_now),
+        credential_policies=CredentialPolicies(uow, issuing_keys, utc_now, secrets.token_bytes),
+        issuing_keys=issuing_keys,
         created_secrets=created_secrets,
     )
 
