@@ -83,6 +83,13 @@ class EnrollmentLimitError(ConflictError):
     number = 409201
 
 
+class UnknownCredentialPolicyError(InvalidEnrollmentError):
+    """An enrollment names a credential policy its provisioning service does not have."""
+
+    code = "UnknownCredentialPolicy"
+    number = 400629
+
+
 class BulkOperationError(InvalidInputError):
     """A bulk operation has no valid mode, no items, or more than 10."""
 
@@ -402,6 +409,13 @@ class EnrollmentService:
                     f"caReferences names certificate '{name}', which is not in the registry of "
                     f"service '{enrollment.service}'; upload it first"
                 )
+        policy = enrollment.credential_policy
+        if policy is not None and uow.credential_policies.get(enrollment.service, policy) is None:
+            raise UnknownCredentialPolicyError(
+                f"the enrollment names credential policy '{policy}' (credentialPolicyName or "
+                f"certificatePolicyName), which service '{enrollment.service}' does not have; "
+                "create the policy first (devprov credential-policy create)"
+            )
         linked = {hub.host_name for hub in uow.hubs.all(enrollment.service)}
         unknown = [hub for hub in enrollment.iot_hubs if hub not in linked]
         if unknown:
