@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devprov.bootstrap import Container
 from devprov.core.error import RouteNotFoundError
-from devprov.http import device_api, health, management, service_api
+from devprov.http import credential_policy, device_api, health, management, service_api
 from devprov.http.device_route import DeviceRoutes
 from devprov.http.error import arm_error_response, new_tracking_id, unexpected_error_response
 from devprov.http.metrics import RequestTimer
@@ -97,6 +97,7 @@ def build_starlette_app(container: Container, devices: list[Route] | None = None
             *management.routes(container),
             *service_api.routes(container),
             *health.routes(container),
+            *credential_policy.routes(container),
             *portal.routes(container),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},

@@ -67,6 +67,11 @@ log = logging.getLogger("devprov.credential_policy")
 # long a cached CRL can miss a revocation.
 CRL_VALIDITY = timedelta(days=1)
 
+# Where the server publishes a policy's CRL (DER, application/pkix-crl) and its CA chain (PEM),
+# without authentication: relying parties fetch them (docs/operational-certificates.md).
+CRL_PATH = "/credential-policies/{service}/{policy}/crl"
+CA_PATH = "/credential-policies/{service}/{policy}/ca.pem"
+
 # Issued certificates per page of ``issued``: the CLI's listing pages by 100, and a client may ask
 # for up to 1,000 at once.
 DEFAULT_ISSUED_PAGE = 100
