@@ -181,6 +181,9 @@ def _summary(kind: Kind, doc: dict[str, Any]) -> str:
         lines.append(f"  webhook:      {custom.get('webhookUrl')} ({custom.get('apiVersion')})")
     if doc.get("initialTwin"):
         lines.append("  initial twin: set")
+    policy = doc.get("credentialPolicyName") or doc.get("certificatePolicyName")
+    if policy:
+        lines.append(f"  credential policy: {policy}")
     state = doc.get("registrationState")
     if state:
         lines.append(f"  registered:   {_state_line(state)}")

@@ -31,6 +31,10 @@ REPROVISION = {
     "reset": (True, False),
 }
 
+# The members that name an enrollment's credential policy, in the preview and in 2026-11-01
+# (docs/operational-certificates.md#enrollments-name-a-policy).
+POLICY_MEMBERS = ("credentialPolicyName", "certificatePolicyName")
+
 SYMMETRIC_KEY = "symmetricKey"
 CA_REFERENCES = "caReferences"
 
@@ -176,6 +180,18 @@ def add_common_options(parser: argparse.ArgumentParser, kind: Kind) -> None:
         default=None,
         help="devices are IoT Edge devices (capabilities.iotEdge)",
     )
+    policy = parser.add_mutually_exclusive_group()
+    policy.add_argument(
+        "--credential-policy",
+        metavar="NAME",
+        help="devices sending a CSR get an operational certificate from this credential "
+        "policy's CA (credentialPolicyName; devprov credential-policy)",
+    )
+    policy.add_argument(
+        "--no-credential-policy",
+        action="store_true",
+        help="name no credential policy: devices get no operational certificate",
+    )
 
 
 # --- documents -----------------------------------------------------------------------------
@@ -313,6 +329,13 @@ def apply_common_options(args: argparse.Namespace, kind: Kind, doc: dict[str, An
         doc["initialTwin"] = read_json_option(args.initial_twin, "--initial-twin")
     if args.edge is not None:
         doc["capabilities"] = {"iotEdge": args.edge}
+    if args.credential_policy or args.no_credential_policy:
+        # Both spellings go (the preview's and the 2026-11-01 one): a fetched document carries
+        # both, and two different names would be refused.
+        for member in POLICY_MEMBERS:
+            doc.pop(member, None)
+        if args.credential_policy:
+            doc["credentialPolicyName"] = args.credential_policy
 
 
 def new_document(args: argparse.Namespace, kind: Kind, id: str) -> dict[str, Any]:

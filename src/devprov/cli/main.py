@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "enrollment",
     "device",
     "policy",
+    "credential_policy",
     "errors",
 )
 
@@ -62,6 +63,8 @@ COMMANDS = {
     "registration": "enrollment",
     "device": "device",
     "policy": "policy",
+    "credential-policy": "credential_policy",
+    "issued": "credential_policy",
     "errors": "errors",
 }
 
