@@ -46,14 +46,11 @@ from devprov.core.registration import (
     is_abandoned,
 )
 from devprov.core.registration_id import shown_id, validate_registration_id
-from devprov.service.attestation import (
+from devprov.service.attestation import Attested, Credentials, attest, confirm_caller
+from devprov.service.attestation_error import (
     INVALID_REGISTRATION_ID,
-    Attested,
-    Credentials,
     DeviceAttestationError,
     DeviceSasError,
-    attest,
-    confirm_caller,
 )
 from devprov.service.hub_assignment import build_identity
 from devprov.service.hub_identity import (

@@ -21,7 +21,7 @@ from devprov.core.error import (
     MalformedRequestError,
 )
 from devprov.core.registration import RegistrationState, device_error
-from devprov.service.attestation import DeviceAttestationError
+from devprov.service.attestation_error import DeviceAttestationError
 from devprov.service.model import Operation
 
 # The poll delay devprov suggests when it answers a register "assigning" (devprov serve
