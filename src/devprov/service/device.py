@@ -144,10 +144,12 @@ class OperationNotFoundError(NotFoundError):
 
 @dataclass(frozen=True)
 class RegistrationOutcome:
-    """An operation and the registration state it produced (None when attestation failed)."""
+    """An operation and the registration state it produced (None when attestation failed), and
+    the operational certificate chain it issued (base64 DER, leaf first; empty when none)."""
 
     operation: Operation
     state: RegistrationState | None
+    issued_chain: tuple[str, ...] = ()
 
 
 @dataclass
@@ -253,17 +255,22 @@ class DeviceRegistration:
         *,
         force: bool = False,
         origin: Origin | None = None,
+        csr: str | None = None,
     ) -> RegistrationOutcome | WebhookCall | HubCall:
         """Attest, allocate and record a registration. A custom allocation returns a
         :class:`WebhookCall`, an assignment to a hub of a kind other than none a
-        :class:`HubCall`, for the caller to complete (service.device_pending)."""
+        :class:`HubCall`, for the caller to complete (service.device_pending). ``csr`` is the
+        register body's certificate signing request (base64 DER), for an operational
+        certificate (docs/operational-certificates.md#the-wire)."""
         attempt = _Attempt("register", registration_id, origin)
         try:
             # Run again from the read when the device registered through another instance
             # between this call's read and its write: the second run decides against that
             # registration, as if the two had come one after the other (service.retry).
             result = run_retrying(
-                lambda: self._register(attempt, id_scope, credentials, payload, force=force)
+                lambda: self._register(
+                    attempt, id_scope, credentials, payload, force=force, csr=csr
+                )
             )
         except DevprovError as exc:
             self._refused(attempt, exc)
@@ -280,6 +287,7 @@ class DeviceRegistration:
         payload: Mapping[str, Any] | None,
         *,
         force: bool,
+        csr: str | None,
     ) -> RegistrationOutcome | WebhookCall | HubCall:
         now = self._clock()
         registration_id = attempt.registration_id
