@@ -22,6 +22,7 @@ from devprov.core.issuance import (
     PrivateKey,
     build_device_certificate,
     build_intermediate_certificate,
+    build_leaf_certificate,
     build_root_certificate,
     build_self_signed_device_certificate,
     build_server_certificate,
@@ -396,3 +397,50 @@ def test_validity_is_at_least_one_day(days: int, accepted: bool) -> None:
             build_verification_certificate(
                 key("device").public_key(), CODE, root(), serial=1, now=NOW, days=days
             )
+
+
+# --- the leaf builder other modules compose -------------------------------------------------
+
+
+def leaf(not_before: datetime, not_after: datetime) -> x509.Certificate:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "d"),
+        ]
+    )
+    return build_leaf_certificate(
+        key("rsa").public_key(),
+        subject,
+        intermediate(),
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+        serial=9,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def test_leaf_builder_takes_the_subject_usages_and_window_as_given() -> None:
+    certificate = leaf(NOW, NOW + timedelta(hours=1))
+    assert certificate.subject.rfc4514_string() == "CN=d,O=Contoso"
+    assert certificate.not_valid_before_utc == NOW
+    assert certificate.not_valid_after_utc == NOW + timedelta(hours=1)
+    assert list(extension_value(certificate, x509.ExtendedKeyUsage)) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+    ]
+    assert extension_value(certificate, x509.BasicConstraints) == x509.BasicConstraints(
+        ca=False, path_length=None
+    )
+    usage = extension_value(certificate, x509.KeyUsage)
+    assert isinstance(usage, x509.KeyUsage)
+    assert usage.key_encipherment  # an RSA key
+    certificate.verify_directly_issued_by(intermediate().certificate)
+
+
+@pytest.mark.parametrize(
+    "not_after", [NOW, NOW - timedelta(seconds=1)], ids=["fail/empty-window", "fail/reversed"]
+)
+def test_leaf_builder_refuses_a_window_that_ends_before_it_starts(not_after: datetime) -> None:
+    with pytest.raises(ValueError, match="notAfter must be after notBefore"):
+        leaf(NOW, not_after)

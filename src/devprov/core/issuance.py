@@ -39,7 +39,9 @@ class Issuer:
     key: PrivateKey
 
 
-def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+    """The hash a certificate or CRL signed by ``key`` uses: SHA-384 for EC keys of 384 bits or
+    more (P-384, P-521), none for Ed25519 (it hashes internally), SHA-256 otherwise."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
@@ -51,6 +53,33 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
+def _check_serial(serial: int) -> None:
+    if serial <= 0 or serial.bit_length() > MAX_SERIAL_BITS:
+        raise ValueError("serial must be positive and at most 159 bits (RFC 5280 4.1.2.2)")
+
+
+def _builder(
+    subject: x509.Name,
+    public_key: PublicKey,
+    issuer_name: x509.Name,
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.CertificateBuilder:
+    _check_serial(serial)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
 def _base(
     subject: str,
     public_key: PublicKey,
@@ -60,29 +89,30 @@ def _base(
     now: datetime,
     days: int,
 ) -> x509.CertificateBuilder:
-    if serial <= 0 or serial.bit_length() > MAX_SERIAL_BITS:
-        raise ValueError("serial must be positive and at most 159 bits (RFC 5280 4.1.2.2)")
     if days <= 0:
         raise ValueError("validity must be at least one day")
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    return _builder(
+        _name(subject),
+        public_key,
+        issuer_name,
+        serial=serial,
+        not_before=now - BACKDATE,
+        not_after=now + timedelta(days=days),
     )
 
 
-def _with_authority(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.CertificateBuilder:
+def authority_key_identifier(issuer: Issuer) -> x509.AuthorityKeyIdentifier:
+    """The AKI of what ``issuer`` signs (RFC 5280 4.2.1.1, 5.2.1): its certificate's SKI, or one
+    derived from its public key when the certificate has none."""
     try:
         ski = issuer.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
     except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
-    return builder.add_extension(aki, critical=False)
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
+
+
+def _with_authority(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.CertificateBuilder:
+    return builder.add_extension(authority_key_identifier(issuer), critical=False)
 
 
 def _ca_extensions(
@@ -131,6 +161,34 @@ def _leaf_extensions(
     return builder
 
 
+def build_leaf_certificate(
+    public_key: PublicKey,
+    subject: x509.Name,
+    issuer: Issuer,
+    usages: Sequence[x509.ObjectIdentifier],
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """An end-entity certificate for ``subject`` signed by ``issuer``, with the leaf profile of
+    this module (CA:FALSE, digitalSignature plus keyEncipherment for RSA, the EKU ``usages``,
+    SKI, AKI), valid from ``not_before`` to ``not_after`` exactly: the caller decides the window
+    (core.csr caps it at the issuer's own notAfter)."""
+    if not_after <= not_before:
+        raise ValueError("notAfter must be after notBefore")
+    builder = _builder(
+        subject,
+        public_key,
+        issuer.certificate.subject,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+    )
+    builder = _with_authority(_leaf_extensions(builder, public_key, usages), issuer)
+    return builder.sign(issuer.key, signature_hash(issuer.key))
+
+
 def build_root_certificate(
     key: PrivateKey,
     common_name: str,
@@ -148,7 +206,7 @@ def build_root_certificate(
     builder = builder.add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
     )
-    return builder.sign(key, _signature_hash(key))
+    return builder.sign(key, signature_hash(key))
 
 
 def build_intermediate_certificate(
@@ -166,7 +224,7 @@ def build_intermediate_certificate(
         common_name, public_key, issuer.certificate.subject, serial=serial, now=now, days=days
     )
     builder = _with_authority(_ca_extensions(builder, path_length), issuer)
-    return builder.sign(issuer.key, _signature_hash(issuer.key))
+    return builder.sign(issuer.key, signature_hash(issuer.key))
 
 
 def build_device_certificate(
@@ -185,7 +243,7 @@ def build_device_certificate(
     builder = _with_authority(
         _leaf_extensions(builder, public_key, [ExtendedKeyUsageOID.CLIENT_AUTH]), issuer
     )
-    return builder.sign(issuer.key, _signature_hash(issuer.key))
+    return builder.sign(issuer.key, signature_hash(issuer.key))
 
 
 def build_self_signed_device_certificate(
@@ -196,7 +254,7 @@ def build_self_signed_device_certificate(
         registration_id, key.public_key(), _name(registration_id), serial=serial, now=now, days=days
     )
     builder = _leaf_extensions(builder, key.public_key(), [ExtendedKeyUsageOID.CLIENT_AUTH])
-    return builder.sign(key, _signature_hash(key))
+    return builder.sign(key, signature_hash(key))
 
 
 def build_verification_certificate(
@@ -213,7 +271,7 @@ def build_verification_certificate(
         verification_code, public_key, issuer.certificate.subject, serial=serial, now=now, days=days
     )
     builder = _with_authority(_leaf_extensions(builder, public_key, []), issuer)
-    return builder.sign(issuer.key, _signature_hash(issuer.key))
+    return builder.sign(issuer.key, signature_hash(issuer.key))
 
 
 def build_server_certificate(
@@ -241,4 +299,4 @@ def build_server_certificate(
     builder = _with_authority(
         builder.add_extension(x509.SubjectAlternativeName(names), critical=False), issuer
     )
-    return builder.sign(issuer.key, _signature_hash(issuer.key))
+    return builder.sign(issuer.key, signature_hash(issuer.key))
