@@ -101,6 +101,7 @@ from devprov.storage.file import (
     make_private_directory,
     write_atomically,
 )
+from devprov.storage.issuing_key import FileIssuingKeyStore
 from devprov.storage.password import Argon2idHasher
 from devprov.storage.repository import SqlUnitOfWork
 
@@ -551,7 +552,14 @@ def _wire(
         admin_token_sha256=token_hash,
         enrollments=EnrollmentService(uow, utc_now, secrets.token_bytes),
         registration_states=RegistrationStates(uow, utc_now),
-        devices=DeviceRegistration(uow, utc_now, secrets.token_bytes, refusals, metrics),
+        devices=DeviceRegistration(
+            uow,
+            utc_now,
+            secrets.token_bytes,
+            refusals,
+            metrics,
+            issuing_keys=FileIssuingKeyStore(data.root),
+        ),
         webhook=HttpAllocationWebhook(allowed=webhook_allow),
         hubs=HubDirectory(uow, utc_now),
         access=ServiceAccess(uow, utc_now),
