@@ -9,6 +9,10 @@ proof-of-possession) or roll up, within the chain the device presents, to a veri
 (docs/attestation.md#how-devprov-applies-these-rules). A self-signed device certificate of an
 individual enrollment is its own anchor.
 
+Renewal (docs/operational-certificates.md#renewal): a leaf that is an operational certificate
+devprov issued is checked by service.renewal instead, and attests as its registration's
+enrollment.
+
 Symmetric key (docs/dps-wire.md#device-sas-tokens): the SAS token is checked against the individual
 enrollment's keys, or else against the keys derived from each symmetric-key group's keys; the first
 group whose derived key verifies the signature governs the device.
@@ -56,6 +60,7 @@ from devprov.service.attestation_error import (
 )
 from devprov.service.model import CertificateRecord, Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
+from devprov.service.renewal import attest_renewal
 from devprov.service.trust import TrustView, uncached_view
 
 
@@ -157,6 +162,19 @@ def _attest_x509(
     except DevprovError as exc:
         raise DeviceAttestationError(exc.message, ID_MISMATCH) from exc
     leaf_sha = sha256_hex(chain_der[0])
+    # An operational certificate devprov issued renews under its own rules (service.renewal),
+    # before the enrollments are asked: it is in no enrollment and chains to no registry CA.
+    # Only a service with credential policies can have issued one.
+    issued = uow.issued.by_sha256(service, leaf_sha) if trust.credential_policies() else None
+    if issued is not None:
+        renewal = attest_renewal(uow, trust, service, registration_id, chain, issued, now=now)
+        return Attested(
+            renewal.enrollment,
+            AttestationMethod.X509,
+            summarize(leaf),
+            _ca_summary(renewal.issuing_ca),
+            leaf_sha,
+        )
     individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
     registry = trust.registry()
     if individual is not None:

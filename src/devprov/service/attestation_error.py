@@ -1,5 +1,8 @@
 """Why a device could not be attested: the reasons counted by the attestation-failure metric and
-the errors device attestation raises (service.attestation).
+the errors device attestation raises (service.attestation, service.renewal).
+
+Kept apart from service.attestation so that the renewal of an operational certificate
+(service.renewal), which attestation calls, raises the same errors.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ NO_ENROLLMENT = "no_enrollment"  # no enrollment governs the device
 WRONG_ATTESTATION = "wrong_attestation"  # the enrollment uses the other attestation type
 UNKNOWN_CERTIFICATE = "unknown_certificate"  # not the enrolled (or registering) certificate
 UNTRUSTED_CHAIN = "untrusted_chain"  # does not validate to a verified CA certificate
-EXPIRED = "expired"  # a SAS token past its expiry
+EXPIRED = "expired"  # a SAS token past its expiry, an operational certificate past its validity
 BAD_SIGNATURE = "bad_signature"  # no enrolled key signed the SAS token
 INVALID_REGISTRATION_ID = "invalid_registration_id"  # not an id DPS accepts
+REVOKED = "revoked_certificate"  # an operational certificate an operator revoked
 ATTESTATION_FAILURE_REASONS = (
     NO_CREDENTIALS,
     MALFORMED_CREDENTIALS,
@@ -29,6 +33,7 @@ ATTESTATION_FAILURE_REASONS = (
     EXPIRED,
     BAD_SIGNATURE,
     INVALID_REGISTRATION_ID,
+    REVOKED,
 )
 
 
@@ -55,3 +60,19 @@ class DeviceSasError(AuthenticationError):
     def __init__(self, message: str, reason: str = BAD_SIGNATURE) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class OperationalCertificateRevokedError(DeviceAttestationError):
+    """A device presented an operational certificate that an operator revoked; it registers with
+    its onboarding credential instead (docs/operational-certificates.md#renewal)."""
+
+    code = "OperationalCertificateRevoked"
+    number = 401680
+
+    # What the device is told (service.device_answer.device_message): unlike other attestation
+    # failures it names the cause, which only the holder of the certificate's key can learn
+    # (the TLS handshake proved it) and which tells it what to do.
+    device_message = "Operational certificate revoked; register with the onboarding credential"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, REVOKED)

@@ -22,7 +22,10 @@ from devprov.core.error import (
     MalformedRequestError,
 )
 from devprov.core.registration import RegistrationState, device_error
-from devprov.service.attestation_error import DeviceAttestationError
+from devprov.service.attestation_error import (
+    DeviceAttestationError,
+    OperationalCertificateRevokedError,
+)
 from devprov.service.model import Operation
 
 # The poll delay devprov suggests when it answers a register "assigning" (devprov serve
@@ -162,6 +165,8 @@ def retry_after_of(error: DevprovError) -> int | None:
 def device_message(error: DevprovError) -> str:
     """What a device is told: DPS's generic words for a failed authentication (the precise
     reason goes to the log and the audit trail), the precise message otherwise."""
+    if isinstance(error, OperationalCertificateRevokedError):
+        return error.device_message
     if isinstance(error, DeviceAttestationError):
         return "Invalid certificate"
     if isinstance(error, AuthenticationError):
