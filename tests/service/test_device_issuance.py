@@ -22,11 +22,12 @@ from devprov.core.csr import (
     MalformedCsrError,
 )
 from devprov.core.error import DevprovError
-from devprov.core.registration import RegistrationStatus
+from devprov.core.registration import ISSUANCE_FAILURES, RegistrationStatus
 from devprov.core.sas import derive_device_key
 from devprov.service.attestation import Credentials
 from devprov.service.device import RegistrationOutcome, WebhookCall
-from devprov.service.device_issuance import CredentialPolicyMissingError
+from devprov.service.device_answer import operation_status_body
+from devprov.service.device_issuance import CertificateIssuanceError, CredentialPolicyMissingError
 from devprov.storage.issuing_key import FileIssuingKeyStore, IssuingKeyMissingError
 from tests import factory as f
 from tests import operational as op
@@ -300,6 +301,12 @@ def test_a_missing_issuing_key_fails_the_registration(world: World, policy, engi
     assert outcome.operation.status == "failed" and outcome.issued_chain == ()
     assert outcome.state is not None and outcome.state.status is RegistrationStatus.FAILED
     assert outcome.operation.error_code == IssuingKeyMissingError.number
+    assert "is missing" in (outcome.operation.error_message or "")  # the operator's reason
+    shown = operation_status_body(outcome.operation, outcome.state)["registrationState"]
+    assert (shown["errorCode"], shown["errorMessage"]) == (
+        404620,
+        "The operational certificate could not be issued",
+    )
     assert counts(engine)[2] == 0
 
 
@@ -350,3 +357,8 @@ def test_the_csr_travels_with_a_held_registration(world: World, policy) -> None:
     )
     assert polled.operation.status == "assigned"
     assert polled.issued_chain == outcome.issued_chain
+
+
+def test_the_issuance_failures_a_device_is_told_generically_are_these_errors() -> None:
+    """core.registration keeps the numbers (core imports neither storage nor service)."""
+    assert {IssuingKeyMissingError.number, CertificateIssuanceError.number} == ISSUANCE_FAILURES
