@@ -26,8 +26,10 @@ from devprov.service.attestation_error import (
 )
 from devprov.service.device import RegistrationOutcome
 from devprov.service.device_answer import device_message, status_of
+from devprov.service.hub_identity import DeviceAuthKind
 from tests import factory as f
 from tests import operational as op
+from tests.service.test_device_hub import HUB_K, link, pinned
 from tests.service.test_device_issuance import POLICY, counts, key_group, key_individual, x509_group
 from tests.service.world import KEY, World
 
@@ -95,9 +97,16 @@ def test_a_device_renews_with_its_operational_certificate(
     state = renewed.state
     assert state is not None
     assert (state.enrollment_kind, state.enrollment_id) == (kind, enrollment)
-    assert state.method is AttestationMethod.X509  # what the device authenticated with
-    assert state.signing_certificate is not None
-    assert state.signing_certificate.subject_name == f"CN={POLICY} Issuing CA"
+    # The registration keeps its enrollment's attestation type; an X.509 one shows the
+    # operational certificate and the CA that issued it.
+    if onboard is onboard_x509:
+        assert state.method is AttestationMethod.X509
+        assert state.certificate is not None and state.certificate.subject_name == "CN=dev-1"
+        assert state.signing_certificate is not None
+        assert state.signing_certificate.subject_name == f"CN={POLICY} Issuing CA"
+    else:
+        assert state.method is AttestationMethod.SYMMETRIC_KEY
+        assert state.certificate is None and state.signing_certificate is None
     with world.uow(read_only=True) as uow:
         old = uow.issued.for_operation("default", first.operation.id)
         new = uow.issued.for_operation("default", renewed.operation.id)
@@ -276,3 +285,37 @@ def test_a_chain_that_does_not_validate_to_the_policy_ca_is_refused(world: World
     with pytest.raises(DeviceAttestationError, match="does not validate to the CA"):
         renew(world, "sensor-1", first)
     assert last_failure(world) == UNTRUSTED_CHAIN
+
+
+@pytest.mark.parametrize("individual", [False, True], ids=["group", "individual"])
+def test_a_renewal_keeps_a_symmetric_key_devices_identity_in_its_hub(
+    world: World, policy, individual: bool
+) -> None:
+    """A hub of a kind other than none is asked for the same identity, with the device's keys,
+    whether the device registers with its token or renews with its operational certificate."""
+    link(world)
+    if individual:
+        world.individual(
+            "sensor-1",
+            {
+                "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": KEY}},
+                "credentialPolicyName": POLICY,
+                **pinned(),
+            },
+        )
+        credentials = world.token("sensor-1", KEY)
+    else:
+        world.group(
+            "keys",
+            type="symmetricKey",
+            symmetricKey={"primaryKey": KEY},
+            extra={"credentialPolicyName": POLICY, **pinned()},
+        )
+        credentials = world.token("sensor-1", derive_device_key(KEY, "sensor-1"))
+    first = issue(world, "sensor-1", credentials)
+    renewed = renew(world, "sensor-1", first)
+    assert renewed.issued_chain and renewed.state is not None
+    assert renewed.state.assigned_hub == HUB_K
+    onboarding, renewal = (call.identity for call in world.hub_calls.of("put"))
+    assert renewal.authentication == onboarding.authentication
+    assert renewal.authentication.kind is DeviceAuthKind.SAS

@@ -168,8 +168,13 @@ def _attest_x509(
     issued = uow.issued.by_sha256(service, leaf_sha) if trust.credential_policies() else None
     if issued is not None:
         renewal = attest_renewal(uow, trust, service, registration_id, chain, issued, now=now)
+        enrollment = renewal.enrollment
+        if enrollment.attestation.type is AttestationType.SYMMETRIC_KEY:
+            # The registration keeps its enrollment's attestation, and so the device's identity
+            # in its hub keeps its keys; the leaf's thumbprint recognises the device's polls.
+            return Attested(enrollment, AttestationMethod.SYMMETRIC_KEY, leaf_sha256=leaf_sha)
         return Attested(
-            renewal.enrollment,
+            enrollment,
             AttestationMethod.X509,
             summarize(leaf),
             _ca_summary(renewal.issuing_ca),
