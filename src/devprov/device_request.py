@@ -33,7 +33,7 @@ from devprov.service.device_answer import (
     error_body,
     operation_status_body,
     register_answer,
-    registration_payload,
+    registration_request,
     retry_after_of,
     status_of,
 )
@@ -136,19 +136,24 @@ class DeviceRequests:
 
         async def work(origin: Origin) -> Outcome:
             document = parse_json(body) if body.strip() else None
-            custom = registration_payload(document, device.registration_id)
+            asked = registration_request(document, device.registration_id)
             result = await self._use_case(
                 self._c.devices.register,
                 device.scope,
                 device.registration_id,
                 device.credentials,
-                custom,
+                asked.payload,
                 force=force,
                 origin=origin,
+                csr=asked.csr,
             )
             outcome = await self._c.decide(result, worker=asyncio.to_thread)
-            always_poll = self._c.always_poll
-            return register_answer(outcome.operation, outcome.state, always_poll=always_poll)
+            return register_answer(
+                outcome.operation,
+                outcome.state,
+                always_poll=self._c.always_poll,
+                chain=outcome.issued_chain,
+            )
 
         return await self.answer("register", request, device.registration_id, work)
 
@@ -164,7 +169,7 @@ class DeviceRequests:
                 device.credentials,
                 origin=origin,
             )
-            body = operation_status_body(outcome.operation, outcome.state)
+            body = operation_status_body(outcome.operation, outcome.state, outcome.issued_chain)
             return (202 if outcome.operation.status == "assigning" else 200), body
 
         return await self.answer("operationStatus", request, device.registration_id, work)

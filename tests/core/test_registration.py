@@ -186,6 +186,16 @@ GENERIC = (400207, "Custom allocation failed")
             (400304, "the webhook chose 'x'"), (400304, "the webhook chose 'x'"), id="kept/answer"
         ),
         pytest.param((None, None), (None, None), id="kept/no-error"),
+        pytest.param(
+            (404620, "the issuing key of credential policy 'ops' is missing (/srv/data/...)"),
+            (404620, "The operational certificate could not be issued"),
+            id="issuing-key-missing",
+        ),
+        pytest.param(
+            (500680, "credential policy 'ops' cannot issue: the issuing CA is valid from ..."),
+            (500680, "The operational certificate could not be issued"),
+            id="issuing-ca-cannot-sign",
+        ),
     ],
 )
 def test_device_error(stored: tuple[int | None, str | None], shown: tuple[int, str]) -> None:

@@ -11,10 +11,10 @@ from tests.service.world import World
 
 
 @pytest.fixture
-def world(uow, clock, directory) -> World:
+def world(uow, clock, directory, tmp_path) -> World:
     directory.create("default")
     clock.now = f.NOW + timedelta(hours=1)
-    return World(uow, clock, directory)
+    return World(uow, clock, directory, tmp_path / "data")
 
 
 @pytest.fixture

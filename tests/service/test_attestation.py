@@ -14,7 +14,8 @@ import pytest
 from cryptography.x509 import DNSName
 
 from devprov.core.registration import RegistrationStatus
-from devprov.service.attestation import Credentials, DeviceAttestationError
+from devprov.service.attestation import Credentials
+from devprov.service.attestation_error import DeviceAttestationError
 from tests import factory as f
 from tests.core import chain_factory as cf
 from tests.core.wording import assert_plain_words

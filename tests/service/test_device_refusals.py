@@ -14,7 +14,8 @@ from sqlalchemy import Engine, text
 from devprov.core.error import DevprovError, StorageUnavailableError
 from devprov.core.refusal_limit import RECORDED_PER_INTERVAL, REFUSAL_INTERVAL
 from devprov.core.sas import derive_device_key
-from devprov.service.attestation import Credentials, DeviceAttestationError, DeviceSasError
+from devprov.service.attestation import Credentials
+from devprov.service.attestation_error import DeviceAttestationError, DeviceSasError
 from devprov.service.device import DeviceRegistration
 from devprov.service.model import AuditEvent, Outcome
 from devprov.service.refusal_log import Origin

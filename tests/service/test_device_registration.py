@@ -12,7 +12,8 @@ from devprov.core.error import DevprovError
 from devprov.core.issuance import build_self_signed_device_certificate
 from devprov.core.registration import RegistrationStatus, Substatus
 from devprov.core.sas import derive_device_key
-from devprov.service.attestation import Credentials, DeviceAttestationError, DeviceSasError
+from devprov.service.attestation import Credentials
+from devprov.service.attestation_error import DeviceAttestationError, DeviceSasError
 from tests import factory as f
 from tests.service.world import KEY, chain
 

@@ -10,7 +10,8 @@ import pytest
 
 from devprov.core.error import DevprovError
 from devprov.core.sas import derive_device_key
-from devprov.service.attestation import ATTESTATION_FAILURE_REASONS, Credentials
+from devprov.service.attestation import Credentials
+from devprov.service.attestation_error import ATTESTATION_FAILURE_REASONS
 from devprov.service.refusal_log import Origin
 from tests import factory as f
 from tests.service.world import KEY, World, chain

@@ -8,7 +8,7 @@ import pytest
 
 from devprov.core.enrollment import EnrollmentKind
 from devprov.core.registration import RegistrationStatus
-from devprov.service.attestation import DeviceAttestationError
+from devprov.service.attestation_error import DeviceAttestationError
 from devprov.service.model import ProvisioningService
 from devprov.service.trust import TrustCache
 from tests import factory as f

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from devprov.core.enrollment import EnrollmentKind
@@ -18,6 +19,7 @@ from devprov.service.enrollment import EnrollmentService
 from devprov.service.hub import HubDirectory
 from devprov.service.model import Outcome
 from devprov.service.registry import CertificateRegistry
+from devprov.storage.issuing_key import FileIssuingKeyStore
 from tests import factory as f
 from tests.hubs import RecordingHubs
 
@@ -57,7 +59,10 @@ class CountedMetrics:
 
 
 class World:
-    def __init__(self, uow, clock, directory) -> None:
+    def __init__(self, uow, clock, directory, data_root: Path | None = None) -> None:
+        """``data_root``: where the credential policies' issuing keys are kept (none without)."""
+        self.uow = uow
+        self.data_root = data_root
         self.clock = clock
         self.service = directory.get("default")
         self.metrics = CountedMetrics()
@@ -66,7 +71,13 @@ class World:
         self.hubs = HubDirectory(uow, clock)
         self.webhook = FakeWebhook()
         self.hub_calls = RecordingHubs()
-        self.devices = DeviceRegistration(uow, clock, secrets.token_bytes, metrics=self.metrics)
+        self.devices = DeviceRegistration(
+            uow,
+            clock,
+            secrets.token_bytes,
+            metrics=self.metrics,
+            issuing_keys=FileIssuingKeyStore(data_root) if data_root is not None else None,
+        )
         self.audit = AuditTrail(uow)
         self.hubs.add("default", "hub-a.azure-devices.net", actor="test")
 
@@ -107,7 +118,9 @@ class World:
             actor="t",
         )
 
-    def register(self, rid: str, credentials: Credentials, payload=None, *, force=False):
+    def register(self, rid: str, credentials: Credentials, payload=None, *, force=False, csr=None):
+        """Register ``rid`` to its outcome (webhook and hub calls made here); ``csr`` is the
+        register body's."""
         return self.devices.register_with(
             self.webhook,
             self.service.id_scope,
@@ -116,6 +129,7 @@ class World:
             payload,
             force=force,
             hubs=self.hub_calls,
+            csr=csr,
         )
 
     def epoch(self) -> int:

@@ -106,16 +106,27 @@ _WEBHOOK_FAILURES = frozenset({WebhookFailedError.number, WebhookDestinationRefu
 HUB_FAILURES = frozenset({503110, 503111})
 HUB_FAILED_MESSAGE = "The device could not be created in its IoT hub"
 
+# An operational certificate that could not be issued: the credential policy's key file is
+# missing (404620) or its CA cannot sign (500680), the numbers of storage.issuing_key's and
+# service.device_issuance's errors. The device is told the number and that issuing failed; the
+# key file's path and the CA's dates are the operator's
+# (docs/operational-certificates.md#the-registration).
+ISSUANCE_FAILURES = frozenset({404620, 500680})
+ISSUANCE_FAILED_MESSAGE = "The operational certificate could not be issued"
+
 
 def device_error(
     error_code: int | None, error_message: str | None
 ) -> tuple[int | None, str | None]:
     """The errorCode and errorMessage a device is shown for a failed registration: DPS's generic
-    answer where the stored reason is the operator's (a webhook failure), else the stored ones."""
+    answer where the stored reason is the operator's (a webhook, a hub or the issuing of a
+    certificate failed), else the stored ones."""
     if error_code in _WEBHOOK_FAILURES:
         return CUSTOM_ALLOCATION_FAILED, CUSTOM_ALLOCATION_FAILED_MESSAGE
     if error_code in HUB_FAILURES:
         return error_code, HUB_FAILED_MESSAGE
+    if error_code in ISSUANCE_FAILURES:
+        return error_code, ISSUANCE_FAILED_MESSAGE
     return error_code, error_message
 
 

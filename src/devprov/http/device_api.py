@@ -11,8 +11,7 @@ reaches once: from the use case for what it refuses, from here for the rest.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,7 +30,8 @@ from devprov.service.device_answer import (
     device_message,
     operation_status_body,
     register_answer,
-    registration_payload,
+    registration_request,
+    status_lookup_request,
 )
 from devprov.service.refusal_log import Origin, Refusal
 
@@ -42,13 +42,10 @@ def credentials(request: Request) -> Credentials:
     return Credentials(chain_der=chain, authorization=request.headers.get("authorization"))
 
 
-async def _registration_body(request: Request) -> Mapping[str, Any] | None:
-    body = await read_json(request, required=False)
-    return registration_payload(body, request.path_params["rid"])
-
-
 async def register(request: Request, c: Container, origin: Origin) -> Response:
-    payload = await _registration_body(request)
+    asked = registration_request(
+        await read_json(request, required=False), request.path_params["rid"]
+    )
     force = request.query_params.get("forceRegistration", "").lower() == "true"
     result = await run_use_case(
         c,
@@ -56,12 +53,15 @@ async def register(request: Request, c: Container, origin: Origin) -> Response:
         request.path_params["scope"],
         request.path_params["rid"],
         credentials(request),
-        payload,
+        asked.payload,
         force=force,
         origin=origin,
+        csr=asked.csr,
     )
     outcome = await c.decide(result, worker=run_in_threadpool)
-    status, body = register_answer(outcome.operation, outcome.state, always_poll=c.always_poll)
+    status, body = register_answer(
+        outcome.operation, outcome.state, always_poll=c.always_poll, chain=outcome.issued_chain
+    )
     if status != 202:
         return JSONResponse(body, status_code=status)
     return JSONResponse(
@@ -84,7 +84,7 @@ async def operation_status(request: Request, c: Container, origin: Origin) -> Re
         credentials(request),
         origin=origin,
     )
-    body = operation_status_body(outcome.operation, outcome.state)
+    body = operation_status_body(outcome.operation, outcome.state, outcome.issued_chain)
     if outcome.operation.status == "assigning":
         return JSONResponse(
             body, status_code=202, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -93,7 +93,7 @@ async def operation_status(request: Request, c: Container, origin: Origin) -> Re
 
 
 async def status_lookup(request: Request, c: Container, origin: Origin) -> Response:
-    await _registration_body(request)
+    status_lookup_request(await read_json(request, required=False), request.path_params["rid"])
     state = await run_use_case(
         c,
         c.devices.status_lookup,

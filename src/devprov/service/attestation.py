@@ -9,6 +9,10 @@ proof-of-possession) or roll up, within the chain the device presents, to a veri
 (docs/attestation.md#how-devprov-applies-these-rules). A self-signed device certificate of an
 individual enrollment is its own anchor.
 
+Renewal (docs/operational-certificates.md#renewal): a leaf that is an operational certificate
+devprov issued is checked by service.renewal instead, and attests as its registration's
+enrollment.
+
 Symmetric key (docs/dps-wire.md#device-sas-tokens): the SAS token is checked against the individual
 enrollment's keys, or else against the keys derived from each symmetric-key group's keys; the first
 group whose derived key verifies the signature governs the device.
@@ -29,9 +33,7 @@ from devprov.core.certificate import common_name, describe_certificate, parse_de
 from devprov.core.chain import issuer_path, validate_device_chain
 from devprov.core.enrollment import AttestationType, Enrollment, EnrollmentKind
 from devprov.core.error import (
-    AuthenticationError,
     DevprovError,
-    InvalidDeviceCertificateError,
     InvalidInputError,
     SasTokenExpiredError,
 )
@@ -44,59 +46,22 @@ from devprov.core.sas import (
     verify_sas_token,
     verify_sas_token_against,
 )
+from devprov.service.attestation_error import (
+    BAD_SIGNATURE,
+    EXPIRED,
+    ID_MISMATCH,
+    MALFORMED_CREDENTIALS,
+    NO_CREDENTIALS,
+    NO_ENROLLMENT,
+    UNKNOWN_CERTIFICATE,
+    WRONG_ATTESTATION,
+    DeviceAttestationError,
+    DeviceSasError,
+)
 from devprov.service.model import CertificateRecord, Operation, ProvisioningService
 from devprov.service.port import UnitOfWork
+from devprov.service.renewal import attest_renewal
 from devprov.service.trust import TrustView, uncached_view
-
-# Why attestation failed, in a word from a fixed set: the label of the attestation-failure metric
-# (docs/operations.md#metrics). Never client text: the message has the details.
-NO_CREDENTIALS = "no_credentials"  # neither a client certificate nor a SAS token
-MALFORMED_CREDENTIALS = "malformed_credentials"  # a chain or token that does not parse
-ID_MISMATCH = "registration_id_mismatch"  # the CN or the token's resource names another device
-NO_ENROLLMENT = "no_enrollment"  # no enrollment governs the device
-WRONG_ATTESTATION = "wrong_attestation"  # the enrollment uses the other attestation type
-UNKNOWN_CERTIFICATE = "unknown_certificate"  # not the enrolled (or registering) certificate
-UNTRUSTED_CHAIN = "untrusted_chain"  # does not validate to a verified CA certificate
-EXPIRED = "expired"  # a SAS token past its expiry
-BAD_SIGNATURE = "bad_signature"  # no enrolled key signed the SAS token
-INVALID_REGISTRATION_ID = "invalid_registration_id"  # not an id DPS accepts
-ATTESTATION_FAILURE_REASONS = (
-    NO_CREDENTIALS,
-    MALFORMED_CREDENTIALS,
-    ID_MISMATCH,
-    NO_ENROLLMENT,
-    WRONG_ATTESTATION,
-    UNKNOWN_CERTIFICATE,
-    UNTRUSTED_CHAIN,
-    EXPIRED,
-    BAD_SIGNATURE,
-    INVALID_REGISTRATION_ID,
-)
-
-
-class DeviceAttestationError(InvalidDeviceCertificateError):
-    """The device could not be attested. The message is for logs and the audit trail only; the
-    number is DPS's 401002, its answer to every failed X.509 attestation
-    (docs/attestation.md#errors-when-attestation-fails)."""
-
-    code = "DeviceAttestationFailed"
-
-    # ``reason``: one of ATTESTATION_FAILURE_REASONS, the label it is counted under.
-    def __init__(self, message: str, reason: str = UNTRUSTED_CHAIN) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class DeviceSasError(AuthenticationError):
-    """A symmetric-key device could not be attested; it inherits DPS's 401000 "Unauthorized"
-    (docs/dps-wire.md#error-codes-seen)."""
-
-    code = "DeviceUnauthorized"
-
-    # ``reason``: one of ATTESTATION_FAILURE_REASONS, the label it is counted under.
-    def __init__(self, message: str, reason: str = BAD_SIGNATURE) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def _token_reason(exc: DevprovError) -> str:
@@ -197,6 +162,24 @@ def _attest_x509(
     except DevprovError as exc:
         raise DeviceAttestationError(exc.message, ID_MISMATCH) from exc
     leaf_sha = sha256_hex(chain_der[0])
+    # An operational certificate devprov issued renews under its own rules (service.renewal),
+    # before the enrollments are asked: it is in no enrollment and chains to no registry CA.
+    # Only a service with credential policies can have issued one.
+    issued = uow.issued.by_sha256(service, leaf_sha) if trust.credential_policies() else None
+    if issued is not None:
+        renewal = attest_renewal(uow, trust, service, registration_id, chain, issued, now=now)
+        enrollment = renewal.enrollment
+        if enrollment.attestation.type is AttestationType.SYMMETRIC_KEY:
+            # The registration keeps its enrollment's attestation, and so the device's identity
+            # in its hub keeps its keys; the leaf's thumbprint recognises the device's polls.
+            return Attested(enrollment, AttestationMethod.SYMMETRIC_KEY, leaf_sha256=leaf_sha)
+        return Attested(
+            enrollment,
+            AttestationMethod.X509,
+            summarize(leaf),
+            _ca_summary(renewal.issuing_ca),
+            leaf_sha,
+        )
     individual = uow.enrollments.get(service, EnrollmentKind.INDIVIDUAL, registration_id)
     registry = trust.registry()
     if individual is not None:

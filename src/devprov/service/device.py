@@ -46,14 +46,21 @@ from devprov.core.registration import (
     is_abandoned,
 )
 from devprov.core.registration_id import shown_id, validate_registration_id
-from devprov.service.attestation import (
+from devprov.service.attestation import Attested, Credentials, attest, confirm_caller
+from devprov.service.attestation_error import (
     INVALID_REGISTRATION_ID,
-    Attested,
-    Credentials,
     DeviceAttestationError,
     DeviceSasError,
-    attest,
-    confirm_caller,
+)
+from devprov.service.device_issuance import (
+    CertificateIssuer,
+    IssuanceRequest,
+    Issued,
+    NoIssuingKeys,
+    ignored_note,
+    issued_chain,
+    prepare_issuance,
+    store_issued,
 )
 from devprov.service.hub_assignment import build_identity
 from devprov.service.hub_identity import (
@@ -65,6 +72,7 @@ from devprov.service.hub_identity import (
 from devprov.service.model import AuditEvent, Operation, Outcome, ProvisioningService
 from devprov.service.port import (
     Clock,
+    IssuingKeyStore,
     Metrics,
     NoMetrics,
     RandomBytes,
@@ -99,6 +107,10 @@ class _Context:
     # The operation stored ``assigning`` while the call is made (``hold``): the outcome is
     # written to it, under its id, rather than to a new operation.
     operation_id: str | None = None
+    # The register's CSR, checked, and its policy: a certificate is issued if it is assigned
+    # (service.device_issuance). ``csr_ignored``: it sent one its enrollment has no policy for.
+    issuance: IssuanceRequest | None = None
+    csr_ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,10 +159,12 @@ class OperationNotFoundError(NotFoundError):
 
 @dataclass(frozen=True)
 class RegistrationOutcome:
-    """An operation and the registration state it produced (None when attestation failed)."""
+    """An operation and the registration state it produced (None when attestation failed), and
+    the operational certificate chain it issued (base64 DER, leaf first; empty when none)."""
 
     operation: Operation
     state: RegistrationState | None
+    issued_chain: tuple[str, ...] = ()
 
 
 @dataclass
@@ -190,6 +204,7 @@ class DeviceRegistration:
         refusals: RefusalLog | None = None,
         metrics: Metrics | None = None,
         trust: TrustCache | None = None,
+        issuing_keys: IssuingKeyStore | None = None,
     ) -> None:
         self._uow = uow
         # What devices are checked against, read once per trust revision (service.trust).
@@ -198,6 +213,9 @@ class DeviceRegistration:
         self._random = random_bytes
         self._refusals = refusals or RefusalLog(uow, clock, RefusalWindows())
         self._metrics: Metrics = metrics or NoMetrics()
+        # Signs operational certificates with the credential policies' keys (bootstrap gives
+        # the data directory's; without them, a registration that asks for one fails).
+        self._issuer = CertificateIssuer(issuing_keys or NoIssuingKeys(), random_bytes)
 
     def _refused(self, attempt: _Attempt, error: DevprovError) -> None:
         """Log (and audit) a refusal once, and count a failed attestation by its reason."""
@@ -256,17 +274,22 @@ class DeviceRegistration:
         *,
         force: bool = False,
         origin: Origin | None = None,
+        csr: str | None = None,
     ) -> RegistrationOutcome | WebhookCall | HubCall:
         """Attest, allocate and record a registration. A custom allocation returns a
         :class:`WebhookCall`, an assignment to a hub of a kind other than none a
-        :class:`HubCall`, for the caller to complete (service.device_pending)."""
+        :class:`HubCall`, for the caller to complete (service.device_pending). ``csr`` is the
+        register body's certificate signing request (base64 DER), for an operational
+        certificate (docs/operational-certificates.md#the-wire)."""
         attempt = _Attempt("register", registration_id, origin)
         try:
             # Run again from the read when the device registered through another instance
             # between this call's read and its write: the second run decides against that
             # registration, as if the two had come one after the other (service.retry).
             result = run_retrying(
-                lambda: self._register(attempt, id_scope, credentials, payload, force=force)
+                lambda: self._register(
+                    attempt, id_scope, credentials, payload, force=force, csr=csr
+                )
             )
         except DevprovError as exc:
             self._refused(attempt, exc)
@@ -283,6 +306,7 @@ class DeviceRegistration:
         payload: Mapping[str, Any] | None,
         *,
         force: bool,
+        csr: str | None,
     ) -> RegistrationOutcome | WebhookCall | HubCall:
         now = self._clock()
         registration_id = attempt.registration_id
@@ -300,18 +324,32 @@ class DeviceRegistration:
                 now=now,
                 trust=trust,
             )
+            # A CSR is checked before anything is decided or written: a refused one leaves no
+            # trace but the refusal log (docs/operational-certificates.md#the-registration).
+            issuance = None
+            if csr is not None:
+                issuance = prepare_issuance(
+                    uow, service.name, registration_id, attested.enrollment, csr
+                )
             existing = uow.registrations.get(service.name, registration_id)
             records = trust.hubs()
         hubs = [LinkedHub(h.host_name, h.weight, h.apply_allocation_policy) for h in records]
         connections = {h.host_name: h.connection for h in records if h.connection is not None}
         fresh = self._fresh(service, registration_id, attested, existing)
         context = _Context(
-            service, fresh, existing, attested, tuple(hubs), force, attempt.protocol, connections
+            service,
+            fresh,
+            existing,
+            attested,
+            tuple(hubs),
+            force,
+            attempt.protocol,
+            connections,
+            issuance=issuance,
+            csr_ignored=csr is not None and issuance is None,
         )
         if not attested.enrollment.enabled:
-            return self._finish(
-                service, fresh, existing, attested, status=RegistrationStatus.DISABLED
-            )
+            return self._finish(context, fresh, status=RegistrationStatus.DISABLED)
         enrollment = attested.enrollment
         policy = enrollment.allocation_policy or AllocationPolicyName.HASHED
         if policy is AllocationPolicyName.CUSTOM and enrollment.custom_allocation is not None:
@@ -360,15 +398,7 @@ class DeviceRegistration:
             decided = call.decided
             if runs > 1:  # decided again against the state that won the race, in the same hub
                 decided = self._decide(context, call.hub.host_name, call.decided.payload)
-            return self._finish(
-                context.service,
-                decided,
-                context.existing,
-                context.attested,
-                status=RegistrationStatus.ASSIGNED,
-                story=str(result),
-                operation_id=context.operation_id,
-            )
+            return self._assigned(context, decided, story=str(result))
 
         return self._count(run_retrying(once), call.context.protocol)
 
@@ -423,10 +453,13 @@ class DeviceRegistration:
         *,
         force: bool = False,
         hubs: HubIdentities | None = None,
+        csr: str | None = None,
     ) -> RegistrationOutcome:
         """``register`` and, where needed, the webhook and hub calls, in the caller's thread
         (the CLI and tests; the device endpoints use service.device_pending)."""
-        result = self.register(id_scope, registration_id, credentials, payload, force=force)
+        result = self.register(
+            id_scope, registration_id, credentials, payload, force=force, csr=csr
+        )
         while not isinstance(result, RegistrationOutcome):
             answer: object
             try:
@@ -446,14 +479,7 @@ class DeviceRegistration:
 
     def _fail(self, context: _Context, error: DevprovError) -> RegistrationOutcome:
         failed = replace(context.fresh, error_code=error.number, error_message=error.message)
-        return self._finish(
-            context.service,
-            failed,
-            context.existing,
-            context.attested,
-            status=RegistrationStatus.FAILED,
-            operation_id=context.operation_id,
-        )
+        return self._finish(context, failed, status=RegistrationStatus.FAILED)
 
     def _assign(
         self, context: _Context, hub: str, payload: Mapping[str, Any] | None
@@ -466,13 +492,24 @@ class DeviceRegistration:
         if connection is not None:
             identity = build_identity(decided, context.attested.enrollment)
             return HubCall(connection, identity, decided, context)
+        return self._assigned(context, decided)
+
+    def _assigned(
+        self, context: _Context, decided: RegistrationState, *, story: str | None = None
+    ) -> RegistrationOutcome:
+        """Store an assignment, with the operational certificate its checked CSR asks for; a
+        certificate that cannot be issued (its policy's key file or CA unusable) fails the
+        registration instead, with that error."""
+        issued = None
+        if context.issuance is not None:
+            try:
+                issued = self._issuer.issue(
+                    context.issuance, decided.registration_id, now=self._clock()
+                )
+            except DevprovError as exc:
+                return self._fail(context, exc)
         return self._finish(
-            context.service,
-            decided,
-            context.existing,
-            context.attested,
-            status=RegistrationStatus.ASSIGNED,
-            operation_id=context.operation_id,
+            context, decided, status=RegistrationStatus.ASSIGNED, story=story, issued=issued
         )
 
     def _decide(
@@ -547,18 +584,19 @@ class DeviceRegistration:
 
     def _finish(
         self,
-        service: ProvisioningService,
+        context: _Context,
         state: RegistrationState,
-        existing: RegistrationState | None,
-        attested: Attested,
         *,
         status: RegistrationStatus,
         story: str | None = None,
-        operation_id: str | None = None,
+        issued: Issued | None = None,
     ) -> RegistrationOutcome:
-        """Store the decided state and its operation; ``story`` is what the hub did, told in
-        the same audit event as the assignment. With ``operation_id`` (stored ``assigning`` by
+        """Store the decided state and its operation, and ``issued``, the certificate issued
+        for it, in one transaction; ``story`` is what the hub did, told in the same audit event
+        as the assignment. With the context's ``operation_id`` (stored ``assigning`` by
         ``hold``) that operation is settled instead of a new one added."""
+        service, existing, attested = context.service, context.existing, context.attested
+        operation_id = context.operation_id
         now = self._clock()
         if status is not RegistrationStatus.ASSIGNED:
             # A first registration keeps one instant for created and updated, as DPS shows it.
@@ -576,7 +614,12 @@ class DeviceRegistration:
             error_code=state.error_code,
             error_message=state.error_message,
         )
-        outcome = _outcome(state, attested.enrollment) + (f"; {story}" if story else "")
+        notes = (
+            story,
+            issued.note if issued is not None else None,
+            ignored_note(attested.enrollment) if context.csr_ignored else None,
+        )
+        outcome = _outcome(state, attested.enrollment) + "".join(f"; {n}" for n in notes if n)
         with self._uow() as uow:
             if state is not existing:
                 try:
@@ -595,6 +638,8 @@ class DeviceRegistration:
                 uow.operations.add(operation)
             else:
                 uow.operations.settle(operation)
+            if issued is not None:
+                store_issued(uow, issued, operation_id=operation.id, at=now)
             uow.audit.record(
                 AuditEvent(
                     at=now,
@@ -616,7 +661,7 @@ class DeviceRegistration:
             service.name,
             outcome,
         )
-        return RegistrationOutcome(operation, state)
+        return RegistrationOutcome(operation, state, issued.chain if issued is not None else ())
 
     # --- poll and lookup ------------------------------------------------------------------
 
@@ -653,6 +698,9 @@ class DeviceRegistration:
                 )
             confirm_caller(uow, service, registration_id, operation, credentials, now=now)
             state = uow.registrations.get(service.name, registration_id)
+            chain: tuple[str, ...] = ()
+            if operation.status == RegistrationStatus.ASSIGNED.value:
+                chain = issued_chain(uow, service.name, operation.id)
         if is_abandoned(operation.status, operation.created_at, now=now):
             error = RegistrationAbandonedError(
                 "the registration was not decided: the server stopped before its custom "
@@ -664,7 +712,7 @@ class DeviceRegistration:
                 error_code=error.number,
                 error_message=error.message,
             )
-        return RegistrationOutcome(operation, state)
+        return RegistrationOutcome(operation, state, chain)
 
     def status_lookup(
         self,

@@ -7,7 +7,8 @@ body. Each transport frames them (a status line and headers; a topic) and nothin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,10 @@ from devprov.core.error import (
     MalformedRequestError,
 )
 from devprov.core.registration import RegistrationState, device_error
-from devprov.service.attestation import DeviceAttestationError
+from devprov.service.attestation_error import (
+    DeviceAttestationError,
+    OperationalCertificateRevokedError,
+)
 from devprov.service.model import Operation
 
 # The poll delay devprov suggests when it answers a register "assigning" (devprov serve
@@ -44,11 +48,30 @@ class TpmNotSupportedError(InvalidInputError):
     number = 400430
 
 
-def registration_payload(body: object, registration_id: str) -> Mapping[str, Any] | None:
-    """The custom ``payload`` of a DeviceRegistration body (None for none), once the body is
-    checked: an object, naming the same registration id if it names one, not asking for TPM."""
+class CsrInStatusLookupError(MalformedRequestError):
+    """A device registration status lookup carried a ``csr``, which DPS's specification makes a
+    bad request (docs/operational-certificates.md#the-wire)."""
+
+    code = "CsrNotAllowedInStatusLookup"
+    number = 400680
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    """What a DeviceRegistration body asks for, once checked: its custom ``payload`` and its
+    ``csr``, the PKCS#10 request for an operational certificate as base64 of its DER
+    (docs/operational-certificates.md#the-wire), both None when absent."""
+
+    payload: Mapping[str, Any] | None = None
+    csr: str | None = None
+
+
+def registration_request(body: object, registration_id: str) -> RegistrationRequest:
+    """The DeviceRegistration body of a register, checked: an object, naming the same
+    registration id if it names one, not asking for TPM; ``payload`` an object and ``csr`` a
+    string when present (its content is the use case's to check)."""
     if body is None:
-        return None
+        return RegistrationRequest()
     if not isinstance(body, dict):
         raise MalformedRequestError("the body must be a DeviceRegistration object")
     given = body.get("registrationId")
@@ -65,7 +88,23 @@ def registration_payload(body: object, registration_id: str) -> Mapping[str, Any
     payload = body.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise MalformedRequestError("'payload' must be a JSON object")
-    return payload
+    csr = body.get("csr")
+    if csr is not None and not isinstance(csr, str):
+        raise MalformedRequestError(
+            "'csr' must be a string: the PKCS#10 request as base64 of its DER"
+        )
+    return RegistrationRequest(payload, csr)
+
+
+def status_lookup_request(body: object, registration_id: str) -> None:
+    """Check the DeviceRegistration body of a status lookup as a register's, and refuse a
+    ``csr`` in it (a ``null`` one is taken as absent)."""
+    request = registration_request(body, registration_id)
+    if request.csr is not None:
+        raise CsrInStatusLookupError(
+            "a device registration status lookup must not carry 'csr'; send it with the "
+            "register (PUT .../register)"
+        )
 
 
 def assigning_body(operation: Operation) -> dict[str, Any]:
@@ -74,19 +113,28 @@ def assigning_body(operation: Operation) -> dict[str, Any]:
 
 
 def register_answer(
-    operation: Operation, state: RegistrationState | None, *, always_poll: bool
+    operation: Operation,
+    state: RegistrationState | None,
+    *,
+    always_poll: bool,
+    chain: Sequence[str] = (),
 ) -> tuple[int, dict[str, Any]]:
     """DPS's status and body for a register call: the decided RegistrationOperationStatus at
     once (200, ``operationId`` kept, so that a client that polls anyway reads the same answer),
     or 202 and the operation to poll while it is assigning, or always with ``always_poll``
-    (``devprov serve --always-poll``: DPS's own sequence, docs/dps-wire.md#one-round-trip)."""
+    (``devprov serve --always-poll``: DPS's own sequence, docs/dps-wire.md#one-round-trip).
+    ``chain`` is the operational certificate chain issued by the registration, if any."""
     if always_poll or operation.status == "assigning":
         return 202, assigning_body(operation)
-    return 200, operation_status_body(operation, state)
+    return 200, operation_status_body(operation, state, chain)
 
 
-def operation_status_body(operation: Operation, state: RegistrationState | None) -> dict[str, Any]:
-    """RegistrationOperationStatus: the operation, and once decided, the registration state."""
+def operation_status_body(
+    operation: Operation, state: RegistrationState | None, chain: Sequence[str] = ()
+) -> dict[str, Any]:
+    """RegistrationOperationStatus: the operation, and once decided, the registration state;
+    an ``assigned`` one carries ``chain``, the base64 DER certificates issued by this operation
+    (leaf first), as ``issuedCertificateChain`` (docs/operational-certificates.md#the-wire)."""
     body: dict[str, Any] = {"operationId": operation.id, "status": operation.status}
     if state is not None and operation.status != "assigning":
         result = document.registration_result(state)
@@ -97,6 +145,8 @@ def operation_status_body(operation: Operation, state: RegistrationState | None)
             result["errorCode"], result["errorMessage"] = device_error(
                 operation.error_code, operation.error_message
             )
+        if chain and operation.status == "assigned":
+            result["issuedCertificateChain"] = list(chain)
         body["registrationState"] = result
     return body
 
@@ -115,6 +165,8 @@ def retry_after_of(error: DevprovError) -> int | None:
 def device_message(error: DevprovError) -> str:
     """What a device is told: DPS's generic words for a failed authentication (the precise
     reason goes to the log and the audit trail), the precise message otherwise."""
+    if isinstance(error, OperationalCertificateRevokedError):
+        return error.device_message
     if isinstance(error, DeviceAttestationError):
         return "Invalid certificate"
     if isinstance(error, AuthenticationError):

@@ -1,7 +1,8 @@
 """What a registering device is checked against, read once per trust revision.
 
 Every registration needs the service's certificate registry, the enrollment groups its chain
-may name (or the symmetric-key groups) and the linked hubs. They change rarely, and the database
+may name (or the symmetric-key groups), the linked hubs, and, for a device that renews an
+operational certificate, the credential policies (service.renewal). They change rarely, and the database
 raises the service's ``trust_revision`` whenever one of them changes, by any instance and by any
 path (storage migration 0006, docs/storage.md#the-trust-revision). A :class:`TrustCache` keeps,
 per service, what requests read of them beside the revision they read it at, and a request whose
@@ -27,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from devprov.core.chain import DeviceChainValidator, ValidatedChain
+from devprov.core.credential_policy import CredentialPolicy
 from devprov.core.enrollment import Enrollment
 from devprov.service.model import CertificateRecord, HubRecord, ProvisioningService
 from devprov.service.port import UnitOfWork
@@ -52,6 +54,7 @@ class _Kept:
     registry: tuple[CertificateRecord, ...] | None = None
     symmetric_key_groups: tuple[Enrollment, ...] | None = None
     hubs: tuple[HubRecord, ...] | None = None
+    credential_policies: tuple[CredentialPolicy, ...] | None = None
     groups: dict[tuple[str, ...], tuple[tuple[str, Enrollment], ...]] = field(default_factory=dict)
     validators: dict[_Chain, DeviceChainValidator] = field(default_factory=dict)
     validated: dict[tuple[_Chain, _Chain], ValidatedChain] = field(default_factory=dict)
@@ -113,6 +116,14 @@ class TrustView:
         if self._kept.hubs is None:
             self._kept.hubs = tuple(self._uow.hubs.all(self._service))
         return self._kept.hubs
+
+    def credential_policies(self) -> tuple[CredentialPolicy, ...]:
+        """The service's credential policies (migration 0007 raises the revision when one
+        changes)."""
+        if self._kept.credential_policies is None:
+            policies = self._uow.credential_policies.all(self._service)
+            self._kept.credential_policies = tuple(policies)
+        return self._kept.credential_policies
 
     def validate(
         self,
