@@ -18,14 +18,12 @@ from devprov.core.credential_policy import IssuedCertificate
 from devprov.core.issuance import build_device_certificate
 from devprov.service.audit import AuditTrail
 from devprov.service.credential_policy import (
-    CRL_VALIDITY,
     CertificateAlreadyRevokedError,
     CredentialPolicies,
     CredentialPolicyNotFoundError,
-    InvalidSerialNumberError,
     IssuedCertificateNotFoundError,
-    parse_serial,
 )
+from devprov.service.revocation import CRL_VALIDITY, InvalidSerialNumberError, parse_serial
 from devprov.storage.issuing_key import FileIssuingKeyStore, IssuingKeyMissingError
 from tests import factory as f
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from devprov.core.credential_policy import InvalidCredentialPolicyError
 from devprov.core.error import InvalidInputError
 from devprov.core.issuance import MAX_SERIAL_BITS, build_intermediate_certificate
-from devprov.service.credential_policy import InvalidSerialNumberError, parse_serial
 from devprov.service.issuing_ca import (
     check_imported_ca,
     load_issuing_key,
@@ -23,6 +22,7 @@ from devprov.service.issuing_ca import (
 )
 from devprov.service.pki.ca import KeyType
 from devprov.service.pki.error import PathLengthExceededError
+from devprov.service.revocation import InvalidSerialNumberError, parse_serial
 from tests import factory as f
 
 ROOT = f.root("Parser Root")

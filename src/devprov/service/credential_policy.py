@@ -14,14 +14,8 @@ from __future__ import annotations
 
 import builtins
 import logging
-import re
 from dataclasses import dataclass, replace
-from datetime import timedelta
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from devprov.core.certificate import parse_certificates
 from devprov.core.credential_policy import (
     DEFAULT_VALIDITY_DAYS,
     CaOrigin,
@@ -31,17 +25,14 @@ from devprov.core.credential_policy import (
     validate_policy_name,
     validate_validity_days,
 )
-from devprov.core.csr import build_crl
 from devprov.core.error import (
     AlreadyExistsError,
     ConflictError,
-    InternalError,
     InvalidInputError,
     NotFoundError,
     ServiceNotFoundError,
 )
 from devprov.core.etag import ETAG_BYTES, build_etag
-from devprov.core.issuance import Issuer, authority_key_identifier
 from devprov.service.issuing_ca import (
     DEFAULT_KEY_TYPE,
     IssuingCa,
@@ -59,13 +50,9 @@ from devprov.service.port import (
     UnitOfWorkFactory,
 )
 from devprov.service.retry import retrying
+from devprov.service.revocation import build_policy_crl, parse_serial
 
 log = logging.getLogger("devprov.credential_policy")
-
-# A CRL's nextUpdate (RFC 5280 5.1.2.5): a day after it is made. devprov makes one whenever it is
-# asked, so a relying party that fetches daily always holds a current one; a day also bounds how
-# long a cached CRL can miss a revocation.
-CRL_VALIDITY = timedelta(days=1)
 
 # Where the server publishes a policy's CRL (DER, application/pkix-crl) and its CA chain (PEM),
 # without authentication: relying parties fetch them (docs/operational-certificates.md).
@@ -79,10 +66,6 @@ MAX_ISSUED_PAGE = 1000
 
 # RFC 5280 Appendix A.1: ub-organization-name and ub-organizational-unit-name are 64.
 MAX_SUBJECT_ATTRIBUTE_LENGTH = 64
-
-# A serial as operators copy it: hex digits, optionally in colon-separated pairs (as OpenSSL
-# prints them), in either case.
-_SERIAL = re.compile(r"[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*")
 
 
 class CredentialPolicyNotFoundError(NotFoundError):
@@ -113,13 +96,6 @@ class CertificateAlreadyRevokedError(ConflictError):
     number = 409622
 
 
-class InvalidSerialNumberError(InvalidInputError):
-    """A serial number is not hexadecimal (optionally in colon-separated pairs)."""
-
-    code = "InvalidSerialNumber"
-    number = 400628
-
-
 @dataclass(frozen=True)
 class PolicyProfile:
     """What a policy says of the certificates it issues (core.csr.IssuanceProfile)."""
@@ -145,16 +121,6 @@ def validate_profile(profile: PolicyProfile) -> PolicyProfile:
                 f"got {value!r}"
             )
     return profile
-
-
-def parse_serial(text: str) -> str:
-    """A serial as the stores keep it: upper-case hex without separators or leading zeros."""
-    compact = text.strip()
-    if not _SERIAL.fullmatch(compact):
-        raise InvalidSerialNumberError(
-            f"{text!r} is not a serial number: give its hexadecimal digits (colons allowed)"
-        )
-    return f"{int(compact.replace(':', ''), 16):X}"
 
 
 class CredentialPolicies:
@@ -336,32 +302,14 @@ class CredentialPolicies:
         return replace(found, revoked_at=now)
 
     def crl(self, service: str, policy: str) -> bytes:
-        """The policy's CRL, DER: every certificate its CA issued and an operator revoked,
-        numbered with the policy's CRL number, valid from now for CRL_VALIDITY."""
+        """The policy's CRL, DER (service.revocation.build_policy_crl), valid from now for
+        CRL_VALIDITY."""
         with self._uow(read_only=True) as uow:
             _require_service(uow, service)
             found = _policy(uow, service, policy)
             revoked = uow.issued.revoked(service, found.name)
         key = self._keys.load(service, found.name)
-        ca = parse_certificates(found.ca_chain_pem)[0]
-        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        if key.public_key().public_bytes(*spki) != ca.public_key().public_bytes(*spki):
-            raise InternalError(
-                f"the issuing key file of credential policy '{found.name}' does not belong to "
-                "its CA certificate; restore the policy's own key file"
-            )
-        issuer = Issuer(ca, key)
-        key_id = authority_key_identifier(issuer).key_identifier
-        entries = [
-            (int(c.serial, 16), c.revoked_at)
-            for c in revoked
-            if c.revoked_at is not None and _issued_by(c, ca, key_id)
-        ]
-        now = self._clock()
-        crl = build_crl(
-            issuer, entries, number=found.crl_number, now=now, next_update=now + CRL_VALIDITY
-        )
-        return crl.public_bytes(serialization.Encoding.DER)
+        return build_policy_crl(found, key, revoked, now=self._clock())
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -432,21 +380,6 @@ class CredentialPolicies:
                 registration_id=registration_id,
             )
         )
-
-
-def _issued_by(certificate: IssuedCertificate, ca: x509.Certificate, key_id: bytes | None) -> bool:
-    """True when ``ca`` (whose key identifier is ``key_id``) issued the certificate: by its
-    issuer name and its authorityKeyIdentifier (RFC 5280 4.2.1.1), no signature checked. A policy
-    deleted and created again under the same name has a new CA, whose CRL must not list what
-    the old one issued."""
-    leaf = x509.load_der_x509_certificate(certificate.certificate_der)
-    if leaf.issuer != ca.subject:
-        return False
-    try:
-        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return True
-    return aki.key_identifier is None or aki.key_identifier == key_id
 
 
 def _require_free(uow: UnitOfWork, service: str, name: str) -> None:
