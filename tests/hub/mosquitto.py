@@ -5,7 +5,8 @@ The broker runs as a child process with a configuration generated in a temporary
 
 - ``admin``: TLS, the dynamic-security admin logs in with a password (what devprov uses);
 - ``x509``: TLS with ``require_certificate`` and ``use_identity_as_username``, trusting the
-  test's device CA: an X.509 device is the client named by its certificate's CN;
+  test's device CA (and any CA a test adds, such as a credential policy's): an X.509 device is
+  the client named by its certificate's CN;
 - ``password``: plain MQTT, where a symmetric-key device logs in with its device ID and key.
 
 Its dynamic-security file is made by ``mosquitto_ctrl dynsec init``, as an operator would.
@@ -17,13 +18,14 @@ import getpass
 import os
 import queue
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -53,6 +55,7 @@ SKIP_REASON = f"{', '.join(MISSING)} not installed (make system-deps installs mo
 needs_mosquitto = pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)
 
 ADMIN = "admin"
+RELOADED = "Reloading config."  # what Mosquitto 2.0 logs on SIGHUP (src/loop.c)
 # Bounds on waiting for the broker and for a device's answers: failures, never measurements.
 WAIT = 15.0
 
@@ -89,6 +92,12 @@ class Broker:
     password_port: int
     admin_password: str
     server_ca: Path  # what the admin and the X.509 devices trust the broker's certificate by
+    pid: int = 0
+
+    @property
+    def device_cas(self) -> Path:
+        """The X.509 listener's ``cafile``."""
+        return self.directory / "device-ca.pem"
 
     def hub(self, **settings: str) -> HubConnection:
         """The hub devprov links for this broker, ``settings`` over the defaults."""
@@ -105,6 +114,17 @@ class Broker:
     def log(self) -> str:
         return (self.directory / "mosquitto.log").read_text(errors="replace")
 
+    def reload(self) -> None:
+        """SIGHUP, what ``systemctl reload mosquitto`` sends; returns once the broker has logged
+        that it reloaded (it handles the signal in its main loop, before the next connection)."""
+        before = self.log.count(RELOADED)
+        os.kill(self.pid, signal.SIGHUP)
+        deadline = time.monotonic() + WAIT
+        while self.log.count(RELOADED) == before:
+            if time.monotonic() > deadline:
+                pytest.fail(f"mosquitto did not reload: {self.log}")
+            time.sleep(0.05)
+
 
 def _write_pem(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
@@ -112,7 +132,10 @@ def _write_pem(path: Path, data: bytes) -> Path:
 
 
 @contextmanager
-def running_broker(directory: Path, device_ca: factory.Ca) -> Iterator[Broker]:
+def running_broker(
+    directory: Path, device_ca: factory.Ca, *, also_trusted: bytes = b""
+) -> Iterator[Broker]:
+    """The broker, its X.509 listener trusting ``device_ca`` and the PEM ``also_trusted``."""
     assert MOSQUITTO is not None and MOSQUITTO_CTRL is not None
     server_root = factory.root("Broker Test Root")
     server_key = factory.ec_key()
@@ -149,12 +172,13 @@ def running_broker(directory: Path, device_ca: factory.Ca) -> Iterator[Broker]:
             password=broker.password_port,
             server_cert=_write_pem(directory / "server.pem", factory.pem(server_cert)),
             server_key=_write_pem(directory / "server.key", key_pem),
-            device_ca=_write_pem(directory / "device-ca.pem", device_ca.pem),
+            device_ca=_write_pem(broker.device_cas, device_ca.pem + also_trusted),
         )
     )
     process = subprocess.Popen(
         [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    broker = replace(broker, pid=process.pid)
     try:
         _wait_for_ports(process, broker)
         yield broker
@@ -232,7 +256,12 @@ def x509_device(ca: factory.Ca, cn: str, directory: Path, server_ca: Path) -> De
     issued = factory.device(ca, cn)
     cert = _write_pem(directory / f"{cn}.pem", issued.pem)
     key = _write_pem(directory / f"{cn}.key", issued.key_pem())
-    device = Device(cn)
+    return certificate_device(cn, cert, key, server_ca)
+
+
+def certificate_device(client_id: str, cert: Path, key: Path, server_ca: Path) -> Device:
+    """A device that logs in with the certificate (and the chain after it) in ``cert``."""
+    device = Device(client_id)
     context = ssl.create_default_context(cafile=str(server_ca))
     context.load_cert_chain(str(cert), str(key))
     device.client.tls_set_context(context)
@@ -243,3 +272,31 @@ def password_device(device_id: str, password: str) -> Device:
     device = Device(device_id)
     device.client.username_pw_set(device_id, password)
     return device
+
+
+def certificate_login(
+    port: int, cert: Path, key: Path, server_ca: Path, client_id: str
+) -> int | str:
+    """One MQTT 3.1.1 CONNECT over TLS presenting ``cert``, on a raw socket: the CONNACK's return
+    code when the broker accepts the certificate, else the TLS error that ended the connection.
+
+    A paho client cannot tell the two apart in one place: under TLS 1.3 the broker's verdict on
+    a client certificate arrives after the client's handshake is done, on paho's network thread.
+    """
+    context = ssl.create_default_context(cafile=str(server_ca))
+    context.load_cert_chain(str(cert), str(key))
+    name = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x1e"  # MQTT 3.1.1, clean session, keep-alive 30 s
+    payload = len(name).to_bytes(2, "big") + name
+    connect = bytes([0x10, len(variable) + len(payload)]) + variable + payload
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(connect)
+                connack = tls.recv(4)
+        except (ssl.SSLError, ConnectionError) as exc:
+            return str(exc)
+    if len(connack) < 4:
+        return f"connection closed after {connack!r}"
+    assert connack[:2] == b"\x20\x02", connack
+    return connack[3]

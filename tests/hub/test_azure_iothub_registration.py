@@ -3,7 +3,9 @@ server (HTTPS and MQTT) with a hub of kind azure-iothub linked through the CLI, 
 (devprov.hub.azure_iothub), and the local registry that holds Microsoft's SDK to its recorded
 requests (tests/hub/registry_contract.py). Each attestation type creates the identity it should,
 the initial twin is applied, a re-registration updates the identity, and a hub answering 401 or
-500 fails the registration in DPS's shape until a retry completes it."""
+500 fails the registration in DPS's shape until a retry completes it. A symmetric-key device that
+sends a CSR to an enrollment with a credential policy gets an operational certificate and a
+CA-signed identity (docs/hubs.md#identities); registering again without one, its keys again."""
 
 from __future__ import annotations
 
@@ -16,12 +18,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from devprov.cli.main import main
+from devprov.core.enrollment import EnrollmentKind
 from devprov.core.sas import derive_device_key
+from devprov.service.port import UnitOfWork
+from devprov.storage.repository import SqlUnitOfWork
+from tests import operational as op
 from tests.hub.registry_contract import HUB_NAME, RegistryContract, registry_contract
 from tests.mqtt.conftest import LocalServer, start_local_server, stop_local_server
-from tests.registering import group_key, key_over_https, key_over_mqtt, x509_over_https
+from tests.mqtt.test_dps import sas_password
+from tests.registering import (
+    csr_over_https,
+    csr_over_mqtt,
+    endpoint_of,
+    group_key,
+    key_over_https,
+    key_over_mqtt,
+    x509_over_https,
+)
 
 GROUP = "key-group"
+CSR_GROUP = "csr-keys"  # a symmetric-key group naming credential policy POLICY
+POLICY = "ops"
 TWIN = {"tags": {"site": "north"}, "properties": {"desired": {"interval": 30}}}
 
 
@@ -91,6 +108,23 @@ def world(
                     str(pki / "solo" / "solo-device.pem"),
                 )
                 == 0
+            )
+
+            def uow(*, read_only: bool = False) -> UnitOfWork:
+                return SqlUnitOfWork(server.container.engine, read_only=read_only)
+
+            op.add_policy(uow, root / "data", POLICY)
+            server.container.enrollments.create_or_update(
+                "default",
+                EnrollmentKind.GROUP,
+                CSR_GROUP,
+                {
+                    "enrollmentGroupId": CSR_GROUP,
+                    "attestation": {"type": "symmetricKey", "symmetricKey": {}},
+                    "credentialPolicyName": POLICY,
+                },
+                if_match=None,
+                actor="test",
             )
             yield server, contract, pki
         finally:
@@ -177,3 +211,59 @@ def test_a_hub_that_refuses_fails_the_registration_until_it_recovers(
     again = key_over_https(server, capsys, GROUP, device)
     assert again["status"] == "assigned", again
     assert contract.devices[device]["authentication"]["type"] == "sas"
+
+
+def _csr_register(server: LocalServer, transport: str, device: str, csr: str | None) -> dict:
+    """Register a device of CSR_GROUP with its derived key, with ``csr`` when given."""
+    key = derive_device_key(group_key(server, CSR_GROUP), device)
+    token = sas_password(server.scope, device, key)
+    endpoint = endpoint_of(server)
+    if transport == "https":
+        return csr_over_https(endpoint, device, csr, authorization=token)  # type: ignore[no-any-return]
+    return csr_over_mqtt(endpoint, device, csr, password=token)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("transport", ["https", "mqtt"])
+def test_a_symmetric_key_device_that_sent_a_csr_is_created_ca_signed(world, transport: str) -> None:
+    server, contract, _ = world
+    device = f"csr-dev-{transport}"
+    operation = _csr_register(server, transport, device, op.b64(op.csr(op.p384_key(), device)))
+    assert operation["status"] == "assigned", operation
+    state = operation["registrationState"]
+    assert state["assignedHub"] == HUB_NAME and state["issuedCertificateChain"]
+    assert state["symmetricKey"] == {"enrollmentGroupId": CSR_GROUP}  # it attested with its key
+    (put,) = [
+        r for r in contract.requests if r[0] == "PUT" and r[1].startswith(f"/devices/{device}?")
+    ]
+    sent = put[3]
+    # What the SDK's create_device_with_certificate_authority sends: the type, and no keys.
+    assert sent["authentication"] == {"type": "certificateAuthority"}
+    assert (sent["deviceId"], sent["status"]) == (device, "enabled")
+    assert contract.devices[device]["authentication"]["type"] == "certificateAuthority"
+    assert not contract.violations, contract.violations  # the SDK's records allow this body
+    (event,) = [
+        e for e in server.container.audit.events(registration_id=device) if e.action == "register"
+    ]
+    assert event.reason is not None
+    assert f"identity created in {HUB_NAME} with authentication certificateAuthority" in (
+        event.reason
+    )
+    assert "issued operational certificate" in event.reason
+
+
+def test_the_same_device_registering_without_a_csr_gets_its_keys_again(world) -> None:
+    """Only a registration that issues a certificate makes the identity CA-signed: the update
+    that follows one without a CSR carries the device's keys, as any symmetric-key device's."""
+    server, contract, _ = world
+    device = "csr-dev-again"
+    first = _csr_register(server, "https", device, op.b64(op.csr(op.p384_key(), device)))
+    assert first["status"] == "assigned", first
+    assert contract.devices[device]["authentication"]["type"] == "certificateAuthority"
+    second = _csr_register(server, "https", device, None)
+    assert second["status"] == "assigned", second
+    assert "issuedCertificateChain" not in second["registrationState"]
+    updated = contract.devices[device]["authentication"]
+    assert updated["type"] == "sas"
+    assert updated["symmetricKey"]["primaryKey"] == derive_device_key(
+        group_key(server, CSR_GROUP), device
+    )

@@ -288,11 +288,13 @@ def test_a_chain_that_does_not_validate_to_the_policy_ca_is_refused(world: World
 
 
 @pytest.mark.parametrize("individual", [False, True], ids=["group", "individual"])
-def test_a_renewal_keeps_a_symmetric_key_devices_identity_in_its_hub(
+def test_a_renewal_asks_the_hub_for_the_identity_the_onboarding_did(
     world: World, policy, individual: bool
 ) -> None:
-    """A hub of a kind other than none is asked for the same identity, with the device's keys,
-    whether the device registers with its token or renews with its operational certificate."""
+    """A hub of a kind other than none is asked for the same identity whether the device
+    registers with its token or renews with its operational certificate: CA-signed, since both
+    issue it a certificate (service.hub_assignment), while the registration stays a symmetric-key
+    one."""
     link(world)
     if individual:
         world.individual(
@@ -318,4 +320,5 @@ def test_a_renewal_keeps_a_symmetric_key_devices_identity_in_its_hub(
     assert renewed.state.assigned_hub == HUB_K
     onboarding, renewal = (call.identity for call in world.hub_calls.of("put"))
     assert renewal.authentication == onboarding.authentication
-    assert renewal.authentication.kind is DeviceAuthKind.SAS
+    assert renewal.authentication.kind is DeviceAuthKind.CERTIFICATE_AUTHORITY
+    assert renewed.state.method is AttestationMethod.SYMMETRIC_KEY

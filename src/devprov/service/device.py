@@ -141,6 +141,9 @@ class HubCall:
     identity: DeviceIdentity
     decided: RegistrationState  # the assignment to store once the hub holds the identity
     context: _Context
+    # The operational certificate issued for ``decided`` before the hub was asked (the identity
+    # is CA-signed then), stored with it.
+    issued: Issued | None = None
 
 
 class RegistrationNotFoundError(NotFoundError):
@@ -395,10 +398,15 @@ class DeviceRegistration:
             context = call.context if runs == 1 else self._refreshed(call.context)
             if isinstance(result, DevprovError):
                 return self._fail(context, result)
-            decided = call.decided
-            if runs > 1:  # decided again against the state that won the race, in the same hub
+            decided, issued = call.decided, call.issued
+            if runs > 1:  # decided again against the state that won the race, in the same hub,
+                # and its certificate issued again for the registration id as that state spells it
                 decided = self._decide(context, call.hub.host_name, call.decided.payload)
-            return self._assigned(context, decided, story=str(result))
+                try:
+                    issued = self._issue(context, decided)
+                except DevprovError as exc:
+                    return self._fail(context, exc)
+            return self._assigned(context, decided, issued, story=str(result))
 
         return self._count(run_retrying(once), call.context.protocol)
 
@@ -486,28 +494,41 @@ class DeviceRegistration:
     ) -> RegistrationOutcome | HubCall:
         """Store the assignment, or, when the hub it lands in has a kind other than none, ask
         for the identity there first. The call is made even when the assignment is unchanged:
-        it is idempotent, and it is how a device registering again re-enables its identity."""
+        it is idempotent, and it is how a device registering again re-enables its identity.
+
+        The operational certificate its checked CSR asks for is issued before the hub is asked:
+        one that cannot be issued (its policy's key file or CA unusable) fails the registration
+        with that error and leaves the hub as it was, and one that is issued makes the identity
+        CA-signed (service.hub_assignment)."""
         decided = self._decide(context, hub, payload)
+        try:
+            issued = self._issue(context, decided)
+        except DevprovError as exc:
+            return self._fail(context, exc)
         connection = context.connections.get(decided.assigned_hub or "")
         if connection is not None:
-            identity = build_identity(decided, context.attested.enrollment)
-            return HubCall(connection, identity, decided, context)
-        return self._assigned(context, decided)
+            identity = build_identity(
+                decided, context.attested.enrollment, certificate_issued=issued is not None
+            )
+            return HubCall(connection, identity, decided, context, issued)
+        return self._assigned(context, decided, issued)
+
+    def _issue(self, context: _Context, decided: RegistrationState) -> Issued | None:
+        """The operational certificate of an assignment whose register sent a CSR its policy
+        accepted (None otherwise); raises the issuer's errors."""
+        if context.issuance is None:
+            return None
+        return self._issuer.issue(context.issuance, decided.registration_id, now=self._clock())
 
     def _assigned(
-        self, context: _Context, decided: RegistrationState, *, story: str | None = None
+        self,
+        context: _Context,
+        decided: RegistrationState,
+        issued: Issued | None,
+        *,
+        story: str | None = None,
     ) -> RegistrationOutcome:
-        """Store an assignment, with the operational certificate its checked CSR asks for; a
-        certificate that cannot be issued (its policy's key file or CA unusable) fails the
-        registration instead, with that error."""
-        issued = None
-        if context.issuance is not None:
-            try:
-                issued = self._issuer.issue(
-                    context.issuance, decided.registration_id, now=self._clock()
-                )
-            except DevprovError as exc:
-                return self._fail(context, exc)
+        """Store an assignment, with the operational certificate issued for it."""
         return self._finish(
             context, decided, status=RegistrationStatus.ASSIGNED, story=story, issued=issued
         )

@@ -5,6 +5,11 @@ The authentication follows how the device attested, as DPS does: a group's X.509
 "CA-signed" (the hub trusts the chain, not a thumbprint), an individual X.509 enrollment's
 device is known by its certificates' SHA-1 thumbprints, a symmetric-key device by its own keys
 (derived from the group keys for a group's device, docs/dps-wire.md#group-key-derivation).
+
+One case overrides the attestation: a registration that issues the device an operational
+certificate (docs/operational-certificates.md#hubs). The device then connects to its hub with
+that certificate, which none of its onboarding credentials' identities would accept (its keys, its
+onboarding certificate's thumbprint), so the identity is CA-signed, trusting the policy's CA.
 """
 
 from __future__ import annotations
@@ -15,20 +20,30 @@ from devprov.core.sas import derive_device_key
 from devprov.service.hub_identity import DeviceAuthentication, DeviceAuthKind, DeviceIdentity
 
 
-def build_identity(state: RegistrationState, enrollment: Enrollment) -> DeviceIdentity:
-    """The identity of an assigned device; ``state`` holds its device id."""
+def build_identity(
+    state: RegistrationState, enrollment: Enrollment, *, certificate_issued: bool
+) -> DeviceIdentity:
+    """The identity of an assigned device; ``state`` holds its device id.
+    ``certificate_issued``: this registration issues the device an operational certificate."""
     return DeviceIdentity(
         device_id=state.device_id or state.registration_id,
         registration_id=state.registration_id,
-        authentication=build_authentication(state, enrollment),
+        authentication=build_authentication(
+            state, enrollment, certificate_issued=certificate_issued
+        ),
         initial_twin=enrollment.initial_twin,
         enabled=True,
     )
 
 
-def build_authentication(state: RegistrationState, enrollment: Enrollment) -> DeviceAuthentication:
+def build_authentication(
+    state: RegistrationState, enrollment: Enrollment, *, certificate_issued: bool
+) -> DeviceAuthentication:
     attestation = enrollment.attestation
     group = enrollment.kind is EnrollmentKind.GROUP
+    if certificate_issued:
+        # The device connects with the operational certificate, whatever it attested with.
+        return DeviceAuthentication(DeviceAuthKind.CERTIFICATE_AUTHORITY)
     if state.method is AttestationMethod.X509:
         if group:
             return DeviceAuthentication(DeviceAuthKind.CERTIFICATE_AUTHORITY)
