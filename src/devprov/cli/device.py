@@ -33,6 +33,13 @@ from devprov.cli.client import (
     trust,
 )
 from devprov.cli.common import add_data_dir, container
+from devprov.cli.device_csr import (
+    CertificateAsk,
+    NoCertificateIssuedError,
+    add_options,
+    prepare,
+    save,
+)
 from devprov.cli.enrollment_body import read_json_option
 from devprov.cli.files import input_file, json_or_file
 from devprov.cli.output import add_json_flag, emit
@@ -61,7 +68,8 @@ EXIT_DISABLED = 5  # the enrollment forbids the device: "not permitted"
 EXIT_FAILED = 1  # the service accepted the device but could not assign it (no hub, webhook)
 
 EPILOG = """exit codes: 0 assigned; 5 the enrollment is disabled; 1 the registration failed
-(the error code and message say why); 4 the device's credentials were refused (devprov audit
+(the error code and message say why), or no certificate was issued to --issue/--csr; 4 the
+device's credentials were refused (devprov audit
 on the server says why); 10 no answer within --timeout; others as for every devprov command."""
 
 
@@ -143,6 +151,7 @@ def register(subparsers: Any) -> None:
     sub.add_argument(
         "--service", default=DEFAULT_SERVICE, help="provisioning service (default: default)"
     )
+    add_options(sub)
     add_json_flag(sub)
     sub.set_defaults(func=_register, parser=sub)
 
@@ -276,10 +285,13 @@ def _register(args: argparse.Namespace) -> int:
     _check_options(args)
     payload = read_json_option(args.payload, "--payload") if args.payload else None
     tls = _tls(args)
+    ask = prepare(args)
     scope = args.id_scope or container(args).directory.get(args.service).id_scope
     body: dict[str, Any] = {"registrationId": args.registration_id}
     if payload is not None:
         body["payload"] = payload
+    if ask is not None:
+        body["csr"] = ask.csr
     url = local_url(args)
     headers = {"Accept": "application/json"}
     authorization = _authorization(args, scope, time.time())
@@ -303,7 +315,7 @@ def _register(args: argparse.Namespace) -> int:
                 f"({remote_detail(exc)}); "
                 f"'devprov audit --service {args.service}' on the server says why"
             ) from exc
-    return _report(args, scope, operation)
+    return _report(args, scope, operation, ask)
 
 
 # --- output --------------------------------------------------------------------------------
@@ -317,7 +329,9 @@ def _enrollment(state: dict[str, Any]) -> str:
     return "individual enrollment" if state else "-"
 
 
-def _report(args: argparse.Namespace, scope: str, operation: dict[str, Any]) -> int:
+def _report(
+    args: argparse.Namespace, scope: str, operation: dict[str, Any], ask: CertificateAsk | None
+) -> int:
     status = str(operation.get("status"))
     state: dict[str, Any] = operation.get("registrationState") or {}
     rid = state.get("registrationId") or args.registration_id
@@ -331,6 +345,12 @@ def _report(args: argparse.Namespace, scope: str, operation: dict[str, Any]) -> 
             f"  device id:   {state.get('deviceId')}",
         ]
         code = EXIT_ASSIGNED
+        if ask is not None:
+            try:
+                lines += save(ask, args, operation)
+            except NoCertificateIssuedError as exc:
+                lines.append(f"  certificate: none: {exc.message}")
+                code = EXIT_FAILED
     elif status == "disabled":
         lines = [f"disabled: '{rid}' was not assigned: its {enrollment} is disabled"]
         code = EXIT_DISABLED
