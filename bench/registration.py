@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,22 +131,30 @@ class DevicePki:
         self.root = build_root_certificate(
             self.root_key, "devprov bench root", serial=_serial(), now=self.now, days=2
         )
-        inter_key = ec.generate_private_key(ec.SECP256R1())
-        inter = build_intermediate_certificate(
-            inter_key.public_key(),
-            "devprov bench intermediate",
+        self.intermediate = self.new_intermediate("devprov bench intermediate")
+        self.root_pem = _write(directory / "root.pem", _pem(self.root))
+        self.root_key_pem = _write(directory / "root.key", _key_pem(self.root_key))
+
+    def new_intermediate(self, name: str) -> Issuer:
+        """Another intermediate under the root (EC P-256, CN ``name``)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = build_intermediate_certificate(
+            key.public_key(),
+            name,
             Issuer(self.root, self.root_key),
             serial=_serial(),
             now=self.now,
             days=2,
         )
-        self.intermediate = Issuer(inter, inter_key)
-        self.root_pem = _write(directory / "root.pem", _pem(self.root))
-        self.root_key_pem = _write(directory / "root.key", _key_pem(self.root_key))
+        return Issuer(certificate, key)
 
-    def devices(self, prefix: str, count: int, server_ca: Path) -> list[Device]:
-        """``count`` leaves with CN ``{prefix}-00000``..., each with its client context."""
-        inter_pem = _pem(self.intermediate.certificate)
+    def devices(
+        self, prefix: str, count: int, server_ca: Path, issuer: Issuer | None = None
+    ) -> list[Device]:
+        """``count`` leaves with CN ``{prefix}-00000``..., each with its client context, signed
+        by ``issuer`` (default: the PKI's first intermediate), which each device presents."""
+        issuer = issuer or self.intermediate
+        inter_pem = _pem(issuer.certificate)
         devices = []
         for index in range(count):
             registration_id = f"{prefix}-{index:05d}"
@@ -154,7 +162,7 @@ class DevicePki:
             leaf = build_device_certificate(
                 key.public_key(),
                 registration_id,
-                self.intermediate,
+                issuer,
                 serial=_serial(),
                 now=self.now,
                 days=2,
@@ -258,10 +266,16 @@ def ratio(ours: float, base: float) -> float:
     return ours / base if base else float("nan")
 
 
-def until_assigned(rid: str, answer: Answer, poll: Callable[[str], Answer]) -> int:
+Check = Callable[[str, dict[str, Any]], None]  # a registration id and its assigned outcome
+
+
+def until_assigned(
+    rid: str, answer: Answer, poll: Callable[[str], Answer], check: Check | None = None
+) -> int:
     """The polls a registration took after the register's ``answer``: none when that is the
     outcome (devprov answers it at once, unless serving with --always-poll), else ``poll`` of
-    the operation at once, then after a pause, until decided. Fails unless assigned to HUB."""
+    the operation at once, then after a pause, until decided. Fails unless assigned to HUB,
+    and as ``check`` fails (it raises BenchFailure) on the assigned outcome."""
     status, document = answer
     operation, polls = str(document.get("operationId")), 0
     while status == 202 or document.get("status") == "assigning":
@@ -274,14 +288,23 @@ def until_assigned(rid: str, answer: Answer, poll: Callable[[str], Answer]) -> i
     state = document.get("registrationState", {})
     if status != 200 or document.get("status") != "assigned" or state.get("assignedHub") != HUB:
         raise BenchFailure(f"{rid}: {status} {str(document)[:200]}")
+    if check is not None:
+        check(rid, document)
     return polls
 
 
-def register_device(port: int, id_scope: str, device: Device) -> int:
-    """Register over a new connection, polling on it while assigning; the polls made."""
+def register_device(
+    port: int,
+    id_scope: str,
+    device: Device,
+    fields: Mapping[str, Any] | None = None,
+    check: Check | None = None,
+) -> int:
+    """Register over a new connection, polling on it while assigning; the polls made. The
+    register body is ``registrationId`` and ``fields``; ``check`` as in until_assigned."""
     rid = device.registration_id
     base = f"/{id_scope}/registrations/{rid}"
-    body = json.dumps({"registrationId": rid}).encode()
+    body = json.dumps({"registrationId": rid, **(fields or {})}).encode()
     with _connect(port, device.context) as tls:
         responses = _Responses(tls)
 
@@ -298,7 +321,7 @@ def register_device(port: int, id_scope: str, device: Device) -> int:
             return ask(_request("GET", target, port))
 
         first = ask(_request("PUT", f"{base}/register?api-version={API_VERSION}", port, body))
-        return until_assigned(rid, first, poll)
+        return until_assigned(rid, first, poll, check)
 
 
 def handshake_once(port: int, device: Device) -> int:
@@ -405,8 +428,11 @@ def drive(
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def set_up(server: ServerProcess, pki: DevicePki) -> str:
-    """Prove the root, link the hub, create the enrollment group; returns the ID scope. The
+def set_up(
+    server: ServerProcess, pki: DevicePki, groups: Sequence[Mapping[str, Any]] | None = None
+) -> str:
+    """Prove the root, link the hub, create the enrollment groups (``groups``, service API
+    documents; default: group GROUP with caReferences to the root); returns the ID scope. The
     commands open the server's own database (``--database``, when it was started with one)."""
     where = server.cli_args()
     quiet = io.StringIO()
@@ -429,27 +455,28 @@ def set_up(server: ServerProcess, pki: DevicePki) -> str:
     token = build_sas_token(
         key, f"{SERVER_NAME}:{server.port}", int(time.time()) + 3600, OWNER_POLICY
     )
-    group = {
+    default = {
         "enrollmentGroupId": GROUP,
         "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "root"}}},
     }
     context = ssl.create_default_context(cafile=str(server.ca_file))
-    connection = http.client.HTTPSConnection(
-        SERVER_NAME, server.port, context=context, timeout=SOCKET_TIMEOUT_SECONDS
-    )
-    try:
-        connection.request(
-            "PUT",
-            f"/enrollmentGroups/{GROUP}?api-version={API_VERSION}",
-            body=json.dumps(group),
-            headers={"Authorization": token, "Content-Type": "application/json"},
+    for group in [default] if groups is None else groups:
+        connection = http.client.HTTPSConnection(
+            SERVER_NAME, server.port, context=context, timeout=SOCKET_TIMEOUT_SECONDS
         )
-        response = connection.getresponse()
-        answer = response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"enrollment group: {response.status} {answer[:300]!r}")
+        try:
+            connection.request(
+                "PUT",
+                f"/enrollmentGroups/{group['enrollmentGroupId']}?api-version={API_VERSION}",
+                body=json.dumps(group),
+                headers={"Authorization": token, "Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            answer = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"enrollment group: {response.status} {answer[:300]!r}")
     return service.id_scope
 
 
