@@ -332,7 +332,11 @@ class DeviceRegistration:
             issuance = None
             if csr is not None:
                 issuance = prepare_issuance(
-                    uow, service.name, registration_id, attested.enrollment, csr
+                    trust.credential_policies(),
+                    service.name,
+                    registration_id,
+                    attested.enrollment,
+                    csr,
                 )
             existing = uow.registrations.get(service.name, registration_id)
             records = trust.hubs()
