@@ -1,6 +1,6 @@
-"""What the credential policy pages show about a policy and the certificates issued under it,
-worked out without I/O: the CA chain's facts, the key type, the profile in words, the public
-addresses of the CA chain and the CRL."""
+"""What the credential policy pages show about a policy, worked out without I/O: its CA chain's
+facts, the issuing CA's key type, the profile in words, and the paths of the CA chain and the
+CRL the server publishes."""
 
 from __future__ import annotations
 
