@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
+from devprov.core.sas import build_sas_token, derive_device_key
 from tests.browser import assert_accessible, screenshot
 from tests.server import ServerProcess
 
@@ -25,6 +30,10 @@ CLI_TIMEOUT_SECONDS = 120  # one CLI command; a device registration polls for a 
 # The CLI's exit codes of `device register` (devprov.cli.device, its epilog).
 EXIT_ASSIGNED = 0
 EXIT_DISABLED = 5
+
+# The register's api-version that carries a CSR (docs/operational-certificates.md#the-wire).
+CSR_API_VERSION = "2025-07-01-preview"
+SAS_LIFETIME_SECONDS = 600  # a device's SAS token, for one registration
 
 ROOT_CN = "devprov Flow Root A"
 OTHER_ROOT_CN = "devprov Flow Root B"
@@ -109,6 +118,32 @@ def register_device(
     )  # fmt: skip
 
 
+def https_client(server: ServerProcess) -> httpx.Client:
+    """A client of the server's HTTPS port that trusts its data directory's server CA."""
+    return httpx.Client(
+        base_url=server.url, verify=ssl.create_default_context(cafile=str(server.ca_file))
+    )
+
+
+def register_with_csr(
+    server: ServerProcess, device: str, group_key: str, csr: str
+) -> httpx.Response:
+    """A device of a symmetric-key group registers over HTTPS with ``csr`` (base64 DER), as a
+    device does: ``PUT /{idScope}/registrations/{id}/register`` with its SAS token."""
+    scope = server_json(server, "service", "show", SERVICE)["idScope"]
+    token = build_sas_token(
+        derive_device_key(group_key, device),
+        f"{scope}/registrations/{device}",
+        int(time.time()) + SAS_LIFETIME_SECONDS,
+    )
+    with https_client(server) as client:
+        return client.put(
+            f"/{scope}/registrations/{device}/register?api-version={CSR_API_VERSION}",
+            json={"registrationId": device, "csr": csr},
+            headers={"Authorization": token},
+        )
+
+
 def check(page: Page, step: str) -> None:
     """Every page visited: a screenshot for the artefacts, then axe-core's WCAG 2.1 AA rules."""
     screenshot(page, step)
@@ -182,7 +217,12 @@ def link_hub(page: Page, server: ServerProcess, host: str) -> None:
 
 
 def create_group(
-    page: Page, server: ServerProcess, group: str, attestation: str, ca: str | None = None
+    page: Page,
+    server: ServerProcess,
+    group: str,
+    attestation: str,
+    ca: str | None = None,
+    credential_policy: str | None = None,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -192,6 +232,8 @@ def create_group(
     page.get_by_label(attestation, exact=True).check()
     if ca is not None:
         page.get_by_label("CA certificate", exact=True).select_option(ca)
+    if credential_policy is not None:
+        page.get_by_label("Credential policy", exact=True).select_option(credential_policy)
     check(page, f"group-new-{group}")
     page.get_by_role("button", name="Create", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text(group)

@@ -255,12 +255,14 @@ def test_every_other_kind_of_page(page: Page, portal_server: ServerProcess, pki:
 
 
 def populate(server: ServerProcess, pki: Pki) -> None:
-    """Something in every list, through the CLI: a verified certificate, a hub, a group on the
-    certificate, a device registered through it, and an individual enrollment."""
+    """Something in every list, through the CLI: a verified certificate, a credential policy, a
+    hub, a group on the certificate, a device registered through it, and an individual
+    enrollment."""
     cli = server.cli_args()
     devprov_ok(
         "certificate", "upload", "flow-a", "--cert", pki.file("root-a.pem"), "--verified", *cli
     )
+    devprov_ok("credential-policy", "create", "flow-policy", "--key-type", "ec-p256", *cli)
     devprov_ok("hub", "add", HUB, *cli)
     devprov_ok("enrollment-group", "create", "flow-group", "--ca-name", "flow-a", *cli)
     devprov_ok("enrollment", "create", "flow-individual", "--symmetric-key", *cli)
@@ -277,7 +279,15 @@ def test_list_pages_fit_a_phone(page: Page, portal_server: ServerProcess, pki: P
     check(page, "phone-sign-in")
     assert has_no_horizontal_scroll(page)
     sign_in(page, portal_server)
-    lists = ("certificates", "groups", "enrollments", "registrations", "hubs", "audit")
+    lists = (
+        "certificates",
+        "credential-policies",
+        "groups",
+        "enrollments",
+        "registrations",
+        "hubs",
+        "audit",
+    )
     for step, url in [
         ("services", portal_url(portal_server, "services")),
         *((name, service_url(portal_server, name)) for name in lists),

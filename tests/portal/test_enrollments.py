@@ -3,6 +3,7 @@ keys on POST only, delete after a confirmation, paging to the end, escaping."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 from devprov.bootstrap import Container
 from devprov.core import document
 from devprov.core.enrollment import EnrollmentKind
+from devprov.service.enrollment import EnrollmentGroupNotFoundError, UnknownCredentialPolicyError
 from tests import factory as f
 from tests.portal.pages import link_named, post_form
 
@@ -228,6 +230,125 @@ def test_html_in_ids_and_twins_is_shown_as_text(
     page = signed_in.get(f"{GROUPS}/twin").text
     assert "<b>bold</b>" not in page
     assert "bold" in page
+
+
+# --- the credential policy ----------------------------------------------------------------------
+
+
+def add_policy(container: Container, name: str) -> None:
+    container.credential_policies.create("default", name, key_type="ec-p256", actor="t")
+
+
+def etag_of(page: str) -> str:
+    return re.search(r'name="etag" value="([^"]+)"', page).group(1)
+
+
+@pytest.mark.parametrize("base", [GROUPS, INDIVIDUALS], ids=["groups", "individuals"])
+def test_an_enrollment_names_a_policy_of_the_service_from_the_form(
+    signed_in: TestClient, container: Container, base: str
+) -> None:
+    add_policy(container, "fleet")
+    form = signed_in.get(f"{base}/new").text
+    assert '<option value="">None</option>' in form
+    assert '<option value="fleet">fleet</option>' in form
+    answer = create(
+        signed_in,
+        base,
+        {"id": "named", "attestation": "symmetricKey", "credential_policy": "fleet"},
+    )
+    assert answer.status_code == 303
+    kind = EnrollmentKind.GROUP if base == GROUPS else EnrollmentKind.INDIVIDUAL
+    assert container.enrollments.get("default", kind, "named").credential_policy == "fleet"
+    assert stored(container, kind, "named")["credentialPolicyName"] == "fleet"
+    page = signed_in.get(f"{base}/named").text
+    assert link_named(page, "fleet") == "/portal/s/default/credential-policies/fleet"
+    assert "no longer exists" not in page
+    # the twin: "None" names no policy
+    plain = create(signed_in, base, {"id": "plain", "attestation": "symmetricKey"})
+    assert plain.status_code == 303
+    assert container.enrollments.get("default", kind, "plain").credential_policy is None
+    assert "<dt>Credential policy</dt>\n  <dd>None</dd>" in signed_in.get(f"{base}/plain").text
+
+
+def test_an_unknown_policy_is_the_service_apis_400_shown_on_the_form(
+    signed_in: TestClient, container: Container
+) -> None:
+    add_policy(container, "fleet")
+    # The error the service API answers for the same document (the use case both call).
+    with pytest.raises(UnknownCredentialPolicyError) as api:
+        container.enrollments.create_or_update(
+            "default",
+            EnrollmentKind.GROUP,
+            "gone",
+            {"attestation": {"type": "symmetricKey"}, "credentialPolicyName": "gone-policy"},
+            if_match=None,
+            actor="t",
+        )
+    answer = create(
+        signed_in,
+        GROUPS,
+        {"id": "gone", "attestation": "symmetricKey", "credential_policy": "gone-policy"},
+    )
+    assert answer.status_code == 400
+    assert f"Error {api.value.code} ({api.value.number})" in answer.text
+    assert api.value.message in html.unescape(answer.text)
+    assert '<option value="gone-policy" selected>gone-policy (not a policy' in answer.text
+    with pytest.raises(EnrollmentGroupNotFoundError):
+        container.enrollments.get("default", EnrollmentKind.GROUP, "gone")
+
+
+def test_the_policy_is_changed_on_the_records_page(
+    signed_in: TestClient, container: Container
+) -> None:
+    add_policy(container, "fleet")
+    add_policy(container, "spare")
+    create(signed_in, INDIVIDUALS, {"id": "dev-1", "attestation": "symmetricKey"})
+    here = f"{INDIVIDUALS}/dev-1"
+    keys = container.enrollments.attestation_mechanism(
+        "default", EnrollmentKind.INDIVIDUAL, "dev-1"
+    )
+    for chosen, expected in (("spare", "spare"), ("FLEET", "FLEET"), ("", None)):
+        etag = etag_of(signed_in.get(here).text)
+        answer = post_form(
+            signed_in,
+            here,
+            f"{here}/credential-policy",
+            {"credential_policy": chosen, "etag": etag},
+        )
+        assert answer.status_code == 303, answer.text
+        record = container.enrollments.get("default", EnrollmentKind.INDIVIDUAL, "dev-1")
+        assert record.credential_policy == expected
+    # The write-back keeps the keys, and is in the audit log under the session.
+    assert (
+        container.enrollments.attestation_mechanism("default", EnrollmentKind.INDIVIDUAL, "dev-1")
+        == keys
+    )
+    events = container.audit.events(limit=100)
+    assert [e.actor for e in events if e.action.endswith("createOrUpdate")][-1] == "portal:admin"
+
+
+def test_a_refused_policy_change_is_shown_on_the_records_page(
+    signed_in: TestClient, container: Container
+) -> None:
+    add_policy(container, "fleet")
+    create(signed_in, INDIVIDUALS, {"id": "dev-1", "attestation": "symmetricKey"})
+    here = f"{INDIVIDUALS}/dev-1"
+    old = etag_of(signed_in.get(here).text)
+    unknown = post_form(
+        signed_in, here, f"{here}/credential-policy", {"credential_policy": "nope", "etag": old}
+    )
+    assert unknown.status_code == 400
+    assert f"UnknownCredentialPolicy ({UnknownCredentialPolicyError.number})" in unknown.text
+    assert "<h1>dev-1</h1>" in unknown.text  # the record's page, with the error in it
+    post_form(
+        signed_in, here, f"{here}/credential-policy", {"credential_policy": "fleet", "etag": old}
+    )
+    stale = post_form(
+        signed_in, here, f"{here}/credential-policy", {"credential_policy": "", "etag": old}
+    )
+    assert stale.status_code == 412
+    record = container.enrollments.get("default", EnrollmentKind.INDIVIDUAL, "dev-1")
+    assert record.credential_policy == "fleet"
 
 
 # --- enable, disable, keys, delete --------------------------------------------------------------

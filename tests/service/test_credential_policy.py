@@ -587,6 +587,19 @@ def name_policy(uow, clock, enrollment_id: str, policy: str, kind=EnrollmentKind
     service.create_or_update(SVC, kind, enrollment_id, doc, if_match=None, actor=ACTOR)
 
 
+def test_list_with_use_counts_the_enrollments_naming_each_policy(policies, uow, clock) -> None:
+    assert policies.list_with_use(SVC) == []
+    fleet = policies.create(SVC, "fleet", key_type="ec-p256", actor=ACTOR)
+    spare = policies.create(SVC, "spare", key_type="ec-p256", actor=ACTOR)
+    name_policy(uow, clock, "dev-1", "fleet")
+    name_policy(uow, clock, "grp-1", "FLEET", EnrollmentKind.GROUP)
+    used = policies.list_with_use(SVC)
+    assert [(u.policy, u.enrollments) for u in used] == [(fleet, 2), (spare, 0)]
+    assert used[0].enrollments == policies.enrollments_naming(SVC, "fleet")
+    with pytest.raises(e.ServiceNotFoundError):
+        policies.list_with_use("nowhere")
+
+
 def test_delete_removes_the_row_and_the_key_file(policies, keys, uow) -> None:
     policies.create(SVC, "fleet", key_type="ec-p256", actor=ACTOR)
     policies.delete(SVC, "FLEET", actor=ACTOR)

@@ -158,6 +158,26 @@ def test_issued_of_a_missing_service_is_not_found(policies) -> None:
         policies.issued("nowhere")
 
 
+def test_one_issued_certificate_is_read_by_its_serial_in_any_spelling(
+    policies, keys, uow, fleet
+) -> None:
+    record = issue(policies, keys, uow, "dev-1")
+    spaced = ":".join(f"{int(record.serial, 16):040X}"[i : i + 2] for i in range(0, 40, 2))
+    assert policies.issued_certificate(SVC, record.serial.lower()) == record
+    assert policies.issued_certificate(SVC, spaced) == record
+
+
+def test_an_unknown_or_malformed_serial_reads_nothing(policies, keys, uow, fleet) -> None:
+    record = issue(policies, keys, uow, "dev-1")
+    unknown = f"{int(record.serial, 16) + 1:X}"
+    with pytest.raises(IssuedCertificateNotFoundError, match=unknown):
+        policies.issued_certificate(SVC, unknown)
+    with pytest.raises(InvalidSerialNumberError):
+        policies.issued_certificate(SVC, "not-hex")
+    with pytest.raises(e.ServiceNotFoundError):
+        policies.issued_certificate("nowhere", record.serial)
+
+
 # --- revoke ----------------------------------------------------------------------------------
 
 

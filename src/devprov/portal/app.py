@@ -9,7 +9,15 @@ from starlette.staticfiles import StaticFiles
 
 from devprov.bootstrap import Container, utc_now
 from devprov.core.sign_in_limit import SignInLimit
-from devprov.portal import audit, auth, certificates, enrollments, hubs, registrations
+from devprov.portal import (
+    audit,
+    auth,
+    certificates,
+    credential_policies,
+    enrollments,
+    hubs,
+    registrations,
+)
 from devprov.portal.page import Page, Portal, guarded
 from devprov.portal.render import url
 from devprov.portal.services import services_page
@@ -36,6 +44,7 @@ def routes(container: Container, *, clock: Clock = utc_now) -> list[BaseRoute]:
                 Route("/sign-out", guarded(portal, auth.sign_out), methods=["POST"]),
                 Route("/services", guarded(portal, services_page)),
                 *certificates.routes(portal),
+                *credential_policies.routes(portal),
                 *enrollments.routes(portal),
                 *registrations.routes(portal),
                 *hubs.routes(portal),

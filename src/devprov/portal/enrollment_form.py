@@ -94,6 +94,7 @@ class Entered:
     allocation: str = ""
     device_id: str = ""
     initial_twin: str = ""
+    credential_policy: str = ""  # "" is none
 
 
 def _text(form: FormData, name: str) -> str:
@@ -112,6 +113,7 @@ def entered(form: FormData, kind: Kind) -> Entered:
         allocation=_text(form, "allocation"),
         device_id=_text(form, "device_id"),
         initial_twin=_text(form, "initial_twin"),
+        credential_policy=_text(form, "credential_policy"),
     )
 
 
@@ -176,16 +178,33 @@ def build_document(kind: Kind, given: Entered, pem: str | None) -> dict[str, Any
         doc["iotHubs"] = [given.hub]
     if given.allocation:
         doc["allocationPolicy"] = given.allocation
+    if given.credential_policy:
+        doc["credentialPolicyName"] = given.credential_policy
     twin = _initial_twin(given.initial_twin)
     if twin is not None:
         doc["initialTwin"] = twin
     return doc
 
 
+# What a stored record's document carries that a write does not take back.
+_READ_ONLY = ("etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "registrationState")
+
+# The members that name a credential policy: the preview's and 2026-11-01's (core.enrollment).
+_POLICY_MEMBERS = ("credentialPolicyName", "certificatePolicyName")
+
+
 def with_status(current: dict[str, Any], enabled: bool) -> dict[str, Any]:
     """A stored record's document (core.document.enrollment, without keys or certificates: the
     use case keeps the stored ones) with its provisioning status changed."""
-    read_only = ("etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "registrationState")
-    doc = {k: v for k, v in current.items() if k not in read_only}
+    doc = {k: v for k, v in current.items() if k not in _READ_ONLY}
     doc["provisioningStatus"] = "enabled" if enabled else "disabled"
+    return doc
+
+
+def with_credential_policy(current: dict[str, Any], policy: str | None) -> dict[str, Any]:
+    """A stored record's document, as for :func:`with_status`, naming the credential policy
+    ``policy`` instead of the one it names (None: none)."""
+    doc = {k: v for k, v in current.items() if k not in _READ_ONLY + _POLICY_MEMBERS}
+    if policy:
+        doc["credentialPolicyName"] = policy
     return doc

@@ -19,7 +19,13 @@ from starlette.routing import Route
 from devprov.core import document
 from devprov.core.certificate import CertificateFacts
 from devprov.core.enrollment import AttestationType, Enrollment
-from devprov.core.error import STATUS, CertificateNotFoundError, DevprovError
+from devprov.core.error import (
+    STATUS,
+    CertificateNotFoundError,
+    DevprovError,
+    EtagMismatchError,
+    InvalidInputError,
+)
 from devprov.core.registration import RegistrationState
 from devprov.portal.enrollment_form import (
     FORM_ALLOCATION_POLICIES,
@@ -30,6 +36,7 @@ from devprov.portal.enrollment_form import (
     build_document,
     entered,
     read_certificate_file,
+    with_credential_policy,
     with_status,
 )
 from devprov.portal.page import Handler, Page, Portal, guarded, read_form
@@ -92,6 +99,7 @@ async def _render_new(
     service = _service(request)
     certificates = await page.run(page.container.registry.list, service) if kind is GROUPS else []
     hubs = await page.run(page.container.hubs.all, service)
+    credential_policies = await page.run(page.container.credential_policies.list, service)
     return page.render(
         request,
         "enrollment_new.html",
@@ -104,6 +112,7 @@ async def _render_new(
         certificates=certificates,
         hubs=hubs,
         policies=FORM_ALLOCATION_POLICIES,
+        credential_policies=credential_policies,
     )
 
 
@@ -172,24 +181,40 @@ async def _registrations(
     return listed.items, listed.continuation
 
 
+async def _show(
+    request: Request, page: Page, kind: Kind, *, error: DevprovError | None = None
+) -> Response:
+    """A record's page; ``error`` is a refused change of it, shown in the page."""
+    service, id = _service(request), str(request.path_params["id"])
+    item = await page.run(page.container.enrollments.get, service, kind.kind, id)
+    registrations, after = await _registrations(request, page, kind, item)
+    credential_policies = await page.run(page.container.credential_policies.list, service)
+    named = item.credential_policy
+    return page.render(
+        request,
+        "enrollment.html",
+        service=service,
+        status_code=STATUS[error.kind] if error else 200,
+        kind=kind,
+        base=_base(service, kind),
+        here=_here(service, kind, item.id),
+        item=item,
+        cas=await _cas(page, item),
+        certificates=_certificates(item),
+        registrations=registrations,
+        next=after,
+        credential_policies=credential_policies,
+        # None: it names none; False: it names one the service no longer has.
+        policy_exists=(
+            None if named is None else any(p.key == named.lower() for p in credential_policies)
+        ),
+        error=error,
+    )
+
+
 def _detail(kind: Kind) -> Handler:
     async def handler(request: Request, page: Page) -> Response:
-        service, id = _service(request), str(request.path_params["id"])
-        item = await page.run(page.container.enrollments.get, service, kind.kind, id)
-        registrations, after = await _registrations(request, page, kind, item)
-        return page.render(
-            request,
-            "enrollment.html",
-            service=service,
-            kind=kind,
-            base=_base(service, kind),
-            here=_here(service, kind, item.id),
-            item=item,
-            cas=await _cas(page, item),
-            certificates=_certificates(item),
-            registrations=registrations,
-            next=after,
-        )
+        return await _show(request, page, kind)
 
     return handler
 
@@ -220,6 +245,33 @@ def _enabled(kind: Kind) -> Handler:
                 page.container.hub_sync.for_enrollment, service, kind.kind, item.id, deleted=False
             )
             await page.container.change_hubs(plan, actor=page.actor)
+        return RedirectResponse(_here(service, kind, item.id), status_code=303)
+
+    return handler
+
+
+def _credential_policy(kind: Kind) -> Handler:
+    """Name another credential policy, or none: the record written back with the page's etag,
+    as enabling does, so that the service API's rules (the policy must exist) apply."""
+
+    async def handler(request: Request, page: Page) -> Response:
+        service, id = _service(request), str(request.path_params["id"])
+        form = await read_form(request)
+        item = await page.run(page.container.enrollments.get, service, kind.kind, id)
+        policy = _form_text(form.get("credential_policy")) or None
+        try:
+            await page.run(
+                page.container.enrollments.write,
+                service,
+                kind.kind,
+                item.id,
+                with_credential_policy(document.enrollment(item), policy),
+                # The page's etag, as for enabling: a change made since is not overwritten.
+                if_match=_form_text(form.get("etag")) or item.etag,
+                actor=page.actor,
+            )
+        except (InvalidInputError, EtagMismatchError) as exc:
+            return await _show(request, page, kind, error=exc)
         return RedirectResponse(_here(service, kind, item.id), status_code=303)
 
     return handler
@@ -288,6 +340,11 @@ def routes(portal: Portal) -> list[Route]:
             Route(f"{base}/{{id}}", guarded(portal, _detail(kind))),
             Route(f"{base}/{{id}}/enabled", guarded(portal, _enabled(kind)), methods=["POST"]),
             Route(f"{base}/{{id}}/keys", guarded(portal, _keys(kind)), methods=["POST"]),
+            Route(
+                f"{base}/{{id}}/credential-policy",
+                guarded(portal, _credential_policy(kind)),
+                methods=["POST"],
+            ),
             Route(f"{base}/{{id}}/delete", guarded(portal, _delete(kind)), methods=["GET", "POST"]),
         ]
     return found

@@ -97,6 +97,14 @@ class CertificateAlreadyRevokedError(ConflictError):
 
 
 @dataclass(frozen=True)
+class PolicyUse:
+    """A policy and how many enrollments and enrollment groups name it."""
+
+    policy: CredentialPolicy
+    enrollments: int
+
+
+@dataclass(frozen=True)
 class PolicyProfile:
     """What a policy says of the certificates it issues (core.csr.IssuanceProfile)."""
 
@@ -205,6 +213,16 @@ class CredentialPolicies:
             _require_service(uow, service)
             return _policy(uow, service, name)
 
+    def list_with_use(self, service: str) -> builtins.list[PolicyUse]:
+        """The service's policies, each with the number of enrollments naming it, read in one
+        transaction."""
+        with self._uow(read_only=True) as uow:
+            _require_service(uow, service)
+            return [
+                PolicyUse(p, uow.credential_policies.enrollments_naming(service, p.name))
+                for p in uow.credential_policies.all(service)
+            ]
+
     def enrollments_naming(self, service: str, name: str) -> int:
         """How many enrollments and enrollment groups name the policy."""
         with self._uow(read_only=True) as uow:
@@ -266,6 +284,13 @@ class CredentialPolicies:
                 limit=limit,
             )
 
+    def issued_certificate(self, service: str, serial: str) -> IssuedCertificate:
+        """One issued certificate by its serial (in any form parse_serial reads)."""
+        key = parse_serial(serial)
+        with self._uow(read_only=True) as uow:
+            _require_service(uow, service)
+            return _issued(uow, service, key)
+
     @retrying
     def revoke(self, service: str, serial: str, *, actor: str) -> IssuedCertificate:
         """Revoke an issued certificate now; its policy's CRL number rises with it (when the
@@ -273,12 +298,7 @@ class CredentialPolicies:
         key = parse_serial(serial)
         with self._uow() as uow:
             _require_service(uow, service)
-            found = uow.issued.get(service, key)
-            if found is None:
-                raise IssuedCertificateNotFoundError(
-                    f"no operational certificate with serial {key} was issued in service "
-                    f"'{service}'"
-                )
+            found = _issued(uow, service, key)
             if found.revoked_at is not None:
                 raise CertificateAlreadyRevokedError(
                     f"certificate {key} of '{found.registration_id}' was revoked at "
@@ -396,6 +416,15 @@ def _policy(uow: UnitOfWork, service: str, name: str) -> CredentialPolicy:
     if found is None:
         raise CredentialPolicyNotFoundError(
             f"credential policy '{name}' does not exist in service '{service}'"
+        )
+    return found
+
+
+def _issued(uow: UnitOfWork, service: str, serial: str) -> IssuedCertificate:
+    found = uow.issued.get(service, serial)
+    if found is None:
+        raise IssuedCertificateNotFoundError(
+            f"no operational certificate with serial {serial} was issued in service '{service}'"
         )
     return found
 
