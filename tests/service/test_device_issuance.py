@@ -293,6 +293,24 @@ def test_a_policy_the_service_lacks_is_a_precise_error(world: World, policy, eng
 # --- issuing fails --------------------------------------------------------------------------
 
 
+def test_a_policy_made_again_under_its_name_issues_from_its_new_ca(world: World, policy) -> None:
+    """The process keeps issuing keys loaded per CA chain: the old key must not sign for the
+    policy's new CA."""
+    assert world.data_root is not None
+    credentials = key_group(world, "sensor-1")
+    first = world.register("sensor-1", credentials, csr=op.b64(op.csr(f.ec_key(), "sensor-1")))
+    op.verify_issued_chain(first.issued_chain, policy, at=world.clock.now)
+    with world.uow() as uow:
+        assert uow.credential_policies.remove("default", POLICY)
+        uow.commit()
+    renewed = op.add_policy(world.uow, world.data_root, POLICY, days=30)
+    world.clock.advance(minutes=1)
+    second = world.register("sensor-1", credentials, csr=op.b64(op.csr(f.ec_key(), "sensor-1")))
+    leaf = op.verify_issued_chain(second.issued_chain, renewed, at=world.clock.now)
+    assert leaf.issuer == renewed.certificate.subject
+    assert op.chain_of(second.issued_chain)[1:] == [renewed.certificate]
+
+
 def test_a_missing_issuing_key_fails_the_registration(world: World, policy, engine) -> None:
     assert world.data_root is not None
     FileIssuingKeyStore(world.data_root).remove("default", POLICY)
