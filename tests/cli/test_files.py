@@ -43,6 +43,7 @@ NOT_FILES = {
     "dir",  # where `ca` writes
     "out",  # what `ca verification` writes
     "directory",  # where `ca demo` writes
+    "chain_out",  # what `device register --csr` writes
 }
 FILE_LIKE = ("file", "cert", "key", "pem", "chain", "issuer", "payload", "twin")
 
