@@ -21,7 +21,6 @@ from datetime import datetime
 
 from cryptography import x509
 
-from devprov.core.certificate import parse_certificates
 from devprov.core.credential_policy import CredentialPolicy, IssuedCertificate
 from devprov.core.enrollment import Enrollment, EnrollmentKind
 from devprov.core.error import DevprovError
@@ -33,6 +32,7 @@ from devprov.service.attestation_error import (
     DeviceAttestationError,
     OperationalCertificateRevokedError,
 )
+from devprov.service.device_issuance import ca_chain
 from devprov.service.port import UnitOfWork
 from devprov.service.trust import TrustView
 
@@ -86,7 +86,7 @@ def attest_renewal(
             f"'{issued.policy}', which no longer exists",
             UNTRUSTED_CHAIN,
         )
-    issuing_ca = parse_certificates(policy.ca_chain_pem)[0]
+    issuing_ca = ca_chain(policy.ca_chain_pem)[0]
     try:
         trust.validate(chain[0], chain[1:], [issuing_ca], at=now)
     except DevprovError as exc:
